@@ -2,7 +2,6 @@
  * See notary_store.h for the contract, sql/README.md and
  * sql/0002_writer_path.sql for the database side.
  */
-#include <errno.h>
 #include <poll.h>
 #include <string.h>
 
@@ -15,7 +14,7 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 
-#include "notary_store.h"
+#include "notary_store_int.h"
 
 #if !APR_HAS_THREADS
 #error "notary_store needs APR with threads (apr_reslist)"
@@ -205,15 +204,6 @@ static void keys_forget(store_conn *sc)
     sc->nknown = sc->next_known = 0;
 }
 
-typedef enum {
-    STEP_OK,
-    STEP_SERVER_ERROR,     /* the server answered with an error; conn usable */
-    STEP_CONN_LOST,        /* the connection broke */
-    STEP_TIMEOUT,          /* no answer in time; conn state unknown */
-    STEP_LATE              /* rolled back for want of time (the guard, or
-                            * a COPY not committed); conn usable */
-} step_t;
-
 static apr_status_t slot_construct(void **res, void *params, apr_pool_t *p)
 {
     /* calloc, not the pool: slots come and go (ttl, invalidation) for the
@@ -304,144 +294,6 @@ apr_status_t notary_store_create(notary_store **pst, apr_pool_t *p, const char *
     return APR_SUCCESS;
 }
 
-static const char *pq_msg(apr_pool_t *p, const char *m)
-{
-    char *s = apr_pstrdup(p, (m && *m) ? m : "unknown libpq error");
-    apr_size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r' || s[n - 1] == ' ')) {
-        s[--n] = '\0';
-    }
-    /* libpq messages may span lines; one log line reads better */
-    for (char *c = s; *c; c++) {
-        if (*c == '\n') {
-            *c = ' ';
-        }
-    }
-    return s;
-}
-
-/* Primary message and SQLSTATE only: DETAIL would echo the failing row,
- * i.e. parts of the body and keys, into the error log. */
-static const char *result_msg(apr_pool_t *p, const PGresult *res)
-{
-    const char *prim = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    const char *cons = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
-
-    if (!prim) {
-        return pq_msg(p, PQresultErrorMessage(res));
-    }
-    return apr_psprintf(p, "%s (SQLSTATE %s%s%s)", pq_msg(p, prim), state ? state : "?",
-                        cons ? ", constraint " : "", cons ? cons : "");
-}
-
-/* Wait until the socket is ready: 1 ready (*readable set), 0 deadline
- * passed, -1 error. */
-static int wait_socket(PGconn *conn, int want_write, apr_time_t deadline, int *readable)
-{
-    struct pollfd pfd;
-    int n;
-
-    *readable = 0;
-    pfd.fd = PQsocket(conn);
-    if (pfd.fd < 0) {
-        return -1;
-    }
-    for (;;) {
-        apr_interval_time_t left = deadline - apr_time_now();
-        int ms;
-        if (left <= 0) {
-            return 0;
-        }
-        ms = (int)((left + 999) / 1000);
-        pfd.events = POLLIN | (want_write ? POLLOUT : 0);
-        pfd.revents = 0;
-        n = poll(&pfd, 1, ms);
-        if (n > 0) {
-            *readable = (pfd.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
-            return 1;
-        }
-        if (n == 0) {
-            continue;          /* loop re-checks the deadline */
-        }
-        if (errno != EINTR) {
-            return -1;
-        }
-    }
-}
-
-/* Flush what libpq holds for the server. */
-static step_t flush_out(PGconn *conn, apr_time_t deadline)
-{
-    int f, w, readable;
-
-    while ((f = PQflush(conn)) == 1) {
-        w = wait_socket(conn, 1, deadline, &readable);
-        if (w == 0) {
-            return STEP_TIMEOUT;
-        }
-        if (w < 0 || (readable && !PQconsumeInput(conn))) {
-            return STEP_CONN_LOST;
-        }
-    }
-    return f < 0 ? STEP_CONN_LOST : STEP_OK;
-}
-
-/* Read until libpq has a whole result to give. */
-static step_t await_input(PGconn *conn, apr_time_t deadline)
-{
-    int w, readable;
-
-    while (PQisBusy(conn)) {
-        w = wait_socket(conn, 0, deadline, &readable);
-        if (w == 0) {
-            return STEP_TIMEOUT;
-        }
-        if (w < 0 || !PQconsumeInput(conn)) {
-            return STEP_CONN_LOST;
-        }
-    }
-    return STEP_OK;
-}
-
-/* After PQsend*: flush, then collect the result. *res gets the first
- * result (caller clears it). */
-static step_t finish_command(PGconn *conn, apr_time_t deadline, PGresult **res)
-{
-    PGresult *r;
-    step_t step;
-
-    *res = NULL;
-    if ((step = flush_out(conn, deadline)) != STEP_OK) {
-        return step;
-    }
-    for (;;) {
-        if ((step = await_input(conn, deadline)) != STEP_OK) {
-            return step;
-        }
-        r = PQgetResult(conn);
-        if (!r) {
-            break;
-        }
-        if (!*res) {
-            *res = r;
-        }
-        else {
-            PQclear(r);
-        }
-    }
-    if (!*res || PQstatus(conn) == CONNECTION_BAD) {
-        return STEP_CONN_LOST;
-    }
-    switch (PQresultStatus(*res)) {
-    case PGRES_COMMAND_OK:
-    case PGRES_TUPLES_OK:
-        return STEP_OK;
-    default:
-        return STEP_SERVER_ERROR;
-    }
-}
-
 /* An idle pooled connection should have nothing to say. If its socket is
  * readable, the server went away (restart, termination) or sent something
  * unexpected: either way, replace it before sending anything. */
@@ -462,15 +314,6 @@ static int slot_usable(store_conn *sc)
     return poll(&pfd, 1, 0) == 0;
 }
 
-/* statement_timeout, and the guard's bound, for a transaction with `left`
- * to go: the server gives up a little before we do, so a statement it
- * cancels has a known outcome (rolled back); one we abandon does not */
-static long server_ms(apr_interval_time_t left)
-{
-    long ms = (long)apr_time_as_msec(left) * 9 / 10;
-    return ms > 0 ? ms : 1;
-}
-
 /* Run one set-up command on a new connection; 0 or an APR error. */
 static apr_status_t setup_step(const notary_store *st, store_conn *sc, int ok,
                                apr_time_t deadline, const char *what,
@@ -482,21 +325,21 @@ static apr_status_t setup_step(const notary_store *st, store_conn *sc, int ok,
 
     if (!ok) {
         *err = apr_psprintf(errpool, "record store: %s failed: %s", what,
-                            pq_msg(errpool, PQerrorMessage(sc->conn)));
+                            notary_store_pq_msg(errpool, PQerrorMessage(sc->conn)));
         return APR_ECONNREFUSED;
     }
-    step = finish_command(sc->conn, deadline, &res);
+    step = notary_store_finish_command(sc->conn, deadline, &res);
     if (step != STEP_OK) {
         /* class 42: no such table or function, or no privilege on it */
         state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         *err = apr_psprintf(errpool, "record store: %s failed%s: %s", what,
                             step == STEP_SERVER_ERROR && state && !strncmp(state, "42", 2)
                                 ? " (is sql/ applied to this database, version 2 or later?)" : "",
-                            step == STEP_SERVER_ERROR ? result_msg(errpool, res)
+                            step == STEP_SERVER_ERROR ? notary_store_result_msg(errpool, res)
                             : step == STEP_TIMEOUT
                                 ? apr_psprintf(errpool, "no answer within %" APR_TIME_T_FMT
                                                " ms", apr_time_as_msec(st->timeout))
-                            : pq_msg(errpool, PQerrorMessage(sc->conn)));
+                            : notary_store_pq_msg(errpool, PQerrorMessage(sc->conn)));
     }
     if (res) {
         PQclear(res);
@@ -519,7 +362,7 @@ static apr_status_t slot_connect(notary_store *st, PGconn *c, apr_time_t deadlin
         ps = PGRES_POLLING_FAILED;
     }
     while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
-        w = wait_socket(c, ps == PGRES_POLLING_WRITING, deadline, &readable);
+        w = notary_store_wait_socket(c, ps == PGRES_POLLING_WRITING, deadline, &readable);
         if (w == 0) {
             *err = apr_psprintf(errpool, "cannot connect to the record store: no answer "
                                 "within %" APR_TIME_T_FMT " ms",
@@ -533,7 +376,7 @@ static apr_status_t slot_connect(notary_store *st, PGconn *c, apr_time_t deadlin
     }
     if (ps != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK) {
         *err = apr_psprintf(errpool, "cannot connect to the record store: %s",
-                            pq_msg(errpool, PQerrorMessage(c)));
+                            notary_store_pq_msg(errpool, PQerrorMessage(c)));
         return APR_ECONNREFUSED;
     }
     return APR_SUCCESS;
@@ -561,7 +404,7 @@ static apr_status_t slot_open(notary_store *st, store_conn *sc, apr_time_t deadl
     }
     if (PQsetnonblocking(c, 1) != 0) {
         *err = apr_psprintf(errpool, "cannot set the record store connection non-blocking: %s",
-                            pq_msg(errpool, PQerrorMessage(c)));
+                            notary_store_pq_msg(errpool, PQerrorMessage(c)));
         rv = APR_ECONNREFUSED;
         goto fail;
     }
@@ -569,7 +412,7 @@ static apr_status_t slot_open(notary_store *st, store_conn *sc, apr_time_t deadl
      * table, and this connection is dropped when the deadline passes.
      * The first transaction sets it for good (send_pipeline). */
     apr_snprintf(sql, sizeof(sql), "SET statement_timeout = %ld",
-                 server_ms(deadline - apr_time_now()));
+                 notary_store_server_ms(deadline - apr_time_now()));
     sc->timeout_unsure = 1;
     sc->in_doubt = 0;
     if ((rv = setup_step(st, sc, PQsendQuery(c, sql), deadline,
@@ -816,12 +659,12 @@ static step_t send_pipeline(const notary_store *st, store_conn *sc, store_item *
      * statement; the guard (guard_sql), last, the whole transaction. */
     {
         apr_interval_time_t left = deadline - apr_time_now();
-        bound_ms = server_ms(left);
+        bound_ms = notary_store_server_ms(left);
         if (left < st->timeout - st->timeout / 20) {
             ms = bound_ms;
         }
         else if (sc->timeout_unsure) {
-            ms = server_ms(st->timeout);
+            ms = notary_store_server_ms(st->timeout);
             restoring = 1;
         }
         if (ms) {
@@ -914,14 +757,14 @@ static step_t send_pipeline(const notary_store *st, store_conn *sc, store_item *
         return STEP_CONN_LOST;
     }
     sc->in_doubt = with_rows;
-    if ((step = flush_out(conn, deadline)) != STEP_OK) {
+    if ((step = notary_store_flush_out(conn, deadline)) != STEP_OK) {
         return step;
     }
     /* each statement's result then NULL; after an error the rest come as
      * PIPELINE_ABORTED; the sync last */
     while (!synced) {
         PGresult *r;
-        if ((step = await_input(conn, deadline)) != STEP_OK) {
+        if ((step = notary_store_await_input(conn, deadline)) != STEP_OK) {
             return step;
         }
         r = PQgetResult(conn);
@@ -1020,7 +863,7 @@ static step_t committed_before(store_conn *sc, const store_params *sp, apr_time_
     if (!PQsendQueryPrepared(sc->conn, STMT_CHECK, NPARAMS - 1, v, l, check_formats, 0)) {
         return STEP_CONN_LOST;
     }
-    step = finish_command(sc->conn, deadline, res);
+    step = notary_store_finish_command(sc->conn, deadline, res);
     if (step == STEP_OK) {
         *same = PQntuples(*res) == 1 && !strcmp(PQgetvalue(*res, 0, 0), "t");
     }
@@ -1035,7 +878,7 @@ static step_t copy_put(PGconn *conn, const char *d, apr_size_t len, apr_time_t d
 
     while ((rc = PQputCopyData(conn, d, (int)len)) == 0) {
         /* non-blocking and full: wait until the socket takes more */
-        w = wait_socket(conn, 1, deadline, &readable);
+        w = notary_store_wait_socket(conn, 1, deadline, &readable);
         if (w == 0) {
             return STEP_TIMEOUT;
         }
@@ -1046,7 +889,7 @@ static step_t copy_put(PGconn *conn, const char *d, apr_size_t len, apr_time_t d
     if (rc < 0) {
         return STEP_CONN_LOST;
     }
-    return flush_out(conn, deadline);
+    return notary_store_flush_out(conn, deadline);
 }
 
 /* Start COPY ... FROM STDIN: STEP_OK once the server waits for data. On a
@@ -1060,11 +903,11 @@ static step_t copy_begin(PGconn *conn, apr_time_t deadline, PGresult **res)
     if (!PQsendQuery(conn, copy_sql)) {
         return STEP_CONN_LOST;
     }
-    if ((step = flush_out(conn, deadline)) != STEP_OK) {
+    if ((step = notary_store_flush_out(conn, deadline)) != STEP_OK) {
         return step;
     }
     for (;;) {
-        if ((step = await_input(conn, deadline)) != STEP_OK) {
+        if ((step = notary_store_await_input(conn, deadline)) != STEP_OK) {
             return step;
         }
         r = PQgetResult(conn);
@@ -1206,7 +1049,7 @@ static step_t copy_rollback(PGconn *conn, apr_time_t deadline, step_t step)
     if (!PQsendQuery(conn, "ROLLBACK")) {
         return STEP_CONN_LOST;
     }
-    s = finish_command(conn, deadline, &r);
+    s = notary_store_finish_command(conn, deadline, &r);
     if (r) {
         PQclear(r);
     }
@@ -1247,7 +1090,7 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
         if (PQputCopyEnd(sc->conn, *why) != 1) {
             return STEP_CONN_LOST;
         }
-        finish_command(sc->conn, deadline, res);
+        notary_store_finish_command(sc->conn, deadline, res);
         if (*res) {
             PQclear(*res);
             *res = NULL;
@@ -1260,7 +1103,7 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
     if (PQputCopyEnd(sc->conn, NULL) != 1) {
         return STEP_CONN_LOST;
     }
-    step = finish_command(sc->conn, deadline, res);
+    step = notary_store_finish_command(sc->conn, deadline, res);
     if (step == STEP_SERVER_ERROR) {
         return copy_rollback(sc->conn, deadline, step);
     }
@@ -1276,7 +1119,7 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
         return STEP_CONN_LOST;
     }
     sc->in_doubt = 1;
-    step = finish_command(sc->conn, deadline, res);
+    step = notary_store_finish_command(sc->conn, deadline, res);
     sc->in_doubt = step == STEP_CONN_LOST;
     if (step == STEP_OK && strcmp(PQcmdStatus(*res), "COMMIT") != 0) {
         /* the server had rolled it back after all */
@@ -1368,7 +1211,8 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
             /* idle again (a COPY's transaction was rolled back) */
             *err = why ? apr_psprintf(errpool, "record store: %s", why)
                        : apr_psprintf(errpool, "record store refused the record: %s",
-                                      res ? result_msg(errpool, res) : "unknown error");
+                                      res ? notary_store_result_msg(errpool, res)
+                                          : "unknown error");
             apr_reslist_release(st->conns, sc);
             if (res) {
                 PQclear(res);
@@ -1396,8 +1240,8 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
         case STEP_CONN_LOST:
         default:
             why = apr_psprintf(errpool, "connection lost: %s",
-                               res ? result_msg(errpool, res)
-                                   : pq_msg(errpool, PQerrorMessage(sc->conn)));
+                               res ? notary_store_result_msg(errpool, res)
+                                   : notary_store_pq_msg(errpool, PQerrorMessage(sc->conn)));
             if (res) {
                 PQclear(res);
             }
@@ -1452,7 +1296,7 @@ static apr_status_t insert_batch(notary_store *st, store_item **items, int n,
     if (step == STEP_SERVER_ERROR && res && server_timeout(res)) {
         /* the server's statement_timeout: one by one, each would wait it again */
         *err = apr_psprintf(tmp, "record store refused a transaction of %d records: %s",
-                            n, result_msg(tmp, res));
+                            n, notary_store_result_msg(tmp, res));
         PQclear(res);
         apr_reslist_release(st->conns, sc);
         return APR_TIMEUP;
