@@ -3,6 +3,7 @@
  * sql/0002_writer_path.sql for the database side.
  */
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <apr_reslist.h>
@@ -12,31 +13,12 @@
 #include <apr_thread_proc.h>
 
 #include <libpq-fe.h>
-#include <openssl/evp.h>
 
 #include "notary_store_int.h"
 
 #if !APR_HAS_THREADS
 #error "notary_store needs APR with threads (apr_reslist)"
 #endif
-
-/* built-in type OIDs (catalog/pg_type.dat), fixed since forever */
-#define OID_BYTEA        17
-#define OID_INT4         23
-#define OID_TEXT         25
-#define OID_TIMESTAMPTZ  1184
-
-/* PostgreSQL's epoch (2000-01-01 UTC) in apr_time_t (usec since 1970) */
-#define PG_EPOCH_USEC    APR_INT64_C(946684800000000)
-
-/* The row as the writer inserts it (schema version 2): keys by digest. */
-#define NPARAMS   14
-#define P_BODY    11
-#define P_SHA     12
-#define P_XID     13
-#define ROW_COLUMNS "(recorded_at, direction, merchant, sender_key_sha256, " \
-    "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
-    "body, body_sha256, exchange_id)"
 
 #define STMT_ROW   "notary_row"
 #define STMT_KEY   "notary_key"
@@ -66,20 +48,7 @@ static const char key_sql[] =
 static const char check_sql[] =
     "SELECT notary.record_committed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
     "$11, $12, $13)";
-/* A body kept in a file streams in through COPY: libpq would otherwise
- * hold all of it in the child as one parameter. */
-static const char copy_sql[] =
-    "BEGIN; COPY notary.records " ROW_COLUMNS " FROM STDIN (FORMAT binary)";
-#define COPY_CHUNK (64 * 1024)
 
-static const Oid row_types[NPARAMS] = {
-    OID_TIMESTAMPTZ, OID_TEXT, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
-    OID_TEXT, OID_INT4, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_TEXT
-};
-/* bytea, int4 and timestamptz go binary; text as text */
-static const int row_formats[NPARAMS] = {
-    1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0
-};
 static const Oid guard_types[1] = { OID_INT4 };
 static const int guard_formats[1] = { 1 };
 static const Oid check_types[NPARAMS - 1] = {
@@ -124,16 +93,6 @@ static const int key_formats[2] = { 1, 1 };
 #ifndef STORE_GATHER_WAIT
 #define STORE_GATHER_WAIT 1000
 #endif
-
-typedef struct store_params {
-    const char *values[NPARAMS];
-    int lengths[NPARAMS];
-    unsigned char ts[8], status[4];
-    unsigned char key_md[2][32];        /* sender, receiver */
-    const unsigned char *key_der[2];
-    int key_len[2];
-    unsigned char body_md[32];          /* when the store hashes the body */
-} store_params;
 
 typedef struct store_item {
     store_params sp;
@@ -418,7 +377,7 @@ static apr_status_t slot_open(notary_store *st, store_conn *sc, apr_time_t deadl
     if ((rv = setup_step(st, sc, PQsendQuery(c, sql), deadline,
                          "setting statement_timeout", errpool, err)) != APR_SUCCESS
         || (rv = setup_step(st, sc, PQsendPrepare(c, STMT_ROW, row_sql, NPARAMS,
-                                                  row_types),
+                                                  notary_store_row_types),
                             deadline, "preparing the record INSERT", errpool, err))
            != APR_SUCCESS
         || (rv = setup_step(st, sc, PQsendPrepare(c, STMT_KEY, key_sql, 2, key_types),
@@ -474,85 +433,6 @@ static void key_learn(store_conn *sc, const unsigned char md[32],
     if (sc->nknown < KNOWN_KEYS) {
         sc->nknown++;
     }
-}
-
-static void put_be32(unsigned char *b, apr_uint32_t v)
-{
-    b[0] = (unsigned char)(v >> 24); b[1] = (unsigned char)(v >> 16);
-    b[2] = (unsigned char)(v >> 8);  b[3] = (unsigned char)v;
-}
-
-static void put_be64(unsigned char *b, apr_uint64_t v)
-{
-    put_be32(b, (apr_uint32_t)(v >> 32));
-    put_be32(b + 4, (apr_uint32_t)v);
-}
-
-static const char *record_incomplete(const notary_record *rec)
-{
-    if (!rec->direction || (strcmp(rec->direction, "request") && strcmp(rec->direction, "response")))
-        return "direction is not 'request' or 'response'";
-    if (rec->recorded_at <= 0)       return "recorded_at is not set";
-    if (!rec->merchant)              return "merchant is missing";
-    if (!rec->sender_key || !rec->sender_key_len)     return "sender_key is missing";
-    if (!rec->receiver_key || !rec->receiver_key_len) return "receiver_key is missing";
-    if (!rec->rule)                  return "rule is missing";
-    if (!rec->method)                return "method is missing";
-    if (!rec->uri)                   return "uri is missing";
-    if (!rec->exchange_id || !*rec->exchange_id) return "exchange_id is missing";
-    if (!rec->body_sha256 && !rec->body_file) return "body_sha256 is missing";
-    if (!rec->body && !rec->body_file && rec->body_len) return "body is missing";
-    if (!rec->headers && rec->headers_len) return "headers are missing";
-    if (rec->body_len > 0x7fffffff || rec->headers_len > 0x7fffffff
-        || rec->sender_key_len > 0x7fffffff || rec->receiver_key_len > 0x7fffffff)
-        return "a field is larger than libpq can send (2 GB)";
-    return NULL;
-}
-
-/* The statement's parameters; the record must be complete. */
-static apr_status_t build_params(const notary_record *rec, store_params *sp,
-                                 const char **err)
-{
-    unsigned int md_len;
-
-    /* digests the caller passes are checked again by the database */
-    if (rec->sender_key_sha256) {
-        memcpy(sp->key_md[0], rec->sender_key_sha256, 32);
-    }
-    else if (!EVP_Digest(rec->sender_key, rec->sender_key_len, sp->key_md[0], &md_len,
-                         EVP_sha256(), NULL)) {
-        *err = "record not stored: SHA-256 of a key failed (OpenSSL)";
-        return APR_EGENERAL;
-    }
-    if (rec->receiver_key_sha256) {
-        memcpy(sp->key_md[1], rec->receiver_key_sha256, 32);
-    }
-    else if (!EVP_Digest(rec->receiver_key, rec->receiver_key_len, sp->key_md[1], &md_len,
-                         EVP_sha256(), NULL)) {
-        *err = "record not stored: SHA-256 of a key failed (OpenSSL)";
-        return APR_EGENERAL;
-    }
-    sp->key_der[0] = rec->sender_key;    sp->key_len[0] = (int)rec->sender_key_len;
-    sp->key_der[1] = rec->receiver_key;  sp->key_len[1] = (int)rec->receiver_key_len;
-    put_be64(sp->ts, (apr_uint64_t)(rec->recorded_at - PG_EPOCH_USEC));
-    put_be32(sp->status, (apr_uint32_t)rec->status);
-
-    memset(sp->lengths, 0, sizeof(sp->lengths));
-    sp->values[0]  = (const char *)sp->ts;            sp->lengths[0] = 8;
-    sp->values[1]  = rec->direction;
-    sp->values[2]  = rec->merchant;
-    sp->values[3]  = (const char *)sp->key_md[0];     sp->lengths[3] = 32;
-    sp->values[4]  = (const char *)sp->key_md[1];     sp->lengths[4] = 32;
-    sp->values[5]  = rec->rule;
-    sp->values[6]  = rec->method;
-    sp->values[7]  = rec->uri;
-    sp->values[8]  = rec->status ? (const char *)sp->status : NULL;  sp->lengths[8] = 4;
-    sp->values[9]  = rec->content_type;
-    sp->values[10] = rec->headers ? rec->headers : "";  sp->lengths[10] = (int)rec->headers_len;
-    sp->values[P_BODY] = rec->body ? rec->body : "";    sp->lengths[P_BODY] = (int)rec->body_len;
-    sp->values[P_SHA] = (const char *)rec->body_sha256; sp->lengths[P_SHA] = 32;
-    sp->values[P_XID] = rec->exchange_id;
-    return APR_SUCCESS;
 }
 
 /* A pooled connection, opened if needed. */
@@ -686,7 +566,7 @@ static step_t send_pipeline(const notary_store *st, store_conn *sc, store_item *
             char sql[ROWS_SQL_MAX];
             Oid types[STORE_BATCH_MAX * NPARAMS];
             for (i = 0; i < n * NPARAMS; i++) {
-                types[i] = row_types[i % NPARAMS];
+                types[i] = notary_store_row_types[i % NPARAMS];
             }
             rows_sql(sql, sizeof(sql), n);
             if (!PQsendPrepare(conn, name, sql, n * NPARAMS, types)) {
@@ -727,7 +607,7 @@ static step_t send_pipeline(const notary_store *st, store_conn *sc, store_item *
     if (with_rows && !multi) {
         const store_params *sp = &items[0]->sp;   /* n == 1 */
         if (!PQsendQueryPrepared(conn, STMT_ROW, NPARAMS, sp->values, sp->lengths,
-                                 row_formats, 0)) {
+                                 notary_store_row_formats, 0)) {
             return STEP_CONN_LOST;
         }
         nsent++;
@@ -738,7 +618,7 @@ static step_t send_pipeline(const notary_store *st, store_conn *sc, store_item *
         for (i = 0; i < n; i++) {
             memcpy(v + i * NPARAMS, items[i]->sp.values, sizeof(items[i]->sp.values));
             memcpy(l + i * NPARAMS, items[i]->sp.lengths, sizeof(items[i]->sp.lengths));
-            memcpy(f + i * NPARAMS, row_formats, sizeof(row_formats));
+            memcpy(f + i * NPARAMS, notary_store_row_formats, sizeof(notary_store_row_formats));
         }
         if (!PQsendQueryPrepared(conn, name, n * NPARAMS, v, l, f, 0)) {
             return STEP_CONN_LOST;
@@ -870,205 +750,12 @@ static step_t committed_before(store_conn *sc, const store_params *sp, apr_time_
     return step;
 }
 
-/* Send bytes of a COPY; libpq's buffer is flushed each time, so it never
- * holds more than about one chunk. */
-static step_t copy_put(PGconn *conn, const char *d, apr_size_t len, apr_time_t deadline)
-{
-    int rc, w, readable;
-
-    while ((rc = PQputCopyData(conn, d, (int)len)) == 0) {
-        /* non-blocking and full: wait until the socket takes more */
-        w = notary_store_wait_socket(conn, 1, deadline, &readable);
-        if (w == 0) {
-            return STEP_TIMEOUT;
-        }
-        if (w < 0 || (readable && !PQconsumeInput(conn)) || PQflush(conn) < 0) {
-            return STEP_CONN_LOST;
-        }
-    }
-    if (rc < 0) {
-        return STEP_CONN_LOST;
-    }
-    return notary_store_flush_out(conn, deadline);
-}
-
-/* Start COPY ... FROM STDIN: STEP_OK once the server waits for data. On a
- * server error *res holds it (caller clears), the connection is idle. */
-static step_t copy_begin(PGconn *conn, apr_time_t deadline, PGresult **res)
-{
-    PGresult *r;
-    step_t step;
-
-    *res = NULL;
-    if (!PQsendQuery(conn, copy_sql)) {
-        return STEP_CONN_LOST;
-    }
-    if ((step = notary_store_flush_out(conn, deadline)) != STEP_OK) {
-        return step;
-    }
-    for (;;) {
-        if ((step = notary_store_await_input(conn, deadline)) != STEP_OK) {
-            return step;
-        }
-        r = PQgetResult(conn);
-        if (!r) {
-            return *res ? STEP_SERVER_ERROR : STEP_CONN_LOST;
-        }
-        if (!*res && PQresultStatus(r) == PGRES_COPY_IN) {
-            PQclear(r);
-            return STEP_OK;
-        }
-        if (!*res && PQresultStatus(r) == PGRES_COMMAND_OK) {
-            PQclear(r);         /* BEGIN */
-            continue;
-        }
-        if (!*res) {
-            *res = r;       /* the error; read on to the end of it */
-        }
-        else {
-            PQclear(r);
-        }
-    }
-}
-
-static char *put_field_len(char *b, apr_int32_t len)
-{
-    put_be32((unsigned char *)b, (apr_uint32_t)len);
-    return b + 4;
-}
-
-/* One row in COPY's binary format: the fields before the body in one
- * piece, the body from the file in chunks (hashed on the way if the
- * caller did not), then the digest, the exchange id and the trailer. */
-static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off_t len,
-                       char *buf, apr_time_t deadline, const char **why, apr_pool_t *errpool)
-{
-    static const char sig[] = "PGCOPY\n\377\r\n";     /* 11 bytes with the NUL */
-    apr_size_t flen[P_BODY], need = 11 + 4 + 4 + 2 + 4, n, idlen;
-    apr_off_t off = 0, left = len;
-    unsigned int md_len;
-    EVP_MD_CTX *md = NULL;
-    apr_status_t rv;
-    step_t step;
-    char *head, *b;
-    int i;
-
-    for (i = 0; i < P_BODY; i++) {
-        flen[i] = !sp->values[i] ? 0 : row_formats[i] ? (apr_size_t)sp->lengths[i]
-                                                       : strlen(sp->values[i]);
-        need += 4 + flen[i];
-    }
-    /* the header block may be long; the rest is short */
-    head = need <= COPY_CHUNK ? buf : apr_palloc(errpool, need);
-    /* signature, flags, no header extension; then the field count */
-    memcpy(head, sig, 11);
-    b = put_field_len(head + 11, 0);
-    b = put_field_len(b, 0);
-    b[0] = 0; b[1] = NPARAMS; b += 2;
-    for (i = 0; i < P_BODY; i++) {
-        if (!sp->values[i]) {
-            b = put_field_len(b, -1);
-            continue;
-        }
-        b = put_field_len(b, (apr_int32_t)flen[i]);
-        memcpy(b, sp->values[i], flen[i]);
-        b += flen[i];
-    }
-    b = put_field_len(b, (apr_int32_t)len);
-    if ((step = copy_put(conn, head, b - head, deadline)) != STEP_OK) {
-        return step;
-    }
-
-    if ((rv = apr_file_seek(file, APR_SET, &off)) != APR_SUCCESS) {
-        *why = apr_psprintf(errpool, "cannot rewind the kept body: %pm", &rv);
-        return STEP_SERVER_ERROR;
-    }
-    if (!sp->values[P_SHA] && (!(md = EVP_MD_CTX_new())
-                               || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)) {
-        EVP_MD_CTX_free(md);
-        *why = "SHA-256 of the body failed (OpenSSL)";
-        return STEP_SERVER_ERROR;
-    }
-    step = STEP_OK;
-    while (left > 0 && step == STEP_OK) {
-        n = left > COPY_CHUNK ? COPY_CHUNK : (apr_size_t)left;
-        if ((rv = apr_file_read_full(file, buf, n, &n)) != APR_SUCCESS) {
-            *why = APR_STATUS_IS_EOF(rv)
-                 ? apr_psprintf(errpool, "cannot read the kept body back: it ends after %"
-                                APR_OFF_T_FMT " of its %" APR_OFF_T_FMT " bytes",
-                                len - left + (apr_off_t)n, len)
-                 : apr_psprintf(errpool, "cannot read the kept body back: %pm", &rv);
-            step = STEP_SERVER_ERROR;
-            break;
-        }
-        if (md && EVP_DigestUpdate(md, buf, n) != 1) {
-            *why = "SHA-256 of the body failed (OpenSSL)";
-            step = STEP_SERVER_ERROR;
-            break;
-        }
-        left -= n;
-        step = copy_put(conn, buf, n, deadline);
-    }
-    if (md) {
-        if (step == STEP_OK) {
-            if (EVP_DigestFinal_ex(md, sp->body_md, &md_len) != 1 || md_len != 32) {
-                *why = "SHA-256 of the body failed (OpenSSL)";
-                step = STEP_SERVER_ERROR;
-            }
-            else {
-                /* also what a retry check compares */
-                sp->values[P_SHA] = (const char *)sp->body_md;
-            }
-        }
-        EVP_MD_CTX_free(md);
-    }
-    if (step != STEP_OK) {
-        return step;
-    }
-
-    idlen = strlen(sp->values[P_XID]);
-    b = head = idlen + 64 <= COPY_CHUNK ? buf : apr_palloc(errpool, idlen + 64);
-    b = put_field_len(b, 32);
-    memcpy(b, sp->values[P_SHA], 32);
-    b += 32;
-    b = put_field_len(b, (apr_int32_t)idlen);
-    memcpy(b, sp->values[P_XID], idlen);
-    b += idlen;
-    b[0] = (char)0xff; b[1] = (char)0xff;     /* file trailer: -1 */
-    b += 2;
-    return copy_put(conn, head, b - head, deadline);
-}
-
-/* Leave the COPY's transaction block after it went wrong: `step` once the
- * connection is idle again, else how that failed (the caller drops it). */
-static step_t copy_rollback(PGconn *conn, apr_time_t deadline, step_t step)
-{
-    PGresult *r = NULL;
-    step_t s;
-
-    if (!PQsendQuery(conn, "ROLLBACK")) {
-        return STEP_CONN_LOST;
-    }
-    s = notary_store_finish_command(conn, deadline, &r);
-    if (r) {
-        PQclear(r);
-    }
-    return s == STEP_OK ? step : s == STEP_TIMEOUT ? STEP_TIMEOUT : STEP_CONN_LOST;
-}
-
 /* A record whose body is in a file: its keys, then COPY of one row in a
- * transaction of its own. We send its COMMIT only with a tenth of the
- * time still to go: until then nothing can commit, and a connection we
- * drop rolls it back. So a COPY held up after its row went in (the unique
- * index waiting for another transaction, a large row's TOAST) is not
- * committed once its message was refused. On every failure the server
- * answered, the transaction is rolled back here: the connection is idle
- * again. */
+ * transaction of its own (notary_store_copy). */
 static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, char *buf,
                         apr_time_t deadline, PGresult **res, const char **why,
                         apr_pool_t *errpool)
 {
-    apr_time_t began;
     step_t step;
 
     *why = NULL;
@@ -1079,55 +766,9 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
     if ((step = send_pipeline(st, sc, &it, 1, 0, deadline, res)) != STEP_OK) {
         return step;
     }
-    began = apr_time_now();
-    if ((step = copy_begin(sc->conn, deadline, res)) != STEP_OK) {
-        return step == STEP_SERVER_ERROR ? copy_rollback(sc->conn, deadline, step) : step;
-    }
-    step = copy_row(sc->conn, &it->sp, it->rec->body_file, (apr_off_t)it->rec->body_len,
-                    buf, deadline, why, errpool);
-    if (step == STEP_SERVER_ERROR) {
-        /* our side failed: abandon the COPY, the server rolls it back */
-        if (PQputCopyEnd(sc->conn, *why) != 1) {
-            return STEP_CONN_LOST;
-        }
-        notary_store_finish_command(sc->conn, deadline, res);
-        if (*res) {
-            PQclear(*res);
-            *res = NULL;
-        }
-        return copy_rollback(sc->conn, deadline, STEP_SERVER_ERROR);
-    }
-    if (step != STEP_OK) {
-        return step;
-    }
-    if (PQputCopyEnd(sc->conn, NULL) != 1) {
-        return STEP_CONN_LOST;
-    }
-    step = notary_store_finish_command(sc->conn, deadline, res);
-    if (step == STEP_SERVER_ERROR) {
-        return copy_rollback(sc->conn, deadline, step);
-    }
-    if (step != STEP_OK) {
-        return step;
-    }
-    PQclear(*res);
-    *res = NULL;
-    if (deadline - apr_time_now() < (deadline - began) / 10) {
-        return copy_rollback(sc->conn, deadline, STEP_LATE);
-    }
-    if (!PQsendQuery(sc->conn, "COMMIT")) {
-        return STEP_CONN_LOST;
-    }
-    sc->in_doubt = 1;
-    step = notary_store_finish_command(sc->conn, deadline, res);
-    sc->in_doubt = step == STEP_CONN_LOST;
-    if (step == STEP_OK && strcmp(PQcmdStatus(*res), "COMMIT") != 0) {
-        /* the server had rolled it back after all */
-        *why = apr_psprintf(errpool, "the database ended the COPY with %s",
-                            PQcmdStatus(*res));
-        step = STEP_SERVER_ERROR;
-    }
-    return step;
+    return notary_store_copy(sc->conn, &it->sp, it->rec->body_file,
+                             (apr_off_t)it->rec->body_len, buf, deadline, &sc->in_doubt, res,
+                             why, errpool);
 }
 
 /* Rolled back for want of time (STEP_LATE), n rows. */
@@ -1476,14 +1117,14 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
     apr_status_t rv;
 
     *err = NULL;
-    if ((why = record_incomplete(rec)) != NULL) {
+    if ((why = notary_store_record_incomplete(rec)) != NULL) {
         *err = apr_psprintf(errpool, "record not stored: %s", why);
         rv = APR_EINVAL;
         goto not_queued;
     }
     memset(&me, 0, sizeof(me));
     me.deadline = apr_time_now() + st->timeout;
-    if ((rv = build_params(rec, &me.sp, err)) != APR_SUCCESS) {
+    if ((rv = notary_store_build_params(rec, &me.sp, err)) != APR_SUCCESS) {
         goto not_queued;
     }
     me.rec = rec;

@@ -3,6 +3,7 @@
  *
  * The store in layers, each calling only the ones below it:
  *   notary_store.c       the queue and group commit (notary_store.h's API)
+ *   notary_store_copy.c  the record checked and encoded: parameters, binary COPY
  *   notary_store_io.c    libpq I/O bound by a deadline: send, wait, read
  */
 #ifndef NOTARY_STORE_INT_H
@@ -10,10 +11,47 @@
 
 #include <apr_pools.h>
 #include <apr_time.h>
+#include <apr_file_io.h>
 
 #include <libpq-fe.h>
 
 #include "notary_store.h"
+
+/* built-in type OIDs (catalog/pg_type.dat), fixed since forever */
+#define OID_BYTEA        17
+#define OID_INT4         23
+#define OID_TEXT         25
+#define OID_TIMESTAMPTZ  1184
+
+/* The row as the writer inserts it (schema version 2): keys by digest. */
+#define NPARAMS   14
+#define P_BODY    11
+#define P_SHA     12
+#define P_XID     13
+#define ROW_COLUMNS "(recorded_at, direction, merchant, sender_key_sha256, " \
+    "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
+    "body, body_sha256, exchange_id)"
+
+/* a COPY sends its body in pieces of this size */
+#define COPY_CHUNK (64 * 1024)
+
+/* One record's statement parameters (notary_store_build_params). */
+typedef struct store_params {
+    const char *values[NPARAMS];
+    int lengths[NPARAMS];
+    unsigned char ts[8], status[4];
+    unsigned char key_md[2][32];        /* sender, receiver */
+    const unsigned char *key_der[2];
+    int key_len[2];
+    unsigned char body_md[32];          /* when the store hashes the body */
+} store_params;
+
+/* network byte order, as PostgreSQL's binary formats want it */
+static inline void put_be32(unsigned char *b, apr_uint32_t v)
+{
+    b[0] = (unsigned char)(v >> 24); b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);  b[3] = (unsigned char)v;
+}
 
 /* How one exchange with the server ended. */
 typedef enum {
@@ -24,6 +62,24 @@ typedef enum {
     STEP_LATE              /* rolled back for want of time (the guard, or
                             * a COPY not committed); conn usable */
 } step_t;
+
+/* ---- notary_store_copy.c ---- */
+
+/* How the row's parameters go: their types, and binary (1) or text (0). */
+extern const Oid notary_store_row_types[NPARAMS];
+extern const int notary_store_row_formats[NPARAMS];
+/* NULL, or why the record cannot be stored (nothing is sent then). */
+const char *notary_store_record_incomplete(const notary_record *rec);
+/* The statement's parameters; the record must be complete. */
+apr_status_t notary_store_build_params(const notary_record *rec, store_params *sp,
+                                       const char **err);
+/* The row of a record whose body is in `file` (len bytes) by COPY, its
+ * keys registered already; buf holds COPY_CHUNK bytes. STEP_OK once
+ * committed; *in_doubt while its COMMIT is unanswered; *why says what
+ * failed on our side (STEP_SERVER_ERROR without *res). */
+step_t notary_store_copy(PGconn *conn, store_params *sp, apr_file_t *file, apr_off_t len,
+                         char *buf, apr_time_t deadline, int *in_doubt, PGresult **res,
+                         const char **why, apr_pool_t *errpool);
 
 /* ---- notary_store_io.c ---- */
 
