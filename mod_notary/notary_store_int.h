@@ -3,6 +3,7 @@
  *
  * The store in layers, each calling only the ones below it:
  *   notary_store.c       the queue and group commit (notary_store.h's API)
+ *   notary_store_conn.c  the connections: pool slots, key cache, transactions on one
  *   notary_store_copy.c  the record checked and encoded: parameters, binary COPY
  *   notary_store_io.c    libpq I/O bound by a deadline: send, wait, read
  */
@@ -12,6 +13,7 @@
 #include <apr_pools.h>
 #include <apr_time.h>
 #include <apr_file_io.h>
+#include <apr_reslist.h>
 
 #include <libpq-fe.h>
 
@@ -31,6 +33,15 @@
 #define ROW_COLUMNS "(recorded_at, direction, merchant, sender_key_sha256, " \
     "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
     "body, body_sha256, exchange_id)"
+
+/* The most records one transaction commits (group commit); a connection
+ * prepares one INSERT per batch size (notary_store_conn.c). */
+#ifndef STORE_BATCH_MAX
+#define STORE_BATCH_MAX 32
+#endif
+#if STORE_BATCH_MAX > 63
+#error "STORE_BATCH_MAX: one bit per prepared batch size in a 64-bit mask"
+#endif
 
 /* a COPY sends its body in pieces of this size */
 #define COPY_CHUNK (64 * 1024)
@@ -62,6 +73,66 @@ typedef enum {
     STEP_LATE              /* rolled back for want of time (the guard, or
                             * a COPY not committed); conn usable */
 } step_t;
+
+/* ---- notary_store_conn.c ---- */
+
+/* The child's pool of connections. */
+typedef struct store_conns {
+    apr_reslist_t *slots;
+    const char *conninfo;
+    apr_interval_time_t timeout;  /* NotaryDatabaseTimeout */
+} store_conns;
+
+/* One pooled slot. Connected lazily after acquire, not in the reslist
+ * constructor: that runs under the reslist's lock and would make every
+ * thread wait for one slow connect. */
+#define KNOWN_KEYS 64
+typedef struct {
+    unsigned char md[32];
+    unsigned char *der;          /* malloc'd: slots outlive any pool */
+    int len;
+} known_key;
+
+typedef struct store_conn {
+    PGconn *conn;
+    /* keys this connection has seen committed to notary.keys: rows that
+     * name them need no key INSERT (keys are never deleted). Matched by
+     * digest and DER, so a digest passed with the wrong key is never
+     * taken on trust. Forgotten with the connection. */
+    known_key known[KNOWN_KEYS];
+    int nknown, next_known;
+    /* bit n: "notary_rows_<n>", the n-row INSERT, is prepared here */
+    apr_uint64_t rows_prepared;
+    int timeout_unsure;           /* statement_timeout may not be the store's */
+    int in_doubt;                 /* a commit was sent, its answer not read:
+                                   * if the connection breaks now, the rows
+                                   * may or may not be there */
+} store_conn;
+
+/* The pool: min..smax..hmax slots, idle ones closed after ttl, each
+ * connected on first use (see notary_store_create). */
+apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const char *conninfo,
+                                       int min, int smax, int hmax, apr_interval_time_t ttl,
+                                       apr_interval_time_t timeout);
+/* A pooled connection, opened if needed. */
+apr_status_t notary_store_slot_get(store_conns *cs, store_conn **psc, apr_time_t deadline,
+                                   apr_pool_t *errpool, const char **err);
+/* Back to the pool, idle; or closed, when its state is not known. */
+apr_status_t notary_store_slot_release(store_conns *cs, store_conn *sc);
+apr_status_t notary_store_slot_invalidate(store_conns *cs, store_conn *sc);
+/* One pipelined implicit transaction, one round trip: the keys this
+ * connection has not registered yet, then the rows (with_rows), as one
+ * statement when there are several, and the time guard. STEP_OK when all
+ * of it committed; STEP_SERVER_ERROR with the first error in *res (caller
+ * clears; the connection stays usable); STEP_LATE when the guard rolled it
+ * back. */
+step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
+                             const store_params *const *sps, int n, int with_rows,
+                             apr_time_t deadline, PGresult **res);
+/* Is the committed row of this exchange and direction this very message
+ * (our earlier attempt, whose answer was lost)? */
+step_t notary_store_committed_before(store_conn *sc, const store_params *sp,
+                                      apr_time_t deadline, int *same, PGresult **res);
 
 /* ---- notary_store_copy.c ---- */
 
