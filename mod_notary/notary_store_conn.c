@@ -378,21 +378,36 @@ static void rows_sql(char *buf, apr_size_t size, int n)
     }
 }
 
-step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
-                             const store_params *const *sps, int n, int with_rows,
-                             apr_time_t deadline, PGresult **res)
+/* A pipeline sent on a slot: the plan its read follows, and what its
+ * commit teaches the slot. */
+typedef struct {
+    store_plan plan;
+    fresh_key fresh[2 * STORE_BATCH_MAX];   /* keys it registers, each once */
+    int nfresh;
+    int restoring;          /* its SET brings back the full statement_timeout */
+} pipeline;
+
+static void plan_add(store_plan *plan, plan_query q)
+{
+    plan->query[plan->n++] = q;
+}
+
+/* Send the transaction of notary_store_pipeline, its sync included; *pl
+ * says which result will answer which query. */
+static step_t pipeline_send(const store_conns *cs, store_conn *sc,
+                            const store_params *const *sps, int n, int with_rows,
+                            apr_time_t deadline, pipeline *pl)
 {
     PGconn *conn = sc->conn;
-    fresh_key fresh[2 * STORE_BATCH_MAX];
-    int nfresh = 0, i, j, k, synced = 0, multi = with_rows && n > 1;
-    int nresults = 0, prepare_at = -1, guard_at = -1, late = 0, restoring = 0, nsent = 0;
+    fresh_key *fresh = pl->fresh;
+    int i, j, k, multi = with_rows && n > 1;
     unsigned char bound[4];
     long ms = 0, bound_ms;
-    const char *state;
     char name[32];
-    step_t step;
 
-    *res = NULL;
+    pl->plan.n = 0;
+    pl->nfresh = 0;
+    pl->restoring = 0;
     if (PQenterPipelineMode(conn) != 1) {
         return STEP_CONN_LOST;
     }
@@ -414,7 +429,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
         }
         else if (sc->timeout_unsure) {
             ms = notary_store_server_ms(cs->timeout);
-            restoring = 1;
+            pl->restoring = 1;
         }
         if (ms) {
             char sql[64];
@@ -422,7 +437,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
             if (!PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0)) {
                 return STEP_CONN_LOST;
             }
-            nsent++;
+            plan_add(&pl->plan, PLAN_SET);
             /* a failed transaction rolls the SET back: either value may
              * hold then, so the next batch sets it again */
             sc->timeout_unsure = 1;
@@ -441,7 +456,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
             if (!PQsendPrepare(conn, name, sql, n * NPARAMS, types)) {
                 return STEP_CONN_LOST;
             }
-            prepare_at = nsent++;
+            plan_add(&pl->plan, PLAN_PREPARE);
         }
     }
     /* the keys not registered on this connection yet, each once, sent in
@@ -457,21 +472,21 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
             if (key_known(sc, fk.md, fk.der, fk.len)) {
                 continue;
             }
-            for (j = 0; j < nfresh && !fresh_key_eq(&fresh[j], &fk); j++) {
+            for (j = 0; j < pl->nfresh && !fresh_key_eq(&fresh[j], &fk); j++) {
             }
-            if (j == nfresh) {
-                fresh[nfresh++] = fk;
+            if (j == pl->nfresh) {
+                fresh[pl->nfresh++] = fk;
             }
         }
     }
-    qsort(fresh, nfresh, sizeof(fresh[0]), fresh_key_cmp);
-    for (j = 0; j < nfresh; j++) {
+    qsort(fresh, pl->nfresh, sizeof(fresh[0]), fresh_key_cmp);
+    for (j = 0; j < pl->nfresh; j++) {
         const char *kv[2] = { (const char *)fresh[j].md, (const char *)fresh[j].der };
         int kl[2] = { 32, fresh[j].len };
         if (!PQsendQueryPrepared(conn, STMT_KEY, 2, kv, kl, key_formats, 0)) {
             return STEP_CONN_LOST;
         }
-        nsent++;
+        plan_add(&pl->plan, PLAN_KEY);
     }
     if (with_rows && !multi) {
         const store_params *sp = sps[0];   /* n == 1 */
@@ -479,7 +494,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
                                  notary_store_row_formats, 0)) {
             return STEP_CONN_LOST;
         }
-        nsent++;
+        plan_add(&pl->plan, PLAN_ROWS);
     }
     if (multi) {
         const char *v[STORE_BATCH_MAX * NPARAMS];
@@ -492,7 +507,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
         if (!PQsendQueryPrepared(conn, name, n * NPARAMS, v, l, f, 0)) {
             return STEP_CONN_LOST;
         }
-        nsent++;
+        plan_add(&pl->plan, PLAN_ROWS);
     }
     if (with_rows) {
         const char *gv[1] = { (const char *)bound };
@@ -500,76 +515,44 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
         if (!PQsendQueryPrepared(conn, STMT_GUARD, 1, gv, gl, guard_formats, 0)) {
             return STEP_CONN_LOST;
         }
-        guard_at = nsent++;
+        plan_add(&pl->plan, PLAN_GUARD);
     }
     if (PQpipelineSync(conn) != 1) {
         return STEP_CONN_LOST;
     }
-    sc->in_doubt = with_rows;
-    if ((step = notary_store_flush_out(conn, deadline)) != STEP_OK) {
+    return STEP_OK;
+}
+
+step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
+                             const store_params *const *sps, int n, int with_rows,
+                             apr_time_t deadline, PGresult **res)
+{
+    pipeline pl;
+    step_t step;
+    int j;
+
+    *res = NULL;
+    if ((step = pipeline_send(cs, sc, sps, n, with_rows, deadline, &pl)) != STEP_OK) {
         return step;
     }
-    /* each statement's result then NULL; after an error the rest come as
-     * PIPELINE_ABORTED; the sync last */
-    while (!synced) {
-        PGresult *r;
-        if ((step = notary_store_await_input(conn, deadline)) != STEP_OK) {
-            return step;
-        }
-        r = PQgetResult(conn);
-        if (!r) {
-            if (PQstatus(conn) == CONNECTION_BAD) {
-                return STEP_CONN_LOST;
-            }
-            continue;
-        }
-        if (nresults == prepare_at && PQresultStatus(r) == PGRES_COMMAND_OK) {
-            /* a named statement outlives a failed transaction */
-            sc->rows_prepared |= APR_UINT64_C(1) << n;
-        }
-        if (nresults == guard_at && PQresultStatus(r) == PGRES_FATAL_ERROR && !*res
-            && (state = PQresultErrorField(r, PG_DIAG_SQLSTATE)) && !strcmp(state, "22P02")) {
-            /* everything else went in: the guard's cast failed */
-            late = 1;
-            PQclear(r);
-            nresults++;
-            continue;
-        }
-        if (PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
-            nresults++;
-        }
-        switch (PQresultStatus(r)) {
-        case PGRES_PIPELINE_SYNC:
-            synced = 1;
-            PQclear(r);
-            break;
-        case PGRES_FATAL_ERROR:
-            if (!*res) {
-                *res = r;
-                break;
-            }
-            /* fall through */
-        default:
-            PQclear(r);
-            break;
-        }
+    sc->in_doubt = with_rows;
+    step = notary_store_read_plan(sc->conn, &pl.plan, deadline, res);
+    if (pl.plan.prepared) {
+        /* a named statement outlives a failed transaction */
+        sc->rows_prepared |= APR_UINT64_C(1) << n;
     }
-    sc->in_doubt = 0;
-    if (PQexitPipelineMode(conn) != 1 || PQstatus(conn) == CONNECTION_BAD) {
-        return STEP_CONN_LOST;
+    if (pl.plan.synced) {
+        sc->in_doubt = 0;
     }
-    if (*res) {
-        return STEP_SERVER_ERROR;
+    if (step != STEP_OK) {
+        /* STEP_LATE: rolled back, the SET and the keys with it */
+        return step;
     }
-    if (late) {
-        /* rolled back, the SET and the keys with it */
-        return STEP_LATE;
-    }
-    if (restoring) {
+    if (pl.restoring) {
         sc->timeout_unsure = 0;
     }
-    for (j = 0; j < nfresh; j++) {
-        key_learn(sc, fresh[j].md, fresh[j].der, fresh[j].len);
+    for (j = 0; j < pl.nfresh; j++) {
+        key_learn(sc, pl.fresh[j].md, pl.fresh[j].der, pl.fresh[j].len);
     }
     return STEP_OK;
 }

@@ -175,4 +175,35 @@ step_t notary_store_finish_command(PGconn *conn, apr_time_t deadline, PGresult *
  * cancels has a known outcome (rolled back); one we abandon does not */
 long notary_store_server_ms(apr_interval_time_t left);
 
+/* What a pipeline's result answers, in the order the queries were sent. */
+typedef enum {
+    PLAN_SET,              /* SET statement_timeout */
+    PLAN_PREPARE,          /* PREPARE of the n-row INSERT */
+    PLAN_KEY,              /* one key's INSERT */
+    PLAN_ROWS,             /* the INSERT of the row or rows */
+    PLAN_GUARD             /* the time guard, last before the commit */
+} plan_query;
+
+/* a SET, a PREPARE, two keys per row, the rows' INSERT, the guard */
+#define PLAN_MAX (4 + 2 * STORE_BATCH_MAX)
+
+/* One pipelined transaction as sent (notary_store_conn.c), and what
+ * reading its results found. */
+typedef struct {
+    plan_query query[PLAN_MAX];   /* query[i]: what the i-th result answers */
+    int n;
+    int prepared;                 /* the PREPARE succeeded (it outlives a
+                                   * failed transaction) */
+    int late;                     /* the guard failed: rolled back */
+    int synced;                   /* the sync came: every result was read,
+                                   * the commit's outcome is known */
+} store_plan;
+
+/* Flush a pipeline sent up to its sync, read its results as the plan
+ * says and leave pipeline mode. STEP_OK when all of it committed;
+ * STEP_SERVER_ERROR with the first error in *res (caller clears; the
+ * connection stays usable); STEP_LATE when the guard rolled it back. */
+step_t notary_store_read_plan(PGconn *conn, store_plan *plan, apr_time_t deadline,
+                              PGresult **res);
+
 #endif /* NOTARY_STORE_INT_H */

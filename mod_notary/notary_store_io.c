@@ -1,7 +1,8 @@
 /* notary_store_io: libpq I/O bound by a deadline -- flushing what is sent,
  * waiting on the socket, reading results -- and libpq's messages made fit
  * for one log line. Knows a connection only as a PGconn: no pool, no
- * queue, no statement of ours. Layers: notary_store_int.h.
+ * queue; of our statements only what a pipeline's plan says each of its
+ * results answers. Layers: notary_store_int.h.
  */
 #include <errno.h>
 #include <poll.h>
@@ -146,4 +147,69 @@ long notary_store_server_ms(apr_interval_time_t left)
 {
     long ms = (long)apr_time_as_msec(left) * 9 / 10;
     return ms > 0 ? ms : 1;
+}
+
+step_t notary_store_read_plan(PGconn *conn, store_plan *plan, apr_time_t deadline,
+                              PGresult **res)
+{
+    const char *state;
+    step_t step;
+    int i = 0;
+
+    *res = NULL;
+    plan->prepared = plan->late = plan->synced = 0;
+    if ((step = notary_store_flush_out(conn, deadline)) != STEP_OK) {
+        return step;
+    }
+    /* each statement's result then NULL; after an error the rest come as
+     * PIPELINE_ABORTED; the sync last */
+    while (!plan->synced) {
+        PGresult *r;
+        int planned;
+
+        if ((step = notary_store_await_input(conn, deadline)) != STEP_OK) {
+            return step;
+        }
+        r = PQgetResult(conn);
+        if (!r) {
+            if (PQstatus(conn) == CONNECTION_BAD) {
+                return STEP_CONN_LOST;
+            }
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            plan->synced = 1;
+            PQclear(r);
+            continue;
+        }
+        planned = i < plan->n;   /* libpq gives one result per query sent */
+        if (planned && plan->query[i] == PLAN_PREPARE
+            && PQresultStatus(r) == PGRES_COMMAND_OK) {
+            plan->prepared = 1;
+        }
+        else if (planned && plan->query[i] == PLAN_GUARD
+                 && PQresultStatus(r) == PGRES_FATAL_ERROR && !*res
+                 && (state = PQresultErrorField(r, PG_DIAG_SQLSTATE))
+                 && !strcmp(state, "22P02")) {
+            /* everything else went in: the guard's cast failed */
+            plan->late = 1;
+            PQclear(r);
+            i++;
+            continue;
+        }
+        i++;
+        if (PQresultStatus(r) == PGRES_FATAL_ERROR && !*res) {
+            *res = r;
+        }
+        else {
+            PQclear(r);
+        }
+    }
+    if (PQexitPipelineMode(conn) != 1 || PQstatus(conn) == CONNECTION_BAD) {
+        return STEP_CONN_LOST;
+    }
+    if (*res) {
+        return STEP_SERVER_ERROR;
+    }
+    return plan->late ? STEP_LATE : STEP_OK;
 }
