@@ -162,8 +162,8 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
     *why = NULL;
     /* keys this connection has not registered yet go first, committed on
      * their own (harmless: keys are never deleted), and statement_timeout
-     * is fitted to the time left (see notary_store_pipeline); one round trip, next
-     * to a body of more than 256 KiB */
+     * is fitted to the time left (the 90 % rule, notary_store_int.h); one
+     * round trip, next to a body of more than 256 KiB */
     if ((step = notary_store_pipeline(st->conns, sc, &sp, 1, 0, deadline, res)) != STEP_OK) {
         return step;
     }

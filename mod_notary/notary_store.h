@@ -54,17 +54,12 @@ typedef struct notary_record {
  * idle ones closed after ttl (0: never), connected lazily. `timeout` bounds
  * each insert from its call on: the time queued behind other commits, the
  * wait for a free pooled connection, connecting (polled against the
- * deadline) and the wait for the result, a retry included. The server's
- * statement_timeout is 90 % of the time left (lowered for a record that
- * waited in the queue), so the server gives up first and a refused record
- * is known not to be written. statement_timeout bounds each statement,
- * not the transaction (keys, then rows): the last statement before an
- * INSERT's commit fails once the transaction is older than that 90 %, and
- * a COPY's COMMIT is sent only with a tenth of its time to go, so a
- * transaction held up after the store gave up on it commits no row. Only
- * a commit under way whose answer is lost or late leaves the outcome
- * open (and a retry's failure after a connection broke mid-commit: said
- * so in *err).
+ * deadline) and the wait for the result, a retry included. The server
+ * gives up first, at 90 % of the time left, on each statement and on the
+ * whole transaction, so a refused record is known not to be written
+ * (how: the 90 % rule in notary_store_int.h). Only a commit under way
+ * whose answer is lost or late leaves the outcome open (and a retry's
+ * failure after a connection broke mid-commit: said so in *err).
  * Registers its cleanup (closing every connection) on p. Nothing is
  * connected here, so a database that is down does not fail the start. */
 apr_status_t notary_store_create(notary_store **st, apr_pool_t *p, const char *conninfo,

@@ -21,13 +21,9 @@
 static const char row_sql[] =
     "INSERT INTO notary.records " ROW_COLUMNS " VALUES ($1, $2, $3, $4, $5, "
     "$6, $7, $8, $9, $10, $11, $12, $13, $14)";
-/* The last statement before a transaction's commit: it fails, and so the
- * transaction rolls back, once the transaction is older than $1 ms (90 %
- * of the time its records had left). statement_timeout bounds each
- * statement on its own; a transaction held up by several waits, each
- * shorter (a lock on the keys, then another transaction's row of the same
- * exchange in the unique index, say), would otherwise commit after we
- * gave up on it and its messages were refused. A cast of a text that is
+/* The time guard, the last statement before a transaction's commit: it
+ * fails, and so the transaction rolls back, once the transaction is older
+ * than $1 ms (the 90 % rule, notary_store_int.h). A cast of a text that is
  * not a number is PostgreSQL's built-in way to raise an error that names
  * its reason; the text holds clock_timestamp(), so the planner cannot fold
  * it into an error at PREPARE. */
@@ -241,9 +237,10 @@ static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadli
         rv = APR_ECONNREFUSED;
         goto fail;
     }
-    /* statement_timeout first: preparing an INSERT waits for a lock on its
-     * table, and this connection is dropped when the deadline passes.
-     * The first transaction sets it for good (send_pipeline). */
+    /* statement_timeout (the 90 % rule, notary_store_int.h) first:
+     * preparing an INSERT waits for a lock on its table, and this
+     * connection is dropped when the deadline passes. The first
+     * transaction sets it for good (pipeline_send). */
     apr_snprintf(sql, sizeof(sql), "SET statement_timeout = %ld",
                  notary_store_server_ms(deadline - apr_time_now()));
     sc->timeout_unsure = 1;
@@ -411,16 +408,11 @@ static step_t pipeline_send(const store_conns *cs, store_conn *sc,
     if (PQenterPipelineMode(conn) != 1) {
         return STEP_CONN_LOST;
     }
-    /* The server must give up before we do, so that a record the notary
-     * refuses is known not to be written (a statement we stop waiting for
-     * may still commit once a lock goes): statement_timeout is 90 % of the
-     * timeout, set by a connection's first transaction. Time spent queued
-     * shortens what is left: it then goes below that for this
-     * transaction's statements, and back to the full value with the next
-     * batch that has its full time. Rare: a batch normally starts within a
-     * millisecond. First in the pipeline: every later message, a Parse
-     * included, may wait for a lock. statement_timeout bounds each
-     * statement; the guard (guard_sql), last, the whole transaction. */
+    /* statement_timeout as the 90 % rule wants it (notary_store_int.h):
+     * below the full value for records that waited in the queue, the full
+     * value again when the last transaction may have left another. First
+     * in the pipeline: every later message, a Parse included, may wait for
+     * a lock. The guard, last, bounds the whole transaction. */
     {
         apr_interval_time_t left = deadline - apr_time_now();
         bound_ms = notary_store_server_ms(left);

@@ -287,7 +287,8 @@ static step_t copy_rollback(PGconn *conn, apr_time_t deadline, step_t step)
 }
 
 /* COPY of one row in a transaction of its own. We send its COMMIT only
- * with a tenth of the time still to go: until then nothing can commit, and
+ * with a tenth of the time still to go (the 90 % rule's counterpart for
+ * COPY, notary_store_int.h): until then nothing can commit, and
  * a connection we drop rolls it back. So a COPY held up after its row went
  * in (the unique index waiting for another transaction, a large row's
  * TOAST) is not committed once its message was refused. On every failure

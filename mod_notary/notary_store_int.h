@@ -170,9 +170,25 @@ step_t notary_store_await_input(PGconn *conn, apr_time_t deadline);
 /* After PQsend*: flush, then collect the result. *res gets the first
  * result (caller clears it). */
 step_t notary_store_finish_command(PGconn *conn, apr_time_t deadline, PGresult **res);
-/* statement_timeout, and the guard's bound, for a transaction with `left`
- * to go: the server gives up a little before we do, so a statement it
- * cancels has a known outcome (rolled back); one we abandon does not */
+/* The 90 % rule (other comments refer to it by this name). A record the
+ * store refuses must be known not to be written, yet a statement we stop
+ * waiting for may still commit once a lock goes. So the server gives up
+ * first: at 90 % of the time a transaction's records have left (this
+ * function), and a statement it cancels is rolled back, a known outcome.
+ *  - statement_timeout is set so when a connection opens, and again first
+ *    in a transaction whose records waited in the queue (below 95 % of
+ *    their time left: rare, a batch normally starts within a millisecond);
+ *    the next batch with its full time sets it back (notary_store_conn.c).
+ *  - statement_timeout bounds each statement, not the transaction: one
+ *    held up by several waits, each shorter (a lock on the keys, then
+ *    another transaction's row of the same exchange in the unique index,
+ *    say), would commit after we gave up on it. The time guard, the last
+ *    statement before an INSERT's commit, fails once the transaction is
+ *    older than the same 90 % (guard_sql, notary_store_conn.c).
+ *  - A COPY's COMMIT is sent only with a tenth of its time to go
+ *    (notary_store_copy).
+ * Returns statement_timeout, and the guard's bound, in ms for a
+ * transaction with `left` to go. */
 long notary_store_server_ms(apr_interval_time_t left);
 
 /* What a pipeline's result answers, in the order the queries were sent. */
