@@ -216,9 +216,8 @@ typedef struct {
 } store_plan;
 
 /* Flush a pipeline sent up to its sync, read its results as the plan
- * says and leave pipeline mode. STEP_OK when all of it committed;
- * STEP_SERVER_ERROR with the first error in *res (caller clears; the
- * connection stays usable); STEP_LATE when the guard rolled it back. */
+ * says (filling in prepared, late, synced) and leave pipeline mode.
+ * Returns what notary_store_pipeline returns. */
 step_t notary_store_read_plan(PGconn *conn, store_plan *plan, apr_time_t deadline,
                               PGresult **res);
 
