@@ -12,8 +12,8 @@ my $t = NotaryTest->new;
 $t->add_merchant('shop', 'ec256');
 my $docs = "$t->{dir}/notary-docs";
 mkdir $_ or die "mkdir $_: $!" for $docs, "$docs/errors";
-NotaryTest::_write("$docs/errors/503.html", "<p>local page: the merchant is unreachable</p>\n");
-NotaryTest::_write("$docs/errors/404.html", "<p>local page: not found</p>\n");
+NotaryTest::write_file("$docs/errors/503.html", "<p>local page: the merchant is unreachable</p>\n");
+NotaryTest::write_file("$docs/errors/404.html", "<p>local page: not found</p>\n");
 $t->start(extra => <<"EOF");
     DocumentRoot $docs
     <Directory $docs>

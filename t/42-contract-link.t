@@ -8,7 +8,7 @@ use NotaryTest;
 
 my $t = NotaryTest->new;
 my $m = $t->add_merchant('shop', 'ec256');
-NotaryTest::_write("$m->{docroot}/static/terms.html",
+NotaryTest::write_file("$m->{docroot}/static/terms.html",
                    "<h1>Terms</h1><a href=\"contract.xml\">the contract</a>\n");
 $t->start;
 my ($ccert, $ckey) = $t->consumer('alice');

@@ -21,11 +21,11 @@ my $m = $t->add_merchant('shop', 'ec256', extra => <<'EOF');
     AddEncoding gzip .gz
 EOF
 my $doc = $m->{docroot};
-NotaryTest::_write("$doc/static/terms.html",
+NotaryTest::write_file("$doc/static/terms.html",
     encode('UTF-8', "<html><body><h1>利用規約</h1><p>$KW</p></body></html>\n"));
-NotaryTest::_write("$doc/static/terms.sjis",
+NotaryTest::write_file("$doc/static/terms.sjis",
     encode('shiftjis', "<html><body><p>ご注文の前に: $KW</p></body></html>\n"));
-NotaryTest::_write("$doc/static/plain.html", "<html><body>nothing to see</body></html>\n");
+NotaryTest::write_file("$doc/static/plain.html", "<html><body>nothing to see</body></html>\n");
 {
     my $html = encode('UTF-8', "<html><body>" . ('x' x 5000) . "<p>$KW</p></body></html>\n");
     open my $gz, '|-', "gzip -9 -n -c > $doc/static/packed.html.gz" or die;
@@ -33,14 +33,14 @@ NotaryTest::_write("$doc/static/plain.html", "<html><body>nothing to see</body><
     print $gz $html;
     close $gz;
 }
-NotaryTest::_write("$doc/static/big.bin", join('', map { pack('N', $_ * 2654435761 % 4294967296) } 1 .. 5 * 1024 * 256));
-NotaryTest::_write("$doc/static/huge-contract.html",
+NotaryTest::write_file("$doc/static/big.bin", join('', map { pack('N', $_ * 2654435761 % 4294967296) } 1 .. 5 * 1024 * 256));
+NotaryTest::write_file("$doc/static/huge-contract.html",
     encode('UTF-8', "<p>$KW</p>") . ('y' x (2 * 1024 * 1024)));
 # a page sent in pieces, the keyword cut inside its third character
 {
     my ($a, $b) = (substr($KW8, 0, 7), substr($KW8, 7));
     my $q = sub { join '', map { sprintf '\\x%02x', ord } split //, shift };
-    NotaryTest::_write($t->dir . '/cgi/split', <<"EOF", 0755);
+    NotaryTest::write_file($t->dir . '/cgi/split', <<"EOF", 0755);
 #!/usr/bin/perl
 \$| = 1;
 binmode STDOUT;
@@ -207,7 +207,7 @@ is($t->record_count, $before, '... and unmatched traffic leaves no row');
 # temporary file and streamed to the database with COPY
 {
     my $long = encode('UTF-8', ('w' x 600000) . "<p>$KW</p>\n" . ("\0\xff" x 1000));
-    NotaryTest::_write("$doc/static/long-contract.html", $long);
+    NotaryTest::write_file("$doc/static/long-contract.html", $long);
     $r = $t->request(path => '/shop/static/long-contract.html?n=long', consumer => 'alice');
     ok($r->{status} == 200 && $r->{body} eq $long, 'a matched 600 KB response is delivered intact');
     @rows = $t->records('uri = ?', '/static/long-contract.html?n=long');

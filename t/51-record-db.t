@@ -11,7 +11,7 @@ use NotaryTest;
 my $t = NotaryTest->new;
 my $m = $t->add_merchant('shop', 'ec256');
 my $page = "<html><body><p>I accept the CONTRACT-TERMS.</p>" . ('.' x 3000) . "</body></html>\n";
-NotaryTest::_write("$m->{docroot}/static/contract.html", $page);
+NotaryTest::write_file("$m->{docroot}/static/contract.html", $page);
 # the default bound: a fresh cluster on a loaded 2-core machine may take a
 # few seconds to open its first connections under the burst below
 $t->start(extra => $t->db_directive(timeout => 10)
@@ -32,7 +32,7 @@ for my $i (1 .. 50) {
         my $res = $t->request(path => "/shop/static/contract.html?n=$i", consumer => 'alice');
         my $ok = $res->{status} == 200 && $res->{body} eq $page;
         # say what went wrong: the parent prints it with the error log
-        NotaryTest::_write("$t->{dir}/kid.$i", "request n=$i: status $res->{status}, "
+        NotaryTest::write_file("$t->{dir}/kid.$i", "request n=$i: status $res->{status}, "
             . "curl exit $res->{curl_exit} ($res->{curl_out}), body " . length($res->{body})
             . " bytes\n") unless $ok;
         POSIX::_exit($ok ? 0 : 1);

@@ -31,13 +31,13 @@ sub gz_file {
 gz_file('bomb-late.html.gz', "head -c 209715200 /dev/zero; printf '%s' '$KW8'");
 # the keyword first, then the zeros
 gz_file('bomb-early.html.gz', "printf '%s' '$KW8'; head -c 209715200 /dev/zero");
-NotaryTest::_write("$doc/static/page.eucjp", encode('euc-jp', "<p>注文: $KW</p>\n"));
-NotaryTest::_write("$doc/static/page.unk", "<p>$KW8</p>\n");
-NotaryTest::_write("$doc/static/page.br", "\x1b\x0b\x00\xf8\xa5\x5a\x20");   # not decodable as br here
+NotaryTest::write_file("$doc/static/page.eucjp", encode('euc-jp', "<p>注文: $KW</p>\n"));
+NotaryTest::write_file("$doc/static/page.unk", "<p>$KW8</p>\n");
+NotaryTest::write_file("$doc/static/page.br", "\x1b\x0b\x00\xf8\xa5\x5a\x20");   # not decodable as br here
 
 # a merchant whose backend announces 500000 bytes, sends a matched start
 # and 300 KB, then dies
-NotaryTest::_write($t->dir . '/cgi/nph-broken', <<"CGI", 0755);
+NotaryTest::write_file($t->dir . '/cgi/nph-broken', <<"CGI", 0755);
 #!/usr/bin/perl
 \$| = 1;
 binmode STDOUT;
@@ -47,7 +47,7 @@ exit 0;
 CGI
 # the same with chunked framing: no length announced, so the notary holds
 # back the last byte it has seen
-NotaryTest::_write($t->dir . '/cgi/nph-broken-chunked', <<"CGI", 0755);
+NotaryTest::write_file($t->dir . '/cgi/nph-broken-chunked', <<"CGI", 0755);
 #!/usr/bin/perl
 \$| = 1;
 binmode STDOUT;
@@ -57,7 +57,7 @@ printf "%x\\r\\n%s\\r\\n", length(\$b), \$b;
 exit 0;
 CGI
 # a matched response whose header block is larger than 64 KiB
-NotaryTest::_write($t->dir . '/cgi/nph-bigheaders', <<"CGI", 0755);
+NotaryTest::write_file($t->dir . '/cgi/nph-bigheaders', <<"CGI", 0755);
 #!/usr/bin/perl
 binmode STDOUT;
 print "HTTP/1.1 200 OK\\r\\nContent-Type: text/html; charset=utf-8\\r\\n";

@@ -12,7 +12,7 @@ use NotaryTest;
 my $t = NotaryTest->new;
 my $m = $t->add_merchant('shop', 'ec256');
 my $page = "<html><body><p>I accept the CONTRACT-TERMS.</p></body></html>\n";
-NotaryTest::_write("$m->{docroot}/static/contract.html", $page);
+NotaryTest::write_file("$m->{docroot}/static/contract.html", $page);
 my $rule = "    NotaryRecord shop contains \"CONTRACT-TERMS\"\n";
 $t->start(extra => $t->db_directive(timeout => 2) . $rule);
 

@@ -17,8 +17,8 @@ my $doc = $m->{docroot};
 my $MiB = 1024 * 1024;
 # 2 MiB with the keyword up front: past memory, and past the limit below
 my $big = 'contract ' . ('c' x (2 * $MiB));
-NotaryTest::_write("$doc/static/big.txt", $big);
-NotaryTest::_write("$doc/static/small.txt", "contract small\n");
+NotaryTest::write_file("$doc/static/big.txt", $big);
+NotaryTest::write_file("$doc/static/small.txt", "contract small\n");
 $t->start(extra => $t->db_directive . "    NotaryRecord shop contains \"contract\"\n"
                  . "    NotaryMaxRecordSize 16M\n");
 my $tok = $t->link_token(merchant => 'shop', consumer => 'alice');

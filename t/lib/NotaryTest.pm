@@ -142,8 +142,8 @@ sub add_merchant {
                                     san => 'DNS:localhost,IP:127.0.0.1');
     my $docroot = "$self->{dir}/htdocs/$name";
     make_path("$docroot/static");
-    _write("$docroot/static/hello.txt", "hello from $name\n");
-    _write("$docroot/static/contract.xml", "<?xml version=\"1.0\"?><contract merchant=\"$name\"/>\n");
+    write_file("$docroot/static/hello.txt", "hello from $name\n");
+    write_file("$docroot/static/contract.xml", "<?xml version=\"1.0\"?><contract merchant=\"$name\"/>\n");
     $self->{merchants}{$name} = { name => $name, type => $type, cert => $cert, key => $key,
                                   port => $o{port} || free_port(), docroot => $docroot,
                                   extra => $o{extra} // "" };
@@ -178,14 +178,19 @@ sub backend_hits {
     return @l;
 }
 
-sub _write {
+# write_file($path, $content[, $mode]): writes bytes as they are (binmode),
+# dies on error; for test fixtures (pages, CGI scripts, data files).
+sub write_file {
     my ($f, $c, $mode) = @_;
-    open my $fh, '>', $f or die "$f: $!";
+    open my $fh, '>', $f or croak "$f: $!";
     binmode $fh;
-    print $fh $c;
-    close $fh;
-    chmod $mode, $f if $mode;
+    print $fh $c or croak "$f: $!";
+    close $fh or croak "$f: $!";
+    if ($mode) { chmod $mode, $f or croak "chmod $f: $!" }
 }
+
+# read_file($path): the file's bytes, dies if it cannot be read.
+sub read_file { local $/; open my $fh, '<', $_[0] or croak "$_[0]: $!"; binmode $fh; <$fh> }
 
 sub _echo_cgi {
     # Echo what the backend received: request line parts, headers, body.
@@ -264,11 +269,9 @@ sub proxy_client_cert {
     my ($c, $k) = $self->issue('notary-proxy', 'ec256', cn => 'notary.test proxy client',
                                eku => 'clientAuth');
     my $both = $self->pki . '/notary-proxy-both.pem';
-    _write($both, _slurp($c) . _slurp($k));
+    write_file($both, read_file($c) . read_file($k));
     return $self->{proxy_cert} = $both;
 }
-
-sub _slurp { local $/; open my $fh, '<', $_[0] or die "$_[0]: $!"; binmode $fh; <$fh> }
 
 sub modules_conf {
     my $m = $MODDIR;
@@ -326,8 +329,8 @@ sub backend_vhosts {
     my $self = shift;
     my $ca = $self->ca;
     my $out = '';
-    _write("$self->{dir}/cgi/echo", _echo_cgi(), 0755);
-    _write("$self->{dir}/cgi/start", _start_cgi(), 0755);
+    write_file("$self->{dir}/cgi/echo", _echo_cgi(), 0755);
+    write_file("$self->{dir}/cgi/start", _start_cgi(), 0755);
     my $notary_url = 'https://' . $self->server_name . ':' . $self->notary_port;
     my $link = notary_link();
     for my $name (sort keys %{ $self->{merchants} }) {
@@ -440,8 +443,8 @@ sub _open_up {
 sub write_conf {
     my ($self, %o) = @_;
     my $d = $self->{dir};
-    _write("$d/httpd.conf", $self->_server_conf('notary', %o));
-    _write("$d/merchants.conf", $self->_server_conf('merchants', %o));
+    write_file("$d/httpd.conf", $self->_server_conf('notary', %o));
+    write_file("$d/merchants.conf", $self->_server_conf('merchants', %o));
     $self->_open_up;
     run_cmd('chown', '-R', 'daemon', "$d/logs", "$d/run");
     return "$d/httpd.conf";
@@ -476,7 +479,7 @@ sub _env_prefix {
 END {
     for my $d (@ASAN_DIRS) {
         for my $f (glob("$d/asan.*")) {
-            my $report = _slurp($f);
+            my $report = read_file($f);
             require Test::More;
             Test::More->builder->ok(0, "sanitizer report $f");
             Test::More->builder->diag($report);
@@ -565,7 +568,7 @@ sub restart {
 sub restart_merchants {
     my ($self, %o) = @_;
     $self->_stop_one('merchants');
-    _write("$self->{dir}/merchants.conf", $self->_server_conf('merchants', %o));
+    write_file("$self->{dir}/merchants.conf", $self->_server_conf('merchants', %o));
     $self->_open_up;
     $self->_start_one('merchants', map { $_->{port} } values %{ $self->{merchants} });
 }
@@ -576,7 +579,7 @@ sub error_log {
     my $self = shift;
     my $s = '';
     for my $f (map { "$self->{dir}/logs/$_" } qw(error-notary.log error-merchants.log notary-error.log)) {
-        $s .= _slurp($f) if -f $f;
+        $s .= read_file($f) if -f $f;
     }
     return $s;
 }
@@ -584,13 +587,13 @@ sub error_log {
 sub notary_access_log {
     my $self = shift;
     my $f = "$self->{dir}/logs/notary-access.log";
-    return -f $f ? _slurp($f) : '';
+    return -f $f ? read_file($f) : '';
 }
 
 sub notary_error_log {
     my $self = shift;
     my $f = "$self->{dir}/logs/notary-error.log";
-    return -f $f ? _slurp($f) : '';
+    return -f $f ? read_file($f) : '';
 }
 
 sub DESTROY {
@@ -619,7 +622,7 @@ sub request {
     push @cmd, '-X', $o{method} if $o{method};
     if (defined $o{data}) {
         my $df = "$self->{dir}/curl-data.$$";
-        _write($df, $o{data});
+        write_file($df, $o{data});
         push @cmd, '--data-binary', "\@$df";
     }
     push @cmd, map { ('-H', $_) } @{ $o{headers} || [] };
@@ -629,8 +632,8 @@ sub request {
     my $rc = $? >> 8;
     my $res = { status => ($status =~ /(\d{3})$/ ? $1 + 0 : 0), curl_exit => $rc,
                 curl_out => $status };
-    $res->{body} = -f $bodyf ? _slurp($bodyf) : '';
-    $res->{raw_headers} = -f $hdrf ? _slurp($hdrf) : '';
+    $res->{body} = -f $bodyf ? read_file($bodyf) : '';
+    $res->{raw_headers} = -f $hdrf ? read_file($hdrf) : '';
     unlink $bodyf, $hdrf;
     my %h;
     for (split /\r?\n/, $res->{raw_headers}) {
