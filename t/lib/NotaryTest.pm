@@ -739,7 +739,7 @@ sub check_error_logs {
     return if $self->{logs_checked}++;
     $self->stop;
     my ($bad, $seen) = $self->unexpected_log_lines;
-    my $name = "error logs: no line at warn or above but the expected ("
+    my $name = "error logs: no unexpected line at warn or above (allowed: "
              . (join(' ', sort keys %{ $self->{allow_log} }) || 'none') . ")";
     my @diag = @$bad ? ("unexpected error-log lines (" . scalar(@$bad) . "):", @$bad) : ();
     my @unseen = grep { !$seen->{$_} } sort keys %{ $self->{allow_log} };
