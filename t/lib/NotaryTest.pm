@@ -39,7 +39,7 @@ sub module_path {
 
 sub notary_link { "$BUILDDIR/notary-link" }
 
-# NotaryTest->new(allow_log => [qw(NOTARY02009 AH01102)]): the log numbers
+# NotaryTest->new(allow_log => [qw(NOTARY02009 AH01097)]): the log numbers
 # this test file expects at level warn or above in the notary's and the
 # merchants' error logs (see check_error_logs).
 sub new {
@@ -207,7 +207,7 @@ sub wait_for {
 # must be in it. A request straight to the backend (not through the notary)
 # and its line in the log mark that point (backend_hits leaves it out).
 # Nothing to wait for when the merchants' httpd is not running or the
-# merchant has no backend of ours.
+# merchant has no backend of ours; dies when the line never comes.
 sub backend_sync {
     my ($self, $name) = @_;
     return 1 unless $self->{started}{merchants} && $self->{merchants}{$name};
@@ -216,8 +216,11 @@ sub backend_sync {
     my $res = $self->request(url => $url, timeout => 10);
     croak "backend_sync: $url answered $res->{status} ($res->{curl_out})" unless $res->{status} == 200;
     my $f = "$self->{dir}/logs/backend-$name.log";
-    return $self->wait_for(sub { -f $f && read_file($f) =~ /[?&]notary-test-sync=$n /},
-                           what => "merchant $name to log request notary-test-sync=$n");
+    # a count taken without this point would prove nothing: no point, no test
+    $self->wait_for(sub { -f $f && read_file($f) =~ /[?&]notary-test-sync=$n /},
+                    timeout => 10, what => "merchant $name to log request notary-test-sync=$n")
+        or croak "backend_sync: merchant $name answered $url but never logged it";
+    return 1;
 }
 
 # Waits until the notary's access log has a line matching $re (the notary
