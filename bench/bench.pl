@@ -39,9 +39,9 @@ my $m = $t->add_merchant('shop', 'ec256', extra => <<'EOF');
 EOF
 my %SIZES = ('1k' => 1024, '16k' => 16 * 1024, '256k' => 256 * 1024);
 for my $s (keys %SIZES) {
-    NotaryTest::_write("$m->{docroot}/static/$s.bin", 'x' x $SIZES{$s});
+    NotaryTest::write_file("$m->{docroot}/static/$s.bin", 'x' x $SIZES{$s});
 }
-NotaryTest::_write("$m->{docroot}/static/1m.bin", 'm' x (1024 * 1024));
+NotaryTest::write_file("$m->{docroot}/static/1m.bin", 'm' x (1024 * 1024));
 {
     open my $f, '>', "$m->{docroot}/static/256m.bin" or die;
     my $chunk = 'g' x (1024 * 1024);
@@ -141,7 +141,7 @@ sub last_id {
 sub lua_post {
     my $size = shift;
     my $f = "$dir/post-$size.lua";
-    NotaryTest::_write($f, qq{wrk.method = "POST"\nwrk.body = string.rep("p", $SIZES{$size})\n}
+    NotaryTest::write_file($f, qq{wrk.method = "POST"\nwrk.body = string.rep("p", $SIZES{$size})\n}
                          . qq{wrk.headers["Content-Type"] = "application/octet-stream"\n});
     return $f;
 }
@@ -345,7 +345,7 @@ for my $size ('1k', '16k', '256k') {
     my $hexbody = unpack('H*', 'b' x $SIZES{$size});
     my $hexsha = Digest::SHA::sha256_hex('b' x $SIZES{$size});
     my $script = "$dir/pgbench-$size.sql";
-    NotaryTest::_write($script, <<"EOF");
+    NotaryTest::write_file($script, <<"EOF");
 \\set n random(1, 1000000000000)
 INSERT INTO notary.records (recorded_at, direction, merchant, sender_key_sha256, receiver_key_sha256, rule, method, uri, status, content_type, headers, body, body_sha256, exchange_id) VALUES (now(), 'response', 'bench', '\\x$k1', '\\x$k2', '* type */*', 'GET', '/bench', 200, 'application/octet-stream', 'Content-Type: application/octet-stream', '\\x$hexbody', '\\x$hexsha', 'pgb-' || :client_id || '-' || :n);
 EOF
@@ -574,11 +574,11 @@ if (-f $analysis) {
     push @md, '## Analysis', '', '(from `bench/ANALYSIS.md`, written by hand after looking at this run and its profile)', '';
     push @md, do { local $/; open my $f, '<', $analysis; <$f> };
 }
-NotaryTest::_write("$out_dir/report.md", join("\n", @md) . "\n");
+NotaryTest::write_file("$out_dir/report.md", join("\n", @md) . "\n");
 
 # chart
 my $data = "$dir/chart.dat";
-NotaryTest::_write($data, join '', map { my $w = $_; qq{"$w" } . join(' ', map { sprintf '%.0f', $RATIO{$w}{med}{$_}{rps} } @TARGETS) . "\n" } @WORKLOADS);
+NotaryTest::write_file($data, join '', map { my $w = $_; qq{"$w" } . join(' ', map { sprintf '%.0f', $RATIO{$w}{med}{$_}{rps} } @TARGETS) . "\n" } @WORKLOADS);
 my $gp = <<"EOF";
 set terminal svg size 1100,480 dynamic font "sans,11"
 set output "$out_dir/chart.svg"

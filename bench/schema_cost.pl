@@ -33,7 +33,7 @@ for my $rows (1, 4) {
       . "'application/octet-stream', 'Content-Type: application/octet-stream', '\\x$hexbody', "
       . "'\\x$hexsha', 'pgb-' || :client_id || '-' || :n || '-$_')"
     } 1 .. $rows;
-    NotaryTest::_write("$dir/rows$rows.sql", "\\set n random(1, 1000000000000)\n"
+    NotaryTest::write_file("$dir/rows$rows.sql", "\\set n random(1, 1000000000000)\n"
         . "INSERT INTO notary.records (recorded_at, direction, merchant, sender_key_sha256, "
         . "receiver_key_sha256, rule, method, uri, status, content_type, headers, body, "
         . "body_sha256, exchange_id) VALUES $vals;\n");

@@ -13,13 +13,13 @@ my $pg = $t->pg;
 print "   PostgreSQL on ", $pg->sockdir, " port ", $pg->port, "\n";
 
 my $m = $t->add_merchant('shop', 'ec256');
-NotaryTest::_write("$m->{docroot}/static/terms.html", <<'HTML');
+NotaryTest::write_file("$m->{docroot}/static/terms.html", <<'HTML');
 <html><body><h1>Sales contract</h1>
 <p>By continuing, I agree to the CONTRACT TERMS of Example Shop.</p>
 <p><a href="contract.xml">The contract</a> - <a href="/shop/echo">apply</a></p>
 </body></html>
 HTML
-NotaryTest::_write("$m->{docroot}/static/contract.xml",
+NotaryTest::write_file("$m->{docroot}/static/contract.xml",
     qq{<?xml version="1.0"?>\n<contract merchant="shop"><item>Bicycle</item><price>300 EUR</price></contract>\n});
 
 say_step('Starting the notary (notary.test) and the merchant "shop" (EC P-256 key)');

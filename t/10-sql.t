@@ -17,7 +17,7 @@ my $src = NotaryTest::Pg::srcdir();
 sub sql_ok {
     my ($user, $sql, $name) = @_;
     my ($out, $err, $rc) = $pg->psql($sql, user => $user, allow_fail => 1);
-    ok($rc == 0, $name) or diag("as $user: exit $rc\nstderr: $err\nsql: $sql");
+    is($rc, 0, $name) or diag("as $user: exit $rc\nstderr: $err\nsql: $sql");
     return $out;
 }
 sub sql_fails {

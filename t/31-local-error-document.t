@@ -8,12 +8,15 @@ use warnings;
 use Test::More;
 use NotaryTest;
 
-my $t = NotaryTest->new;
+# refusals: unknown merchant (02004), no client certificate (02005), no
+# contract (02009); the unreachable merchant: mod_proxy's connect failure
+# (AH00957, AH01114)
+my $t = NotaryTest->new(allow_log => [qw(NOTARY02004 NOTARY02005 NOTARY02009 AH00957 AH01114)]);
 $t->add_merchant('shop', 'ec256');
 my $docs = "$t->{dir}/notary-docs";
 mkdir $_ or die "mkdir $_: $!" for $docs, "$docs/errors";
-NotaryTest::_write("$docs/errors/503.html", "<p>local page: the merchant is unreachable</p>\n");
-NotaryTest::_write("$docs/errors/404.html", "<p>local page: not found</p>\n");
+NotaryTest::write_file("$docs/errors/503.html", "<p>local page: the merchant is unreachable</p>\n");
+NotaryTest::write_file("$docs/errors/404.html", "<p>local page: not found</p>\n");
 $t->start(extra => <<"EOF");
     DocumentRoot $docs
     <Directory $docs>

@@ -6,9 +6,10 @@ use warnings;
 use Test::More;
 use NotaryTest;
 
-my $t = NotaryTest->new;
+# a link for another consumer is refused (02008)
+my $t = NotaryTest->new(allow_log => [qw(NOTARY02008)]);
 my $m = $t->add_merchant('shop', 'ec256');
-NotaryTest::_write("$m->{docroot}/static/terms.html",
+NotaryTest::write_file("$m->{docroot}/static/terms.html",
                    "<h1>Terms</h1><a href=\"contract.xml\">the contract</a>\n");
 $t->start;
 my ($ccert, $ckey) = $t->consumer('alice');

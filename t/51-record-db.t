@@ -8,10 +8,12 @@ use Test::More;
 use Digest::SHA qw(sha256);
 use NotaryTest;
 
-my $t = NotaryTest->new;
+# the database down: records not committed (03006, 03011), the refused
+# request not passed on (AH01084, AH01097)
+my $t = NotaryTest->new(allow_log => [qw(NOTARY03006 NOTARY03011 AH01084 AH01097)]);
 my $m = $t->add_merchant('shop', 'ec256');
 my $page = "<html><body><p>I accept the CONTRACT-TERMS.</p>" . ('.' x 3000) . "</body></html>\n";
-NotaryTest::_write("$m->{docroot}/static/contract.html", $page);
+NotaryTest::write_file("$m->{docroot}/static/contract.html", $page);
 # the default bound: a fresh cluster on a loaded 2-core machine may take a
 # few seconds to open its first connections under the burst below
 $t->start(extra => $t->db_directive(timeout => 10)
@@ -32,7 +34,7 @@ for my $i (1 .. 50) {
         my $res = $t->request(path => "/shop/static/contract.html?n=$i", consumer => 'alice');
         my $ok = $res->{status} == 200 && $res->{body} eq $page;
         # say what went wrong: the parent prints it with the error log
-        NotaryTest::_write("$t->{dir}/kid.$i", "request n=$i: status $res->{status}, "
+        NotaryTest::write_file("$t->{dir}/kid.$i", "request n=$i: status $res->{status}, "
             . "curl exit $res->{curl_exit} ($res->{curl_out}), body " . length($res->{body})
             . " bytes\n") unless $ok;
         POSIX::_exit($ok ? 0 : 1);
@@ -42,7 +44,7 @@ for my $i (1 .. 50) {
 my $bad = 0;
 for (@kids) { waitpid($_, 0); $bad++ if $? }
 is($bad, 0, '50 concurrent matched exchanges all delivered intact')
-    or diag(join('', map { NotaryTest::_slurp($_) } glob("$t->{dir}/kid.*")),
+    or diag(join('', map { NotaryTest::read_file($_) } glob("$t->{dir}/kid.*")),
             "notary error log:\n", $t->notary_error_log);
 my @rows = $t->records("uri LIKE '/static/contract.html?n=%' AND uri <> '/static/contract.html?n=0'");
 is(scalar @rows, 50, 'exactly 50 rows');
@@ -66,7 +68,7 @@ is($r->{body}, "hello from shop\n", '... intact');
 $r = $t->request(path => '/shop/echo?down=3', consumer => 'alice', data => 'sign here: CONTRACT-TERMS',
                  headers => ['Content-Type: text/plain']);
 is($r->{status}, 503, 'database down: a matched request is refused with 503');
-select undef, undef, undef, 0.3;
+$t->backend_sync('shop');
 ok(!grep({ m{"POST /echo\?down=3 HTTP/1.1" 200} } $t->backend_hits('shop')),
    '... and the merchant never answered it as complete');
 

@@ -9,12 +9,12 @@ use NotaryTest;
 
 my $t = NotaryTest->new;
 $t->add_merchant('shop', 'ec256');
-NotaryTest::_write($t->dir . '/cgi/fail', <<'CGI', 0755);
+NotaryTest::write_file($t->dir . '/cgi/fail', <<'CGI', 0755);
 #!/usr/bin/perl
 print "Status: 500 Internal Server Error\r\nContent-Type: text/html\r\n\r\n";
 print "<p>the merchant's own error page, CONTRACT-TERMS inside</p>\n";
 CGI
-NotaryTest::_write($t->dir . '/cgi/page', <<'CGI', 0755);
+NotaryTest::write_file($t->dir . '/cgi/page', <<'CGI', 0755);
 #!/usr/bin/perl
 print "Content-Type: text/html\r\n\r\n<p>CONTRACT-TERMS</p>\n";
 CGI

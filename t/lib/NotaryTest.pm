@@ -39,14 +39,19 @@ sub module_path {
 
 sub notary_link { "$BUILDDIR/notary-link" }
 
+# NotaryTest->new(allow_log => [qw(NOTARY02009 AH01097)]): the log numbers
+# this test file expects at level warn or above in the notary's and the
+# merchants' error logs (see check_error_logs).
 sub new {
     my ($class, %o) = @_;
     my $base = $ENV{NOTARY_TMPDIR} || '/tmp';
     my $dir = tempdir('notary-t-XXXXXX', DIR => $base, CLEANUP => !$ENV{NOTARY_KEEP_TMP});
     chmod 0755, $dir;
     my $self = bless { dir => $dir, name => $o{name} || 'test', merchants => {},
-                       ports => {}, started => {} }, $class;
+                       ports => {}, started => {}, allow_log => {} }, $class;
     make_path("$dir/pki", "$dir/logs", "$dir/htdocs", "$dir/cgi", "$dir/run");
+    $self->allow_log(@{ $o{allow_log} || [] });
+    _watch_logs($self);
     return $self;
 }
 
@@ -142,8 +147,8 @@ sub add_merchant {
                                     san => 'DNS:localhost,IP:127.0.0.1');
     my $docroot = "$self->{dir}/htdocs/$name";
     make_path("$docroot/static");
-    _write("$docroot/static/hello.txt", "hello from $name\n");
-    _write("$docroot/static/contract.xml", "<?xml version=\"1.0\"?><contract merchant=\"$name\"/>\n");
+    write_file("$docroot/static/hello.txt", "hello from $name\n");
+    write_file("$docroot/static/contract.xml", "<?xml version=\"1.0\"?><contract merchant=\"$name\"/>\n");
     $self->{merchants}{$name} = { name => $name, type => $type, cert => $cert, key => $key,
                                   port => $o{port} || free_port(), docroot => $docroot,
                                   extra => $o{extra} // "" };
@@ -168,23 +173,106 @@ sub merchant_url {
     return "https://127.0.0.1:" . $self->merchant($name)->{port};
 }
 
-# Lines in a merchant backend's access log (what reached it).
+# Lines in a merchant backend's access log (what reached it), without the
+# requests backend_sync sent straight to the backend.
 sub backend_hits {
     my ($self, $name) = @_;
     my $f = "$self->{dir}/logs/backend-$name.log";
     return () unless -f $f;
     open my $fh, '<', $f or die;
-    my @l = <$fh>;
-    return @l;
+    return grep { !/[?&]notary-test-sync=\d+/ } <$fh>;
 }
 
-sub _write {
+# wait_for(sub { COND }, timeout => seconds (5), what => '...'): polls COND
+# every 20 ms until it is true or the deadline passes; returns COND's last
+# value (false on timeout, with a diag naming what did not happen).
+sub wait_for {
+    my ($self, $cond, %o) = @_;
+    my $deadline = time + ($o{timeout} // 5);
+    while (1) {
+        my $v = $cond->();
+        return $v if $v;
+        if (time >= $deadline) {
+            require Test::More;
+            Test::More->builder->diag("gave up after " . ($o{timeout} // 5) . " s waiting for "
+                                      . ($o{what} // 'a condition'));
+            return $v;
+        }
+        sleep 0.02;
+    }
+}
+
+# The merchant's access log is written after each response: before a test
+# counts what reached a merchant, every request the backend has answered
+# must be in it. A request straight to the backend (not through the notary)
+# and its line in the log mark that point (backend_hits leaves it out).
+# Nothing to wait for when the merchants' httpd is not running or the
+# merchant has no backend of ours; dies when the line never comes.
+sub backend_sync {
+    my ($self, $name) = @_;
+    return 1 unless $self->{started}{merchants} && $self->{merchants}{$name};
+    my $n = ++$self->{sync_seq};
+    my $url = $self->merchant_url($name) . "/static/hello.txt?notary-test-sync=$n";
+    my $res = $self->request(url => $url, timeout => 10);
+    croak "backend_sync: $url answered $res->{status} ($res->{curl_out})" unless $res->{status} == 200;
+    my $f = "$self->{dir}/logs/backend-$name.log";
+    # a count taken without this point would prove nothing: no point, no test
+    $self->wait_for(sub { -f $f && read_file($f) =~ /[?&]notary-test-sync=$n /},
+                    timeout => 10, what => "merchant $name to log request notary-test-sync=$n")
+        or croak "backend_sync: merchant $name answered $url but never logged it";
+    return 1;
+}
+
+# Waits until the notary's access log has a line matching $re (the notary
+# logs a request when it is done with it, backend connection included).
+sub wait_notary_access {
+    my ($self, $re, %o) = @_;
+    return $self->wait_for(sub { $self->notary_access_log =~ $re },
+                           what => "a notary access-log line matching $re", %o);
+}
+
+# write_file($path, $content[, $mode]): writes bytes as they are (binmode),
+# dies on error; for test fixtures (pages, CGI scripts, data files).
+sub write_file {
     my ($f, $c, $mode) = @_;
-    open my $fh, '>', $f or die "$f: $!";
+    open my $fh, '>', $f or croak "$f: $!";
     binmode $fh;
-    print $fh $c;
-    close $fh;
-    chmod $mode, $f if $mode;
+    print $fh $c or croak "$f: $!";
+    close $fh or croak "$f: $!";
+    if ($mode) { chmod $mode, $f or croak "chmod $f: $!" }
+}
+
+# read_file($path): the file's bytes, dies if it cannot be read.
+sub read_file { local $/; open my $fh, '<', $_[0] or croak "$_[0]: $!"; binmode $fh; <$fh> }
+
+# Comparisons that show both sides when they fail, for binary data.
+# hex_of($bytes): the bytes in hex (undef stays undef), for is() on keys
+# and digests.
+sub hex_of { defined $_[0] ? unpack('H*', $_[0]) : undef }
+
+# is_bytes($got, $want, $name): is() on "N bytes, sha256 HEX" of each side,
+# so a body of megabytes fails with both sides summed up, plus the first
+# offset where they differ.
+sub is_bytes {
+    my ($got, $want, $name) = @_;
+    require Test::More;
+    require Digest::SHA;
+    local $Test::Builder::Level = $Test::Builder::Level + 1;
+    my $sum = sub {
+        my $b = shift;
+        return 'undef' unless defined $b;
+        my $chars = utf8::is_utf8($b) ? ' (characters)' : '';
+        utf8::encode($b) if $chars;
+        return sprintf('%d bytes%s, sha256 %s', length $b, $chars, Digest::SHA::sha256_hex($b));
+    };
+    my $ok = Test::More::is($sum->($got), $sum->($want), $name);
+    if (!$ok && defined $got && defined $want) {
+        my $i = 0;
+        $i++ while $i < length $got && $i < length $want && substr($got, $i, 1) eq substr($want, $i, 1);
+        my $at = sub { my $x = substr($_[0], $i, 16); utf8::encode($x) if utf8::is_utf8($x); unpack('H*', $x) };
+        Test::More::diag("first difference at byte $i: got " . $at->($got) . ', want ' . $at->($want));
+    }
+    return $ok;
 }
 
 sub _echo_cgi {
@@ -264,11 +352,9 @@ sub proxy_client_cert {
     my ($c, $k) = $self->issue('notary-proxy', 'ec256', cn => 'notary.test proxy client',
                                eku => 'clientAuth');
     my $both = $self->pki . '/notary-proxy-both.pem';
-    _write($both, _slurp($c) . _slurp($k));
+    write_file($both, read_file($c) . read_file($k));
     return $self->{proxy_cert} = $both;
 }
-
-sub _slurp { local $/; open my $fh, '<', $_[0] or die "$_[0]: $!"; binmode $fh; <$fh> }
 
 sub modules_conf {
     my $m = $MODDIR;
@@ -326,8 +412,8 @@ sub backend_vhosts {
     my $self = shift;
     my $ca = $self->ca;
     my $out = '';
-    _write("$self->{dir}/cgi/echo", _echo_cgi(), 0755);
-    _write("$self->{dir}/cgi/start", _start_cgi(), 0755);
+    write_file("$self->{dir}/cgi/echo", _echo_cgi(), 0755);
+    write_file("$self->{dir}/cgi/start", _start_cgi(), 0755);
     my $notary_url = 'https://' . $self->server_name . ':' . $self->notary_port;
     my $link = notary_link();
     for my $name (sort keys %{ $self->{merchants} }) {
@@ -440,8 +526,8 @@ sub _open_up {
 sub write_conf {
     my ($self, %o) = @_;
     my $d = $self->{dir};
-    _write("$d/httpd.conf", $self->_server_conf('notary', %o));
-    _write("$d/merchants.conf", $self->_server_conf('merchants', %o));
+    write_file("$d/httpd.conf", $self->_server_conf('notary', %o));
+    write_file("$d/merchants.conf", $self->_server_conf('merchants', %o));
     $self->_open_up;
     run_cmd('chown', '-R', 'daemon', "$d/logs", "$d/run");
     return "$d/httpd.conf";
@@ -476,7 +562,7 @@ sub _env_prefix {
 END {
     for my $d (@ASAN_DIRS) {
         for my $f (glob("$d/asan.*")) {
-            my $report = _slurp($f);
+            my $report = read_file($f);
             require Test::More;
             Test::More->builder->ok(0, "sanitizer report $f");
             Test::More->builder->diag($report);
@@ -565,7 +651,7 @@ sub restart {
 sub restart_merchants {
     my ($self, %o) = @_;
     $self->_stop_one('merchants');
-    _write("$self->{dir}/merchants.conf", $self->_server_conf('merchants', %o));
+    write_file("$self->{dir}/merchants.conf", $self->_server_conf('merchants', %o));
     $self->_open_up;
     $self->_start_one('merchants', map { $_->{port} } values %{ $self->{merchants} });
 }
@@ -576,7 +662,7 @@ sub error_log {
     my $self = shift;
     my $s = '';
     for my $f (map { "$self->{dir}/logs/$_" } qw(error-notary.log error-merchants.log notary-error.log)) {
-        $s .= _slurp($f) if -f $f;
+        $s .= read_file($f) if -f $f;
     }
     return $s;
 }
@@ -584,18 +670,120 @@ sub error_log {
 sub notary_access_log {
     my $self = shift;
     my $f = "$self->{dir}/logs/notary-access.log";
-    return -f $f ? _slurp($f) : '';
+    return -f $f ? read_file($f) : '';
 }
 
 sub notary_error_log {
     my $self = shift;
     my $f = "$self->{dir}/logs/notary-error.log";
-    return -f $f ? _slurp($f) : '';
+    return -f $f ? read_file($f) : '';
+}
+
+# ---------------------------------------------------------------- error logs
+# At the end of a test file (done_testing) -- or when its NotaryTest object
+# goes away earlier -- the servers are stopped and every line at level warn
+# or above in the notary's and the merchants' error logs must carry a log
+# number the test declared (new(allow_log => [...]) or allow_log()), or one
+# of @ALWAYS_ALLOWED; any other line, and any line httpd did not format
+# (a crash message on stderr), fails the file with the line shown. As
+# mod_h2's check_error_log does.
+
+# Expected in every test, each with the reason (a number goes here only when
+# every test file may log it):
+#   AH01882  mod_ssl built against a newer OpenSSL than the one loaded
+#            (Debian's apache2 and libssl3 updated apart): a warning at
+#            every start, about the machine, not about us
+our @ALWAYS_ALLOWED = qw(AH01882);
+
+our %LOG_LEVEL_FAILS = map { $_ => 1 } qw(warn error crit alert emerg);
+
+sub allow_log {
+    my ($self, @nums) = @_;
+    for my $n (@nums) {
+        croak "allow_log: '$n' is not a log number (NOTARYnnnnn or AHnnnnn)"
+            unless $n =~ /^(?:NOTARY|AH)\d{5}$/;
+        $self->{allow_log}{$n} = 1;
+    }
+    return $self;
+}
+
+sub error_log_files {
+    my $self = shift;
+    return grep { -f } map { "$self->{dir}/logs/$_" }
+        qw(error-notary.log notary-error.log error-merchants.log);
+}
+
+# Lines of the error logs at warn or above (and unformatted ones) that no
+# allow-list covers, each prefixed with its file's name; in list context
+# also the allowed numbers seen.
+sub unexpected_log_lines {
+    my $self = shift;
+    my %allow = (%{ $self->{allow_log} }, map { $_ => 1 } @ALWAYS_ALLOWED);
+    my (@bad, %seen);
+    for my $f ($self->error_log_files) {
+        (my $short = $f) =~ s{.*/}{};
+        for my $line (split /\n/, read_file($f)) {
+            next if $line =~ /^\s*$/;
+            if ($line =~ /^\[[^\]]+\] \[[^:\]]*:(\w+)\]/) {
+                next unless $LOG_LEVEL_FAILS{$1};
+                my ($num) = $line =~ /\b((?:NOTARY|AH)\d{5})\b/;
+                if ($num && $allow{$num}) { $seen{$num} = 1; next }
+            }
+            push @bad, "$short: $line";
+        }
+    }
+    return wantarray ? (\@bad, \%seen) : \@bad;
+}
+
+# One test: stops the servers (so their shutdown is logged too), then
+# checks the logs. Runs once per object.
+sub check_error_logs {
+    my ($self) = @_;
+    return if $self->{logs_checked}++;
+    $self->stop;
+    my ($bad, $seen) = $self->unexpected_log_lines;
+    my $name = "error logs: no unexpected line at warn or above (allowed: "
+             . (join(' ', sort keys %{ $self->{allow_log} }) || 'none') . ")";
+    my @diag = @$bad ? ("unexpected error-log lines (" . scalar(@$bad) . "):", @$bad) : ();
+    my @unseen = grep { !$seen->{$_} } sort keys %{ $self->{allow_log} };
+    require Test::More;
+    my $tb = Test::More->builder;
+    $tb->ok(!@$bad, $name);
+    $tb->diag(join "\n", @diag) if @diag;
+    $tb->note("allowed but not logged this time: @unseen") if @unseen;
+}
+
+our %WATCHED;     # "$obj" => weak ref: objects whose logs are checked at done_testing
+my $watching;
+sub _watch_logs {
+    my $self = shift;
+    # only in a test file: script/demo.pl and bench/ use the harness too
+    return unless $INC{'Test/Builder.pm'};
+    $self->{watched} = 1;
+    require Scalar::Util;
+    $WATCHED{"$self"} = $self;
+    Scalar::Util::weaken($WATCHED{"$self"});
+    return if $watching++;
+    require Test2::API;
+    # runs at done_testing (or the end of a file without it), before the plan
+    Test2::API::test2_add_callback_testing_done(sub {
+        for my $k (sort keys %WATCHED) {
+            my $t = $WATCHED{$k} or next;
+            $t->check_error_logs;
+        }
+    });
 }
 
 sub DESTROY {
     my $self = shift;
-    local $?;
+    local ($?, $@);
+    delete $WATCHED{"$self"};
+    # gone before the end of the file: checked now, while a test may still
+    # be added (after done_testing it has been checked already)
+    if ($self->{watched} && !$self->{logs_checked} && ${^GLOBAL_PHASE} ne 'DESTRUCT') {
+        require Test2::API;
+        $self->check_error_logs unless Test2::API::test2_is_testing_done();
+    }
     $self->stop;
 }
 
@@ -619,7 +807,7 @@ sub request {
     push @cmd, '-X', $o{method} if $o{method};
     if (defined $o{data}) {
         my $df = "$self->{dir}/curl-data.$$";
-        _write($df, $o{data});
+        write_file($df, $o{data});
         push @cmd, '--data-binary', "\@$df";
     }
     push @cmd, map { ('-H', $_) } @{ $o{headers} || [] };
@@ -629,8 +817,8 @@ sub request {
     my $rc = $? >> 8;
     my $res = { status => ($status =~ /(\d{3})$/ ? $1 + 0 : 0), curl_exit => $rc,
                 curl_out => $status };
-    $res->{body} = -f $bodyf ? _slurp($bodyf) : '';
-    $res->{raw_headers} = -f $hdrf ? _slurp($hdrf) : '';
+    $res->{body} = -f $bodyf ? read_file($bodyf) : '';
+    $res->{raw_headers} = -f $hdrf ? read_file($hdrf) : '';
     unlink $bodyf, $hdrf;
     my %h;
     for (split /\r?\n/, $res->{raw_headers}) {
@@ -709,7 +897,7 @@ sub refused_ok {
     my $tb = Test::More->builder;
     my $merchant = $o{merchant} || 'shop';
     # access logs are written after the response: let earlier requests land
-    select undef, undef, undef, 0.15;
+    $self->backend_sync($merchant);
     my $before = () = $self->backend_hits($merchant);
     my $log_before = length $self->notary_error_log;
     my $res = ref $o{request} eq 'CODE' ? $o{request}->() : $self->request(%{ $o{request} });
@@ -727,7 +915,7 @@ sub refused_ok {
             $ok = 0; push @why, "no NOTARY$o{lognum} line in the error log; new log lines:\n$log";
         }
     }
-    select undef, undef, undef, 0.15;
+    $self->backend_sync($merchant);
     my $after = () = $self->backend_hits($merchant);
     if ($after != $before) {
         $ok = 0; push @why, "backend '$merchant' saw " . ($after - $before) . " request(s)";
