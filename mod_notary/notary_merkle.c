@@ -461,19 +461,18 @@ int notary_merkle_verify_consistency(apr_uint64_t old_size, const unsigned char 
         && memcmp(sr, new_root, NOTARY_HASH_LEN) == 0;
 }
 
-const char *notary_tile_path(apr_pool_t *p, int level, apr_uint64_t index, unsigned width)
+/* The path into buf (at least 64 bytes); -1 for arguments out of range. */
+static int format_tile_path(char *buf, apr_size_t size, int level, apr_uint64_t index, unsigned width)
 {
-    char digits[32], *n, *o;
-    const char *lv;
+    char digits[32], n[64], *o = n, lv[16];
     int len, groups, g;
 
     if (level < NOTARY_TILE_ENTRIES || level > 63 || width > NOTARY_TILE_WIDTH) {
-        return NULL;
+        return -1;
     }
     len = apr_snprintf(digits, sizeof(digits), "%" APR_UINT64_T_FMT, index);
     groups = (len + 2) / 3;
     /* zero-padded to whole groups: "x001/x234/067" */
-    n = o = apr_palloc(p, (apr_size_t)groups * 5 + 1);
     for (g = 0; g < groups; g++) {
         int end = len - 3 * (groups - 1 - g), d;
 
@@ -488,22 +487,35 @@ const char *notary_tile_path(apr_pool_t *p, int level, apr_uint64_t index, unsig
         }
     }
     *o = '\0';
-    lv = level == NOTARY_TILE_ENTRIES ? "entries" : apr_itoa(p, level);
-    if (width == 0 || width == NOTARY_TILE_WIDTH) {
-        return apr_pstrcat(p, "tile/", lv, "/", n, NULL);
+    if (level == NOTARY_TILE_ENTRIES) {
+        apr_cpystrn(lv, "entries", sizeof(lv));
     }
-    return apr_psprintf(p, "tile/%s/%s.p/%u", lv, n, width);
+    else {
+        apr_snprintf(lv, sizeof(lv), "%d", level);
+    }
+    if (width == 0 || width == NOTARY_TILE_WIDTH) {
+        apr_snprintf(buf, size, "tile/%s/%s", lv, n);
+    }
+    else {
+        apr_snprintf(buf, size, "tile/%s/%s.p/%u", lv, n, width);
+    }
+    return 0;
+}
+
+const char *notary_tile_path(apr_pool_t *p, int level, apr_uint64_t index, unsigned width)
+{
+    char buf[128];
+
+    return format_tile_path(buf, sizeof(buf), level, index, width) == 0 ? apr_pstrdup(p, buf) : NULL;
 }
 
 int notary_tile_path_parse(const char *path, int *level, apr_uint64_t *index, unsigned *width)
 {
     const char *s = path, *p;
+    char again[128];
     apr_uint64_t n = 0;
     unsigned w = NOTARY_TILE_WIDTH;
     int lv = 0, digits = 0;
-    apr_pool_t *tmp;
-    const char *again;
-    int ok;
 
     if (strncmp(s, "tile/", 5) != 0) {
         return -1;
@@ -561,13 +573,7 @@ int notary_tile_path_parse(const char *path, int *level, apr_uint64_t *index, un
         return -1;
     }
     /* one spelling per tile: what we would have written */
-    if (apr_pool_create(&tmp, NULL) != APR_SUCCESS) {
-        return -1;
-    }
-    again = notary_tile_path(tmp, lv, n, w);
-    ok = again && strcmp(again, path) == 0;
-    apr_pool_destroy(tmp);
-    if (!ok) {
+    if (format_tile_path(again, sizeof(again), lv, n, w) != 0 || strcmp(again, path) != 0) {
         return -1;
     }
     *level = lv;

@@ -633,6 +633,20 @@ cleanup:
     return -1;
 }
 
+/* The signature of a known key named `name` verified: several known keys
+ * (a log's and its witnesses') may have signed, in any order. */
+static const notary_note_key *verified_as(const notary_note *n, const char *name)
+{
+    int i;
+
+    for (i = 0; i < n->nsigs; i++) {
+        if (n->sigs[i].key && strcmp(n->sigs[i].key->name, name) == 0) {
+            return n->sigs[i].key;
+        }
+    }
+    return NULL;
+}
+
 int notary_checkpoint_open(apr_pool_t *p, const char *msg, apr_size_t len,
                            const notary_note_key *const *keys, int nkeys,
                            notary_checkpoint *cp, notary_note **note, const char **detail)
@@ -645,7 +659,7 @@ int notary_checkpoint_open(apr_pool_t *p, const char *msg, apr_size_t len,
         return -1;
     }
     /* the log signs under its origin: a key of another log proves nothing */
-    if (strcmp(cp->origin, (*note)->verified_by->name) != 0) {
+    if (!verified_as(*note, cp->origin)) {
         if (detail) *detail = apr_psprintf(p, "checkpoint origin \"%s\" is not the name of the key "
                                            "that signed it (%s)", cp->origin,
                                            (*note)->verified_by->name);
@@ -711,7 +725,7 @@ int notary_promise_verify(apr_pool_t *p, const char *msg, apr_size_t len,
     if (notary_promise_parse(p, (*note)->text, (*note)->text_len, pr, detail) != 0) {
         return -1;
     }
-    if (strcmp(pr->origin, (*note)->verified_by->name) != 0) {
+    if (!verified_as(*note, pr->origin)) {
         if (detail) *detail = apr_psprintf(p, "promise origin \"%s\" is not the name of the key "
                                            "that signed it (%s)", pr->origin,
                                            (*note)->verified_by->name);

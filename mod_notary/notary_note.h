@@ -105,7 +105,8 @@ const char *notary_checkpoint_text(apr_pool_t *p, const char *origin, apr_uint64
 int notary_checkpoint_parse(apr_pool_t *p, const char *text, apr_size_t len,
                             notary_checkpoint *cp, const char **detail);
 
-/* A signed checkpoint: signature by one of keys whose name is the origin. */
+/* A signed checkpoint: a valid signature by one of keys whose name is the
+ * origin (other known keys' signatures are checked too, and must hold). */
 int notary_checkpoint_open(apr_pool_t *p, const char *msg, apr_size_t len,
                            const notary_note_key *const *keys, int nkeys,
                            notary_checkpoint *cp, notary_note **note, const char **detail);

@@ -9,8 +9,9 @@ use File::Temp qw(tempdir);
 use MIME::Base64 qw(encode_base64 decode_base64);
 use Digest::SHA qw(sha256_hex);
 use JSON::PP;
+use File::Spec;
 
-my $build = $ENV{NOTARY_BUILDDIR} || '.';
+my $build = File::Spec->rel2abs($ENV{NOTARY_BUILDDIR} || '.');   # the test changes directory
 my $verify = "$build/notary-verify";
 my $make = "$build/t/unit/make_evidence";
 -x $verify or BAIL_OUT("no $verify");

@@ -276,6 +276,15 @@ static void test_checkpoint(apr_pool_t *p)
     notary_note_sign(p, t, strlen(t), keys, 1, &msg, &len, &why);
     ok(notary_checkpoint_open(p, msg, len, keys, 1, &cp, &n, &why) != 0,
        "a checkpoint of origin A signed by key B is refused (%s)", why);
+    {
+        /* a witness's cosignature first, the log's second, both keys known */
+        const notary_note_key *two[2];
+        two[0] = other;
+        two[1] = k;
+        notary_note_sign(p, t, strlen(t), two, 2, &msg, &len, &why);
+        ok(notary_checkpoint_open(p, msg, len, two, 2, &cp, &n, &why) == 0,
+           "a checkpoint cosigned by another known key before the log's signature opens (%s)", why ? why : "ok");
+    }
 }
 
 /* A small log: n records, their entries, tree; receipt of record i. */
