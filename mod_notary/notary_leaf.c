@@ -27,7 +27,7 @@ void notary_leaf_meta_set(const char **field, apr_size_t *len, const char *value
 }
 
 /* The fields in their contract order, as pointers into m. */
-static void meta_fields(const notary_leaf_meta *m, const char *const **f, const apr_size_t **l)
+static void meta_fields(notary_leaf_meta *m, const char **f[], apr_size_t *l[])
 {
     f[0] = &m->merchant;     l[0] = &m->merchant_len;
     f[1] = &m->rule;         l[1] = &m->rule_len;
@@ -39,13 +39,13 @@ static void meta_fields(const notary_leaf_meta *m, const char *const **f, const 
 
 unsigned char *notary_leaf_meta_encode(apr_pool_t *p, const notary_leaf_meta *m, apr_size_t *len)
 {
-    const char *const *f[NOTARY_LEAF_META_FIELDS];
-    const apr_size_t *l[NOTARY_LEAF_META_FIELDS];
+    const char **f[NOTARY_LEAF_META_FIELDS];
+    apr_size_t *l[NOTARY_LEAF_META_FIELDS];
     apr_size_t total = 0, off = 0;
     unsigned char *out;
     int i;
 
-    meta_fields(m, f, l);
+    meta_fields((notary_leaf_meta *)m, f, l);   /* read only */
     for (i = 0; i < NOTARY_LEAF_META_FIELDS; i++) {
         total += 4 + (*f[i] ? *l[i] : 0);
     }
@@ -72,12 +72,7 @@ int notary_leaf_meta_parse(apr_pool_t *p, const unsigned char *d, apr_size_t len
     apr_size_t off = 0;
     int i;
 
-    f[0] = &m->merchant;     l[0] = &m->merchant_len;
-    f[1] = &m->rule;         l[1] = &m->rule_len;
-    f[2] = &m->method;       l[2] = &m->method_len;
-    f[3] = &m->uri;          l[3] = &m->uri_len;
-    f[4] = &m->content_type; l[4] = &m->content_type_len;
-    f[5] = &m->exchange_id;  l[5] = &m->exchange_id_len;
+    meta_fields(m, f, l);
     for (i = 0; i < NOTARY_LEAF_META_FIELDS; i++) {
         apr_uint32_t n;
 
