@@ -117,6 +117,14 @@ SKIP: {
 $j = eval { decode_json($out) };
 ok($code == 1 && $j && !$j->{valid} && $j->{reason} =~ /body/ && !$j->{files}{body}{matches},
    "--json of a body mismatch: valid false, the reason, files.body.matches false ($code)") or diag($out);
+{
+    (my $t = slurp('receipt-3')) =~ s/^index 3$/index 2/m;
+    ($code, $out) = run(@key, '--json', 'receipt', spit('tampered', $t));
+    $j = eval { decode_json($out) };
+    ok($code == 1 && $j && !$j->{valid} && $j->{reason} =~ /inclusion proof/
+       && $j->{entry}{body_sha256} eq sha256_hex(slurp('body-3')),
+       "--json of a receipt whose proof fails: the reason, and the entry it claims ($code)") or diag($out);
+}
 ($code, $out) = run(@key, '--json', 'consistency', 'checkpoint-600', 'checkpoint-600-fork');
 $j = eval { decode_json($out) };
 ok($code == 1 && $j && !$j->{valid} && $j->{reason} =~ /fork/, "--json of a fork names it") or diag($out);

@@ -413,6 +413,11 @@ static int cmd_receipt(verify_ctx *c)
     json_object_set_new(c->out, "file", json_string(c->args[0]));
     rv = notary_receipt_verify(c->p, buf, len, c->keys, c->nkeys, &r, &why);
     if (rv != 0) {
+        /* what was read before the failure helps to see which record it claims */
+        if (r.entry.direction) {
+            json_object_set_new(c->out, "index", json_integer((json_int_t)r.tp.index));
+            json_object_set_new(c->out, "entry", entry_json(c->p, &r.entry, r.leaf_hash));
+        }
         invalid(c, why);
         return EXIT_INVALID;
     }
