@@ -117,8 +117,18 @@ int notary_leaf_from_record(apr_pool_t *p, const notary_leaf_record *r, notary_l
     e->recorded_at_us = r->recorded_at_us;
     e->status = r->status > 0 ? (unsigned)r->status : 0;
     memcpy(e->salt, r->salt, NOTARY_LEAF_SALT_LEN);
-    notary_sha256(r->sender_spki, r->sender_spki_len, e->sender_key_sha256);
-    notary_sha256(r->receiver_spki, r->receiver_spki_len, e->receiver_key_sha256);
+    if (r->sender_key_sha256) {
+        memcpy(e->sender_key_sha256, r->sender_key_sha256, 32);
+    }
+    else {
+        notary_sha256(r->sender_spki, r->sender_spki_len, e->sender_key_sha256);
+    }
+    if (r->receiver_key_sha256) {
+        memcpy(e->receiver_key_sha256, r->receiver_key_sha256, 32);
+    }
+    else {
+        notary_sha256(r->receiver_spki, r->receiver_spki_len, e->receiver_key_sha256);
+    }
     meta = notary_leaf_meta_encode(p, &r->meta, &meta_len);
     notary_sha256(meta, meta_len, e->metadata_sha256);
     notary_sha256(r->headers ? (const void *)r->headers : "", r->headers_len, e->headers_sha256);

@@ -56,7 +56,7 @@ typedef struct notary_leaf_entry {
 
 /* Everything a record holds that the entry commits to, as stored. The
  * module streams bodies, so it may give body_sha256 instead of the body
- * (body NULL, have_body_sha256 1); likewise the headers and the token. */
+ * (body NULL, body_sha256 set); likewise the token and the keys. */
 typedef struct notary_leaf_record {
     int direction;
     apr_int64_t recorded_at_us;
@@ -70,6 +70,9 @@ typedef struct notary_leaf_record {
     const unsigned char *body_sha256;        /* used when not NULL, body ignored */
     const unsigned char *token; apr_size_t token_len;  /* NULL: no token */
     const unsigned char *token_sha256;       /* used when not NULL, token ignored */
+    /* the keys' digests as stored (the record store keeps keys by digest):
+     * used when not NULL, the SPKI ignored */
+    const unsigned char *sender_key_sha256, *receiver_key_sha256;
 } notary_leaf_record;
 
 /* Set one metadata field from a NUL-terminated string or NULL. */
