@@ -4,12 +4,13 @@
  * or I/O. Formats: docs/evidence.md; manual: docs/notary-verify.1.
  *
  * Every command is a row of `commands`: parse its own arguments, check,
- * report through the shared report (text or --json). `audit` (needs the
- * schema and libpq) will be one more row. */
+ * report through the shared report (text or --json). `audit` reads the
+ * record store with libpq (schema version 3). */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,13 +18,17 @@
 
 #include <apr_file_io.h>
 #include <apr_general.h>
+#include <apr_hash.h>
+#include <apr_tables.h>
 #include <apr_getopt.h>
 #include <apr_pools.h>
 #include <apr_strings.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <openssl/evp.h>
 
 #include "notary_leaf.h"
+#include "notary_log.h"
 #include "notary_merkle.h"
 #include "notary_note.h"
 #include "notary_util.h"
@@ -50,23 +55,33 @@ static const char usage_text[] =
 "        the log of checkpoint NEW extends that of OLD (each a checkpoint or a\n"
 "        receipt); the proof from a file of base64 hashes, or computed from\n"
 "        tiles fetched from /.notary/log/ into DIR\n"
+"  audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]\n"
+"        the record store against its log: every row's leaf recomputed, the\n"
+"        tree, the stored checkpoints, and the checkpoints and receipts given;\n"
+"        names every altered, dropped, reordered, unlogged or backdated row\n"
+"        and any fork (--max-lag: the integration lag allowed, default 60)\n"
 "\n"
 "  --key VKEY        the log's public key, a C2SP vkey (NAME+KEYID+BASE64)\n"
 "  --key-file FILE   vkeys, one a line ('#' starts a comment)\n"
 "  --body FILE       check that the entry commits to these body bytes\n"
 "  --headers FILE    check that the entry commits to these header bytes\n"
+"  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
 "  --json            one JSON object on standard output\n"
 "  --version, --help\n"
 "\n"
 "A FILE of - is standard input. Exit status: 0 valid, 1 invalid, 2 usage or I/O.\n";
 
-enum { O_KEY = 256, O_KEY_FILE, O_BODY, O_HEADERS, O_PROOF, O_TILES, O_JSON, O_VERSION, O_HELP };
+enum { O_KEY = 256, O_KEY_FILE, O_BODY, O_HEADERS, O_PROOF, O_TILES, O_JSON, O_VERSION, O_HELP,
+       O_DB, O_CHECKPOINT, O_RECEIPT, O_MAX_LAG };
+#define MAX_FILES 64
 
 static const apr_getopt_option_t options[] = {
     { "key", O_KEY, 1, "" }, { "key-file", O_KEY_FILE, 1, "" },
     { "body", O_BODY, 1, "" }, { "headers", O_HEADERS, 1, "" },
     { "proof", O_PROOF, 1, "" }, { "tiles", O_TILES, 1, "" },
     { "json", O_JSON, 0, "" }, { "version", O_VERSION, 0, "" }, { "help", O_HELP, 0, "" },
+    { "db", O_DB, 1, "" }, { "checkpoint", O_CHECKPOINT, 1, "" }, { "receipt", O_RECEIPT, 1, "" },
+    { "max-lag", O_MAX_LAG, 1, "" },
     { NULL, 0, 0, NULL },
 };
 
@@ -78,6 +93,10 @@ typedef struct {
     const char *body, *headers, *proof, *tiles;
     const char *args[4];
     int nargs;
+    const char *db;                                        /* audit */
+    struct { const char *path; int receipt; } files[MAX_FILES];
+    int nfiles;
+    apr_int64_t max_lag;
     json_t *out;          /* the report, also for text output */
     int valid;
     const char *reason;
@@ -590,6 +609,550 @@ static int cmd_consistency(verify_ctx *c)
     return EXIT_VALID;
 }
 
+/* ---- audit ---------------------------------------------------------------------
+ * The database against the log and against what parties hold: every row's
+ * leaf recomputed from its fields, the tiles, the stored checkpoints, and
+ * the checkpoints and receipts given. Reads one snapshot (REPEATABLE READ).
+ * Each finding names the row (id, exchange, direction, index) and why. */
+
+typedef struct {
+    apr_int64_t id;
+    apr_int64_t index;              /* -1: not integrated */
+    apr_uint64_t txid;
+    apr_int64_t recorded_at_us, stored_at_us;
+    int has_entry;                  /* the row makes an entry (has a salt) */
+    int has_leaf;                   /* leaf_hash stored */
+    unsigned char leaf[32];         /* recomputed */
+    unsigned char stored_leaf[32];
+    unsigned char entry[NOTARY_LEAF_LEN];
+    const char *exchange_id, *direction;
+} audit_row;
+
+typedef struct {
+    apr_uint64_t size;
+    unsigned char root[32];
+    apr_int64_t created_at_us;
+    const char *note;
+    apr_size_t note_len;
+} audit_cp;
+
+typedef struct {
+    verify_ctx *c;
+    PGconn *conn;
+    json_t *findings;
+    apr_array_header_t *rows;       /* audit_row, ordered by index then id */
+    apr_array_header_t *cps;        /* audit_cp, by size */
+    unsigned char *tile_leaves;     /* level-0 hashes, log_size of them */
+    apr_uint64_t log_size, tile_leaf_count;
+    unsigned char log_root[32];
+    apr_hash_t *by_leaf;            /* recomputed leaf -> audit_row* */
+    apr_int64_t max_lag_us, now_us, pre_log_max_id;
+} audit_ctx;
+
+static void finding(audit_ctx *a, const char *kind, const audit_row *r, const char *fmt, ...)
+{
+    va_list ap;
+    char *why;
+    json_t *f = json_object();
+
+    va_start(ap, fmt);
+    why = apr_pvsprintf(a->c->p, fmt, ap);
+    va_end(ap);
+    json_object_set_new(f, "kind", json_string(kind));
+    if (r) {
+        json_object_set_new(f, "row", json_integer((json_int_t)r->id));
+        json_object_set_new(f, "exchange_id", jstr(r->exchange_id));
+        json_object_set_new(f, "direction", jstr(r->direction));
+        json_object_set_new(f, "leaf_index", r->index >= 0 ? json_integer((json_int_t)r->index) : json_null());
+    }
+    json_object_set_new(f, "reason", json_string(why));
+    json_array_append_new(a->findings, f);
+    invalid(a->c, "the database does not match its log (see the findings)");
+}
+
+static const char *row_name(apr_pool_t *p, const audit_row *r)
+{
+    return apr_psprintf(p, "row %" APR_INT64_T_FMT " (%s %s)", r->id, r->exchange_id ? r->exchange_id : "?",
+                        r->direction ? r->direction : "?");
+}
+
+static int pq_fail(audit_ctx *a, PGresult *r, const char *what)
+{
+    fprintf(stderr, "notary-verify: %s: %s", what, r ? PQresultErrorMessage(r) : PQerrorMessage(a->conn));
+    PQclear(r);
+    return EXIT_USAGE;
+}
+
+static apr_uint64_t be64_of(const char *d)
+{
+    const unsigned char *u = (const unsigned char *)d;
+    apr_uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++) v = (v << 8) | u[i];
+    return v;
+}
+
+static const char *fcol(const PGresult *r, int row, const char *name, int *len)
+{
+    int c = PQfnumber(r, name);
+
+    if (c < 0 || PQgetisnull(r, row, c)) {
+        *len = 0;
+        return NULL;
+    }
+    *len = PQgetlength(r, row, c);
+    return PQgetvalue(r, row, c);
+}
+
+/* One fetched row: recompute, check its own columns. */
+static void audit_one_row(audit_ctx *a, const PGresult *r, int i)
+{
+    apr_pool_t *p = a->c->p;
+    audit_row *row = apr_array_push(a->rows);
+    notary_leaf_entry e;
+    unsigned char *meta, h[32];
+    apr_size_t meta_len;
+    const char *v, *why = NULL;
+    int len;
+
+    memset(row, 0, sizeof(*row));
+    row->id = (apr_int64_t)be64_of(fcol(r, i, "id", &len));
+    row->index = (v = fcol(r, i, "leaf_index", &len)) ? (apr_int64_t)be64_of(v) : -1;
+    row->txid = (v = fcol(r, i, "txid", &len)) ? (apr_uint64_t)apr_atoi64(apr_pstrmemdup(p, v, (apr_size_t)len)) : 0;
+    row->recorded_at_us = (apr_int64_t)be64_of(fcol(r, i, "recorded_at_us", &len));
+    row->stored_at_us = (apr_int64_t)be64_of(fcol(r, i, "stored_at_us", &len));
+    v = fcol(r, i, "exchange_id", &len);
+    row->exchange_id = v ? apr_pstrmemdup(p, v, (apr_size_t)len) : NULL;
+    v = fcol(r, i, "direction", &len);
+    row->direction = v ? apr_pstrmemdup(p, v, (apr_size_t)len) : NULL;
+    if ((v = fcol(r, i, "leaf_hash", &len)) && len == 32) {
+        row->has_leaf = 1;
+        memcpy(row->stored_leaf, v, 32);
+    }
+    if (!fcol(r, i, "salt", &len)) {
+        return;     /* no entry: judged with the unlogged rows */
+    }
+    /* the digests the row stores must be those of the bytes it stores */
+    if ((v = fcol(r, i, "body", &len))) {
+        int dl;
+        const char *d = fcol(r, i, "body_sha256", &dl);
+        notary_sha256(v, (apr_size_t)len, h);
+        if (!d || dl != 32 || memcmp(d, h, 32) != 0) {
+            finding(a, "altered", row, "%s: body_sha256 is not the SHA-256 of the body", row_name(p, row));
+        }
+    }
+    if (!fcol(r, i, "sender_key", &len) || !fcol(r, i, "receiver_key", &len)) {
+        finding(a, "altered", row, "%s: a key's DER is missing from notary.keys", row_name(p, row));
+    }
+    if (fcol(r, i, "token_sha256", &len) && !fcol(r, i, "token", &len)) {
+        finding(a, "altered", row, "%s: its admission token is missing from notary.admissions", row_name(p, row));
+    }
+    if (notary_log_row_entry(r, i, p, &e, &meta, &meta_len, &why) != 0) {
+        finding(a, "altered", row, "%s: %s", row_name(p, row), why);
+        return;
+    }
+    row->has_entry = 1;
+    notary_leaf_encode(&e, row->entry);
+    notary_leaf_hash(&e, row->leaf);
+    apr_hash_set(a->by_leaf, row->leaf, 32, row);
+    /* an integrated row is judged against the log's leaf, more to the point */
+    if (row->index < 0 && row->has_leaf && memcmp(row->leaf, row->stored_leaf, 32) != 0) {
+        finding(a, "altered", row, "%s: its fields no longer hash to the leaf_hash stored with it", row_name(p, row));
+    }
+}
+
+static int audit_read(audit_ctx *a)
+{
+    PGresult *r;
+    int i;
+
+    r = PQexec(a->conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pq_fail(a, r, "BEGIN");
+    PQclear(r);
+    r = PQexecParams(a->conn, "SELECT size, root, checkpoint, pre_log_max_id, "
+                     "(extract(epoch FROM now()) * 1000000)::bigint FROM notary.log_state",
+                     0, NULL, NULL, NULL, NULL, 1);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        return pq_fail(a, r, "reading notary.log_state (schema version 3?)");
+    }
+    a->log_size = be64_of(PQgetvalue(r, 0, 0));
+    memcpy(a->log_root, PQgetvalue(r, 0, 1), 32);
+    a->pre_log_max_id = (apr_int64_t)be64_of(PQgetvalue(r, 0, 3));
+    a->now_us = (apr_int64_t)be64_of(PQgetvalue(r, 0, 4));
+    PQclear(r);
+
+    r = PQexecParams(a->conn, "SELECT size, root, checkpoint, (extract(epoch FROM created_at) * 1000000)::bigint "
+                     "FROM notary.log_checkpoints ORDER BY size", 0, NULL, NULL, NULL, NULL, 1);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.log_checkpoints");
+    for (i = 0; i < PQntuples(r); i++) {
+        audit_cp *cp = apr_array_push(a->cps);
+        cp->size = be64_of(PQgetvalue(r, i, 0));
+        memcpy(cp->root, PQgetvalue(r, i, 1), 32);
+        cp->note_len = (apr_size_t)PQgetlength(r, i, 2);
+        cp->note = apr_pstrmemdup(a->c->p, PQgetvalue(r, i, 2), cp->note_len);
+        cp->created_at_us = (apr_int64_t)be64_of(PQgetvalue(r, i, 3));
+    }
+    PQclear(r);
+
+    /* the level-0 tiles in order: what the log holds */
+    r = PQexecParams(a->conn, "SELECT idx, width, hashes FROM notary.log_tiles WHERE level = 0 ORDER BY idx",
+                     0, NULL, NULL, NULL, NULL, 1);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.log_tiles");
+    a->tile_leaves = apr_palloc(a->c->p, (apr_size_t)PQntuples(r) * NOTARY_TILE_WIDTH * 32 + 32);
+    a->tile_leaf_count = 0;
+    for (i = 0; i < PQntuples(r); i++) {
+        apr_uint64_t idx = be64_of(PQgetvalue(r, i, 0));
+        int w = PQgetlength(r, i, 2) / 32;
+        if (idx != (apr_uint64_t)i || (i + 1 < PQntuples(r) && w != NOTARY_TILE_WIDTH)) {
+            break;     /* a missing or short tile ends what the log can show */
+        }
+        memcpy(a->tile_leaves + a->tile_leaf_count * 32, PQgetvalue(r, i, 2), (apr_size_t)w * 32);
+        a->tile_leaf_count += (apr_uint64_t)w;
+    }
+    PQclear(r);
+
+    r = PQexec(a->conn, "DECLARE audit NO SCROLL CURSOR FOR SELECT * FROM notary.audit_rows "
+               "ORDER BY leaf_index NULLS LAST, id");
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pq_fail(a, r, "reading notary.audit_rows");
+    PQclear(r);
+    for (;;) {
+        int n;
+        r = PQexecParams(a->conn, "FETCH 500 FROM audit", 0, NULL, NULL, NULL, NULL, 1);
+        if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.audit_rows");
+        n = PQntuples(r);
+        for (i = 0; i < n; i++) {
+            audit_one_row(a, r, i);
+        }
+        PQclear(r);
+        if (n == 0) break;
+    }
+    r = PQexec(a->conn, "COMMIT");
+    PQclear(r);
+    return EXIT_VALID;
+}
+
+/* The checkpoint before a leaf went in: the last one whose tree lacks it. */
+static const audit_cp *cp_before(audit_ctx *a, apr_int64_t index)
+{
+    const audit_cp *best = NULL;
+    int i;
+
+    for (i = 0; i < a->cps->nelts; i++) {
+        const audit_cp *cp = &APR_ARRAY_IDX(a->cps, i, audit_cp);
+        if ((apr_int64_t)cp->size <= index) best = cp;
+    }
+    return best;
+}
+
+static void audit_rows_against_log(audit_ctx *a)
+{
+    apr_pool_t *p = a->c->p;
+    apr_uint64_t want = 0;
+    const audit_row *prev = NULL;
+    int i;
+
+    for (i = 0; i < a->rows->nelts; i++) {
+        const audit_row *r = &APR_ARRAY_IDX(a->rows, i, audit_row);
+
+        if (r->index < 0) {
+            /* not in the log */
+            if (!r->has_leaf) {
+                if (r->id > a->pre_log_max_id) {
+                    finding(a, "unlogged", r, "%s has no leaf: it was not written by the notary's record path, "
+                            "and the log will never hold it", row_name(p, r));
+                }
+            }
+            else if (r->stored_at_us < a->now_us - a->max_lag_us) {
+                finding(a, "unlogged", r, "%s was stored at %s and is still not in the log %" APR_INT64_T_FMT
+                        " s later (allowed lag %" APR_INT64_T_FMT " s)", row_name(p, r), iso_time(p, r->stored_at_us),
+                        (a->now_us - r->stored_at_us) / 1000000, a->max_lag_us / 1000000);
+            }
+            if (r->recorded_at_us < r->stored_at_us - a->max_lag_us) {
+                finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before the database "
+                        "stored it", row_name(p, r), iso_time(p, r->recorded_at_us),
+                        (r->stored_at_us - r->recorded_at_us) / 1000000);
+            }
+            continue;
+        }
+        /* the indexes are 0, 1, 2, ... with one row each */
+        while (want < (apr_uint64_t)r->index) {
+            const unsigned char *lh = want < a->tile_leaf_count ? a->tile_leaves + want * 32 : NULL;
+            finding(a, "dropped", NULL, "index %" APR_UINT64_T_FMT ": the log holds leaf %s but no row has this "
+                    "index: the record was deleted or moved", want, lh ? notary_hex(p, lh, 32) : "(none)");
+            want++;
+        }
+        want = (apr_uint64_t)r->index + 1;
+        if ((apr_uint64_t)r->index >= a->log_size) {
+            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the log has only %" APR_UINT64_T_FMT
+                    " leaves: the log was cut short", row_name(p, r), r->index, a->log_size);
+        }
+        else if ((apr_uint64_t)r->index >= a->tile_leaf_count) {
+            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the stored tiles end at %"
+                    APR_UINT64_T_FMT, row_name(p, r), r->index, a->tile_leaf_count);
+        }
+        else if (r->has_entry && memcmp(r->leaf, a->tile_leaves + r->index * 32, 32) != 0) {
+            const unsigned char *lh = a->tile_leaves + r->index * 32;
+            const audit_row *other = apr_hash_get(a->by_leaf, lh, 32);
+            apr_uint64_t j;
+
+            /* where does the log hold this row's leaf? */
+            for (j = 0; j < a->tile_leaf_count && memcmp(a->tile_leaves + j * 32, r->leaf, 32) != 0; j++)
+                ;
+            if (j < a->tile_leaf_count) {
+                finding(a, "reordered", r, "%s sits at index %" APR_INT64_T_FMT " but the log holds it at index %"
+                        APR_UINT64_T_FMT "%s%s", row_name(p, r), r->index, j,
+                        other ? "; the log's leaf here is " : "", other ? row_name(p, other) : "");
+            }
+            else if (r->has_leaf && memcmp(r->stored_leaf, lh, 32) == 0) {
+                finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " was changed after it went into the log: "
+                        "its fields no longer hash to the log's leaf", row_name(p, r), r->index);
+            }
+            else {
+                finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " is not the record the log holds there "
+                        "(neither its fields nor its stored leaf_hash hash to the log's leaf)", row_name(p, r), r->index);
+            }
+        }
+        else if (!r->has_entry) {
+            finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " cannot make an entry", row_name(p, r), r->index);
+        }
+        /* integration order is (txid, id): anything else was moved */
+        if (prev && (r->txid < prev->txid || (r->txid == prev->txid && r->id < prev->id))) {
+            finding(a, "reordered", r, "%s at index %" APR_INT64_T_FMT " was written before %s at index %"
+                    APR_INT64_T_FMT " (transaction %" APR_UINT64_T_FMT " < %" APR_UINT64_T_FMT
+                    "): the integrator never puts them in that order", row_name(p, r), r->index,
+                    row_name(p, prev), prev->index, r->txid, prev->txid);
+        }
+        prev = r;
+        /* backdated: older than the tree it was added to, or than its storing */
+        {
+            const audit_cp *cp = cp_before(a, r->index);
+            if (cp && r->recorded_at_us < cp->created_at_us - a->max_lag_us) {
+                finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before checkpoint %"
+                        APR_UINT64_T_FMT " (signed %s), the last one without it", row_name(p, r),
+                        iso_time(p, r->recorded_at_us), (cp->created_at_us - r->recorded_at_us) / 1000000,
+                        cp->size, iso_time(p, cp->created_at_us));
+            }
+            else if (r->recorded_at_us < r->stored_at_us - a->max_lag_us) {
+                finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before the database "
+                        "stored it", row_name(p, r), iso_time(p, r->recorded_at_us),
+                        (r->stored_at_us - r->recorded_at_us) / 1000000);
+            }
+        }
+    }
+    while (want < a->log_size) {
+        const unsigned char *lh = want < a->tile_leaf_count ? a->tile_leaves + want * 32 : NULL;
+        finding(a, "dropped", NULL, "index %" APR_UINT64_T_FMT ": the log holds leaf %s but no row has this index: "
+                "the record was deleted", want, lh ? notary_hex(p, lh, 32) : "(none)");
+        want++;
+    }
+}
+
+/* Root of the first `size` leaves the log holds; -1 if the tiles do not reach. */
+static int log_root_at(audit_ctx *a, apr_uint64_t size, unsigned char out[32])
+{
+    if (size > a->tile_leaf_count) return -1;
+    notary_merkle_root_of_leaves(a->tile_leaves, size, out);
+    return 0;
+}
+
+/* A checkpoint someone holds, or the log keeps, against the log. */
+static void audit_checkpoint(audit_ctx *a, const char *what, const notary_checkpoint *cp)
+{
+    apr_pool_t *p = a->c->p;
+    unsigned char root[32];
+
+    if (cp->size > a->log_size) {
+        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the log now has %"
+                APR_UINT64_T_FMT ": it was cut short", what, cp->size, a->log_size);
+    }
+    else if (log_root_at(a, cp->size, root) != 0) {
+        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the stored tiles hold only %"
+                APR_UINT64_T_FMT, what, cp->size, a->tile_leaf_count);
+    }
+    else if (memcmp(root, cp->root, 32) != 0) {
+        finding(a, "fork", NULL, "%s signs root %s for %" APR_UINT64_T_FMT " leaves; the log's first %"
+                APR_UINT64_T_FMT " leaves hash to %s: the log was rewritten or forked since",
+                what, notary_b64_encode(p, cp->root, 32), cp->size, cp->size, notary_b64_encode(p, root, 32));
+    }
+}
+
+static const char *entry_diff(apr_pool_t *p, const unsigned char *a, const unsigned char *b)
+{
+    static const struct { int off, len; const char *name; } parts[] = {
+        { 15, 1, "direction" }, { 16, 8, "recorded_at" }, { 24, 2, "status" }, { 26, 16, "salt" },
+        { 42, 32, "sender key" }, { 74, 32, "receiver key" },
+        { 106, 32, "metadata (merchant, rule, method, uri, content type, exchange id)" },
+        { 138, 32, "headers" }, { 170, 32, "body" }, { 202, 32, "admission token" }, { 0, 0, NULL } };
+    const char *s = NULL;
+    int i;
+
+    for (i = 0; parts[i].name; i++) {
+        if (memcmp(a + parts[i].off, b + parts[i].off, (apr_size_t)parts[i].len) != 0) {
+            s = s ? apr_pstrcat(p, s, ", ", parts[i].name, NULL) : parts[i].name;
+        }
+    }
+    return s ? s : "nothing";
+}
+
+static int audit_given(audit_ctx *a)
+{
+    verify_ctx *c = a->c;
+    apr_pool_t *p = c->p;
+    int i, k;
+
+    for (i = 0; i < c->nfiles; i++) {
+        apr_size_t len;
+        const char *path = c->files[i].path, *why = NULL;
+        char *buf = read_file(p, path, NOTARY_NOTE_MAX_LEN, &len);
+        json_t *j = json_pack("{s:s,s:s}", "file", path, "type", c->files[i].receipt ? "receipt" : "checkpoint");
+
+        json_array_append_new(json_object_get(c->out, "given"), j);
+        if (!buf) return EXIT_USAGE;
+        if (c->files[i].receipt) {
+            notary_receipt rc;
+            const audit_row *row = NULL;
+
+            if (notary_receipt_verify(p, buf, len, c->keys, c->nkeys, &rc, &why) != 0) {
+                finding(a, "invalid-input", NULL, "receipt %s does not verify: %s", path, why);
+                continue;
+            }
+            json_object_set_new(j, "index", json_integer((json_int_t)rc.tp.index));
+            json_object_set_new(j, "tree_size", json_integer((json_int_t)rc.cp.size));
+            audit_checkpoint(a, apr_psprintf(p, "receipt %s", path), &rc.cp);
+            for (k = 0; k < a->rows->nelts; k++) {
+                const audit_row *r = &APR_ARRAY_IDX(a->rows, k, audit_row);
+                if (r->index == (apr_int64_t)rc.tp.index) { row = r; break; }
+            }
+            if (row && row->has_entry && memcmp(row->entry, rc.entry_bytes, NOTARY_LEAF_LEN) == 0) {
+                continue;
+            }
+            /* the receipt's record: by its exchange and direction */
+            {
+                const audit_row *same = NULL;
+                for (k = 0; k < a->rows->nelts; k++) {
+                    const audit_row *r = &APR_ARRAY_IDX(a->rows, k, audit_row);
+                    if (r->exchange_id && rc.meta.exchange_id && strcmp(r->exchange_id, rc.meta.exchange_id) == 0
+                        && r->direction && strcmp(r->direction, notary_leaf_direction_name(rc.entry.direction)) == 0) {
+                        same = r;
+                        break;
+                    }
+                }
+                if (!same) {
+                    finding(a, "dropped", row, "receipt %s shows exchange %s %s at index %" APR_UINT64_T_FMT
+                            "; no row of the database is that record", path, rc.meta.exchange_id ? rc.meta.exchange_id : "?",
+                            notary_leaf_direction_name(rc.entry.direction), rc.tp.index);
+                }
+                else if (same->index != (apr_int64_t)rc.tp.index) {
+                    finding(a, "reordered", same, "receipt %s shows %s at index %" APR_UINT64_T_FMT
+                            ", the database has it at %" APR_INT64_T_FMT "%s%s", path, row_name(p, same), rc.tp.index,
+                            same->index, same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN)
+                            ? "; changed: " : "", same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN)
+                            ? entry_diff(p, same->entry, rc.entry_bytes) : "");
+                }
+                else {
+                    finding(a, "altered", same, "%s differs from receipt %s in: %s", row_name(p, same), path,
+                            same->has_entry ? entry_diff(p, same->entry, rc.entry_bytes) : "everything (no entry)");
+                }
+            }
+        }
+        else {
+            notary_checkpoint cp;
+            notary_note *n;
+
+            if (notary_checkpoint_open(p, buf, len, c->keys, c->nkeys, &cp, &n, &why) != 0) {
+                finding(a, "invalid-input", NULL, "checkpoint %s does not verify: %s", path, why);
+                continue;
+            }
+            json_object_set_new(j, "tree_size", json_integer((json_int_t)cp.size));
+            audit_checkpoint(a, apr_psprintf(p, "checkpoint %s", path), &cp);
+        }
+    }
+    return EXIT_VALID;
+}
+
+static int cmd_audit(verify_ctx *c)
+{
+    audit_ctx a;
+    unsigned char root[32];
+    const char *why = NULL;
+    int rv, i;
+
+    if (c->nargs != 0 || !c->db || c->body || c->headers || c->proof || c->tiles) {
+        usage_error("usage: audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]",
+                    NULL);
+        return EXIT_USAGE;
+    }
+    memset(&a, 0, sizeof(a));
+    a.c = c;
+    a.findings = json_array();
+    json_object_set_new(c->out, "findings", a.findings);
+    json_object_set_new(c->out, "given", json_array());
+    a.rows = apr_array_make(c->p, 1024, sizeof(audit_row));
+    a.cps = apr_array_make(c->p, 64, sizeof(audit_cp));
+    a.by_leaf = apr_hash_make(c->p);
+    a.max_lag_us = c->max_lag * APR_INT64_C(1000000);
+    a.conn = PQconnectdb(c->db);
+    if (PQstatus(a.conn) != CONNECTION_OK) {
+        fprintf(stderr, "notary-verify: cannot connect: %s", PQerrorMessage(a.conn));
+        PQfinish(a.conn);
+        return EXIT_USAGE;
+    }
+    rv = audit_read(&a);
+    PQfinish(a.conn);
+    if (rv != EXIT_VALID) {
+        return rv;
+    }
+    audit_rows_against_log(&a);
+    /* the log: tiles, state and every stored checkpoint agree, signed by the key */
+    if (a.tile_leaf_count < a.log_size) {
+        finding(&a, "truncated", NULL, "the log's state has %" APR_UINT64_T_FMT " leaves, its tiles only %"
+                APR_UINT64_T_FMT, a.log_size, a.tile_leaf_count);
+    }
+    else if (log_root_at(&a, a.log_size, root) == 0 && memcmp(root, a.log_root, 32) != 0) {
+        finding(&a, "fork", NULL, "the log's state root is not the root of its tiles");
+    }
+    for (i = 0; i < a.cps->nelts; i++) {
+        audit_cp *cp = &APR_ARRAY_IDX(a.cps, i, audit_cp);
+        notary_checkpoint ck;
+        notary_note *n;
+
+        if (notary_checkpoint_open(c->p, cp->note, cp->note_len, c->keys, c->nkeys, &ck, &n, &why) != 0) {
+            finding(&a, "fork", NULL, "stored checkpoint of size %" APR_UINT64_T_FMT " is not signed by the key: %s",
+                    cp->size, why);
+            continue;
+        }
+        if (ck.size != cp->size || memcmp(ck.root, cp->root, 32) != 0) {
+            finding(&a, "fork", NULL, "stored checkpoint of size %" APR_UINT64_T_FMT " signs another size or root "
+                    "than its row says", cp->size);
+        }
+        audit_checkpoint(&a, apr_psprintf(c->p, "stored checkpoint of size %" APR_UINT64_T_FMT
+                                          " (signed %s)", ck.size, iso_time(c->p, cp->created_at_us)), &ck);
+    }
+    if (a.cps->nelts == 0 || APR_ARRAY_IDX(a.cps, a.cps->nelts - 1, audit_cp).size != a.log_size) {
+        finding(&a, "truncated", NULL, "no stored checkpoint signs the log's current size %" APR_UINT64_T_FMT,
+                a.log_size);
+    }
+    if ((rv = audit_given(&a)) != EXIT_VALID) {
+        return rv;
+    }
+    {
+        int unintegrated = 0, pre_log = 0;
+        for (i = 0; i < a.rows->nelts; i++) {
+            const audit_row *r = &APR_ARRAY_IDX(a.rows, i, audit_row);
+            if (r->index < 0 && r->has_leaf) unintegrated++;
+            if (r->index < 0 && !r->has_leaf && r->id <= a.pre_log_max_id) pre_log++;
+        }
+        json_object_set_new(c->out, "rows", json_integer(a.rows->nelts));
+        json_object_set_new(c->out, "pending", json_integer(unintegrated));
+        json_object_set_new(c->out, "before_log", json_integer(pre_log));
+        json_object_set_new(c->out, "tree", json_pack("{s:I,s:s}", "tree_size", (json_int_t)a.log_size,
+                                                     "root", notary_b64_encode(c->p, a.log_root, 32)));
+        json_object_set_new(c->out, "max_lag", json_integer((json_int_t)c->max_lag));
+    }
+    return c->valid ? EXIT_VALID : EXIT_INVALID;
+}
+
 static const struct {
     const char *name;
     command_fn run;
@@ -597,6 +1160,7 @@ static const struct {
     { "promise", cmd_promise },
     { "receipt", cmd_receipt },
     { "consistency", cmd_consistency },
+    { "audit", cmd_audit },
     { NULL, NULL }
 };
 
@@ -643,6 +1207,24 @@ static void print_text(verify_ctx *c, const char *cmd)
     if (json_object_get(c->out, "timestamp") && !json_is_null(json_object_get(c->out, "timestamp"))) {
         printf("  timestamp             RFC 3161 token present, not verified by this version\n");
     }
+    if (json_object_get(c->out, "tree")) {
+        json_t *t = json_object_get(c->out, "tree");
+        printf("  log                   tree size %" JSON_INTEGER_FORMAT ", root %s\n",
+               json_integer_value(json_object_get(t, "tree_size")), json_string_value(json_object_get(t, "root")));
+        printf("  rows                  %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " waiting for the integrator, %"
+               JSON_INTEGER_FORMAT " from before the log)\n", json_integer_value(json_object_get(c->out, "rows")),
+               json_integer_value(json_object_get(c->out, "pending")),
+               json_integer_value(json_object_get(c->out, "before_log")));
+    }
+    {
+        json_t *fs = json_object_get(c->out, "findings"), *f;
+        size_t fi;
+
+        json_array_foreach(fs, fi, f) {
+            printf("  %-21s %s\n", json_string_value(json_object_get(f, "kind")),
+                   json_string_value(json_object_get(f, "reason")));
+        }
+    }
     if (json_object_get(c->out, "old")) {
         json_t *o = json_object_get(c->out, "old"), *n = json_object_get(c->out, "new");
         printf("  old                   %s size %" JSON_INTEGER_FORMAT " root %s\n",
@@ -672,6 +1254,7 @@ int main(int argc, const char *const *argv)
     memset(&c, 0, sizeof(c));
     c.p = p;
     c.valid = 1;
+    c.max_lag = 60;
     {
         const char **args = apr_pmemdup(p, argv, sizeof(*argv) * (apr_size_t)(argc + 1));
         for (i = 1; i < argc; i++) {
@@ -693,6 +1276,25 @@ int main(int argc, const char *const *argv)
         case O_PROOF:    c.proof = arg; break;
         case O_TILES:    c.tiles = arg; break;
         case O_JSON:     c.json = 1; break;
+        case O_DB:       c.db = arg; break;
+        case O_CHECKPOINT:
+        case O_RECEIPT:
+            if (c.nfiles == MAX_FILES) {
+                usage_error("more than 64 --checkpoint and --receipt files", NULL);
+                goto done;
+            }
+            c.files[c.nfiles].path = arg;
+            c.files[c.nfiles++].receipt = optch == O_RECEIPT;
+            break;
+        case O_MAX_LAG: {
+            char *end;
+            c.max_lag = apr_strtoi64(arg, &end, 10);
+            if (*end || end == arg || c.max_lag < 0 || c.max_lag > APR_INT64_C(315360000)) {
+                usage_error("--max-lag takes seconds (0..315360000): %s", arg);
+                goto done;
+            }
+            break;
+        }
         case O_VERSION:  printf("notary-verify %s\n", PACKAGE_VERSION); code = EXIT_VALID; goto done;
         case O_HELP:     fputs(usage_text, stdout); code = EXIT_VALID; goto done;
         }
@@ -702,7 +1304,7 @@ int main(int argc, const char *const *argv)
         goto done;
     }
     if (opt->ind >= argc) {
-        usage_error("no command: promise, receipt or consistency", NULL);
+        usage_error("no command: promise, receipt, consistency or audit", NULL);
         goto done;
     }
     /* interleave permutes opt->argv, not argv */
@@ -717,7 +1319,7 @@ int main(int argc, const char *const *argv)
     for (i = 0; commands[i].name && strcmp(commands[i].name, cmd) != 0; i++)
         ;
     if (!commands[i].name) {
-        usage_error("unknown command %s: promise, receipt or consistency", cmd);
+        usage_error("unknown command %s: promise, receipt, consistency or audit", cmd);
         goto done;
     }
     if (c.nkeys == 0) {

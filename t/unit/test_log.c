@@ -90,6 +90,8 @@ static long long query_num(PGconn *c, const char *sql)
 
 /* A record as mod_notary writes it: the row and its leaf hash. The leaf
  * hash goes into *leaf when leaf is not NULL. */
+static apr_int64_t forced_recorded_at;   /* 0: now */
+
 static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsigned char *leaf)
 {
     notary_leaf_record rec;
@@ -107,7 +109,7 @@ static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsign
     for (i = 0; i < 16; i++) salt[i] = (unsigned char)(n * 7 + i);
     memset(&rec, 0, sizeof(rec));
     rec.direction = NOTARY_LEAF_REQUEST;
-    rec.recorded_at_us = (apr_int64_t)apr_time_now();
+    rec.recorded_at_us = forced_recorded_at ? forced_recorded_at : (apr_int64_t)apr_time_now();
     rec.status = -1;
     rec.salt = salt;
     rec.sender_spki = spki_a; rec.sender_spki_len = sizeof(spki_a);
@@ -547,6 +549,96 @@ static void phase_restart(apr_pool_t *p)
     PQfinish(ig);
 }
 
+/* ---- helpers for t/11-audit.t: the same writer and integrator from the shell ---- */
+
+static int tool(apr_pool_t *p, int argc, char **argv)
+{
+    const char *err = NULL;
+
+    if (strcmp(argv[1], "vkey") == 0) {
+        printf("%s\n", notary_note_vkey(p, log_key));
+        return 0;
+    }
+    if (strcmp(argv[1], "write") == 0 && (argc == 4 || argc == 5)) {
+        /* write PREFIX N [RECORDED_AT_US]: N records PREFIX-000.. as the writer */
+        PGconn *w = connect_env("NOTARY_TEST_PGCONN");
+        int i, n = atoi(argv[3]);
+
+        forced_recorded_at = argc == 5 ? apr_atoi64(argv[4]) : 0;
+        for (i = 0; i < n; i++) {
+            if (write_record(w, p, apr_psprintf(p, "%s-%03d", argv[2], i), i, NULL) != 0) return 1;
+        }
+        PQfinish(w);
+        return 0;
+    }
+    if (strcmp(argv[1], "integrate") == 0 && argc == 2) {
+        /* until nothing is left; prints the size */
+        PGconn *ig = connect_env("NOTARY_TEST_PGCONN_INTEGRATOR");
+        notary_log_batch b;
+        apr_uint64_t size = 0;
+        int rv, i;
+
+        for (i = 0; i < 1000; i++) {
+            rv = notary_log_integrate(ig, p, log_key, 100, SECS(10), &b, &err);
+            if (rv == NOTARY_LOG_ADDED) size = b.new_size;
+            if (rv == NOTARY_LOG_IDLE) break;
+            if (rv != NOTARY_LOG_ADDED) {
+                fprintf(stderr, "integrate: %s\n", err ? err : res_name(rv));
+                return 1;
+            }
+        }
+        printf("%" APR_UINT64_T_FMT "\n", size);
+        PQfinish(ig);
+        return 0;
+    }
+    if (strcmp(argv[1], "receipt") == 0 && argc == 4) {
+        PGconn *rr = connect_env("NOTARY_TEST_PGCONN_RECEIPT");
+        notary_log_record rec;
+        char *out;
+        apr_size_t len;
+
+        if (notary_log_record_get(rr, p, argv[2], argv[3], &rec, &err) != 1
+            || notary_log_receipt(rr, p, &rec, &out, &len, &err) != 1) {
+            fprintf(stderr, "receipt: %s\n", err ? err : "not found or not integrated");
+            return 1;
+        }
+        fwrite(out, 1, len, stdout);
+        PQfinish(rr);
+        return 0;
+    }
+    if (strcmp(argv[1], "releaf") == 0 && argc == 3) {
+        /* the superuser's rewrite: store the leaf of what row ID holds now */
+        PGconn *admin = connect_env("NOTARY_TEST_PGCONN_ADMIN");
+        const char *params[2] = { argv[2], NULL };
+        int lengths[2] = { 0, 32 }, formats[2] = { 0, 1 };
+        PGresult *r = PQexecParams(admin, "SELECT * FROM notary.audit_rows WHERE id = $1", 1, NULL, params,
+                                   NULL, NULL, 1);
+        notary_leaf_entry e;
+        unsigned char *meta, lh[32];
+        apr_size_t meta_len;
+
+        if (!r || PQntuples(r) != 1 || notary_log_row_entry(r, 0, p, &e, &meta, &meta_len, &err) != 0) {
+            fprintf(stderr, "releaf: %s %s\n", err ? err : "", PQerrorMessage(admin));
+            return 1;
+        }
+        PQclear(r);
+        notary_leaf_hash(&e, lh);
+        params[1] = (const char *)lh;
+        r = PQexecParams(admin, "UPDATE notary.records SET leaf_hash = $2 WHERE id = $1", 2, NULL, params,
+                         lengths, formats, 0);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "releaf: %s\n", PQerrorMessage(admin));
+            return 1;
+        }
+        PQclear(r);
+        PQfinish(admin);
+        return 0;
+    }
+    fprintf(stderr, "usage: test_log basic|concurrent|restart | vkey | write PREFIX N [US] | integrate | "
+            "receipt XID DIR | releaf ID\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     apr_pool_t *p;
@@ -554,8 +646,8 @@ int main(int argc, char **argv)
     unsigned char seed[32];
     int i;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_log basic|concurrent|restart\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_log basic|concurrent|restart | vkey | write | integrate | receipt | releaf\n");
         return 2;
     }
     apr_initialize();
@@ -571,8 +663,10 @@ int main(int argc, char **argv)
     else if (strcmp(argv[1], "concurrent") == 0) phase_concurrent(p);
     else if (strcmp(argv[1], "restart") == 0) phase_restart(p);
     else {
-        fprintf(stderr, "unknown phase %s\n", argv[1]);
-        return 2;
+        int rv = tool(p, argc, argv);
+        apr_pool_destroy(p);
+        apr_terminate();
+        return rv;
     }
     apr_pool_destroy(p);
     apr_terminate();
