@@ -193,6 +193,13 @@ for my $case (
            qr/checkpoint .*cp-300 signs a tree of 300 leaves; the log now has 0/, '--checkpoint', "$tmp/cp-300");
 }
 
+{
+    # an upper tile changed: proofs made from it would fail
+    my $db = tampered('ALTER TABLE notary.log_tiles DISABLE TRIGGER USER; '
+                      . "UPDATE notary.log_tiles SET hashes = overlay(hashes PLACING '\\xff' FROM 1) WHERE level = 1 AND idx = 0");
+    caught($db, 'an upper tile changed', 'fork', qr{^tile 1/0 does not hash from the log's leaves});
+}
+
 # a rewrite, re-signed with the real key: internally consistent, exposed only
 # by what a party kept
 sub rewrite_log_sql {

@@ -646,6 +646,7 @@ typedef struct {
     apr_uint64_t log_size, tile_leaf_count;
     unsigned char log_root[32];
     apr_hash_t *by_leaf;            /* recomputed leaf -> audit_row* */
+    PGresult *upper;                /* the tiles above level 0 */
     apr_int64_t max_lag_us, now_us, pre_log_max_id;
 } audit_ctx;
 
@@ -811,6 +812,10 @@ static int audit_read(audit_ctx *a)
         a->tile_leaf_count += (apr_uint64_t)w;
     }
     PQclear(r);
+
+    a->upper = PQexecParams(a->conn, "SELECT level, idx, width, hashes FROM notary.log_tiles WHERE level > 0 "
+                            "ORDER BY level, idx", 0, NULL, NULL, NULL, NULL, 1);
+    if (!a->upper || PQresultStatus(a->upper) != PGRES_TUPLES_OK) return pq_fail(a, a->upper, "reading notary.log_tiles");
 
     r = PQexec(a->conn, "DECLARE audit NO SCROLL CURSOR FOR SELECT * FROM notary.audit_rows "
                "ORDER BY leaf_index NULLS LAST, id");
@@ -1101,6 +1106,7 @@ static int cmd_audit(verify_ctx *c)
     rv = audit_read(&a);
     PQfinish(a.conn);
     if (rv != EXIT_VALID) {
+        PQclear(a.upper);
         return rv;
     }
     audit_rows_against_log(&a);
@@ -1111,6 +1117,30 @@ static int cmd_audit(verify_ctx *c)
     }
     else if (log_root_at(&a, a.log_size, root) == 0 && memcmp(root, a.log_root, 32) != 0) {
         finding(&a, "fork", NULL, "the log's state root is not the root of its tiles");
+    }
+    /* the tiles above level 0 (what receipts' proofs are made from) hash from it */
+    {
+        notary_merkle_source src;
+        unsigned char *buf = apr_palloc(c->p, NOTARY_TILE_WIDTH * 32);
+
+        notary_merkle_source_leaves(&src, a.tile_leaves, a.tile_leaf_count);
+        for (i = 0; a.upper && i < PQntuples(a.upper); i++) {
+            unsigned level = (unsigned)(((unsigned char)PQgetvalue(a.upper, i, 0)[0] << 8)
+                                        | (unsigned char)PQgetvalue(a.upper, i, 0)[1]);
+            apr_uint64_t idx = be64_of(PQgetvalue(a.upper, i, 1));
+            unsigned width = (unsigned)PQgetlength(a.upper, i, 3) / 32;
+
+            if (width > notary_tile_width(level, idx, a.tile_leaf_count)
+                || notary_merkle_tile(&src, level, idx, width, buf) != 0) {
+                finding(&a, "fork", NULL, "tile %u/%" APR_UINT64_T_FMT " holds %u hashes, more than the leaves "
+                        "of the log make", level, idx, width);
+            }
+            else if (memcmp(buf, PQgetvalue(a.upper, i, 3), (apr_size_t)width * 32) != 0) {
+                finding(&a, "fork", NULL, "tile %u/%" APR_UINT64_T_FMT " does not hash from the log's leaves: "
+                        "proofs made from it would not verify", level, idx);
+            }
+        }
+        PQclear(a.upper);
     }
     for (i = 0; i < a.cps->nelts; i++) {
         audit_cp *cp = &APR_ARRAY_IDX(a.cps, i, audit_cp);
