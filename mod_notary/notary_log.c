@@ -581,6 +581,23 @@ int notary_log_tile_get(PGconn *conn, apr_pool_t *p, int level, apr_uint64_t ind
     return 1;
 }
 
+int notary_log_tile_by_path(PGconn *conn, apr_pool_t *p, const char *path,
+                            unsigned char **data, apr_size_t *len, const char **err)
+{
+    int level, rv;
+    apr_uint64_t index;
+    unsigned width;
+
+    if (notary_tile_path_parse(path, &level, &index, &width) != 0) {
+        return 0;
+    }
+    rv = notary_log_tile_get(conn, p, level, index, width, data, err);
+    if (rv == 1) {
+        *len = (apr_size_t)width * NOTARY_HASH_LEN;
+    }
+    return rv;
+}
+
 int notary_log_receipt(PGconn *conn, apr_pool_t *p, const notary_log_record *rec,
                        char **out, apr_size_t *len, const char **err)
 {

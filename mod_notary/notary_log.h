@@ -2,7 +2,9 @@
  * libpq + APR + the evidence core, no httpd: the integrator (one batch per
  * call) and what the receipt and log endpoints read. The caller owns the
  * connection (one per thread) and its pool; every function leaves the
- * connection outside any transaction.
+ * connection outside any transaction. The integrator bounds its own
+ * transaction; the reads are single statements bounded by the connection's
+ * statement_timeout, which the caller sets (as the store does).
  *
  * Integration order: rows are taken once the transaction watermark
  * (pg_snapshot_xmin) has passed the transaction that inserted them, in
@@ -74,6 +76,13 @@ int notary_log_checkpoint_get(PGconn *conn, apr_pool_t *p, char **note, apr_size
  * (NOTARY_TILE_ENTRIES) are never served: 0. */
 int notary_log_tile_get(PGconn *conn, apr_pool_t *p, int level, apr_uint64_t index,
                         unsigned width, unsigned char **data, const char **err);
+
+/* The same for a path as served under /.notary/log/ without that prefix
+ * ("tile/0/x001/234.p/7"): only the one canonical spelling of each tile
+ * (notary_tile_path_parse). 1 with *data and *len, 0 no such tile or not a
+ * tile path, -1 error. */
+int notary_log_tile_by_path(PGconn *conn, apr_pool_t *p, const char *path,
+                            unsigned char **data, apr_size_t *len, const char **err);
 
 /* The c2sp.org/tlog-proof@v1 receipt of an integrated record against the
  * latest checkpoint, the entry and metadata in extra. 1 with *out, 0 when

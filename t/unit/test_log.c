@@ -349,6 +349,17 @@ static void phase_basic(apr_pool_t *p)
         notary_merkle_root_of_leaves(got, 256, root);
         ok(rv == 1 && memcmp(t, root, 32) == 0, "tile 1/000.p/1 holds the root of the first 256 leaves");
         is_int(notary_log_tile_get(rr, p, NOTARY_TILE_ENTRIES, 0, 1, &t, &err), 0, "entry bundles are not served");
+        {
+            apr_size_t tl = 0;
+
+            rv = notary_log_tile_by_path(rr, p, "tile/0/001.p/51", &t, &tl, &err);
+            ok(rv == 1 && tl == 51 * 32 && memcmp(t, got + 256 * 32, 51 * 32) == 0,
+               "by path: tile/0/001.p/51 is leaves 256..306");
+            is_int(notary_log_tile_by_path(rr, p, "tile/0/1.p/51", &t, &tl, &err), 0,
+                   "by path: a non-canonical spelling is no tile");
+            is_int(notary_log_tile_by_path(rr, p, "tile/entries/000.p/5", &t, &tl, &err), 0,
+                   "by path: entry bundles are not served");
+        }
     }
     {
         /* a row changed behind the log gets no receipt */
