@@ -97,9 +97,10 @@ DECLARE
     t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['keys', 'records'] LOOP
+        -- version 3 guards records with records_guard instead
         IF NOT EXISTS (SELECT 1 FROM pg_trigger
                        WHERE tgrelid = format('notary.%I', t)::regclass
-                         AND tgname = t || '_append_only') THEN
+                         AND tgname IN (t || '_append_only', t || '_guard')) THEN
             EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OR DELETE ON notary.%I '
                            'FOR EACH ROW EXECUTE FUNCTION notary.refuse_change()',
                            t || '_append_only', t);
@@ -116,6 +117,13 @@ END
 $trg$;
 
 -- The stable interface. Column list and types are part of the contract.
+-- (Later versions add columns at the end; a re-run of this file leaves
+-- their view alone, since a view cannot lose columns.)
+DO $view$
+BEGIN
+    IF to_regclass('public.notary_records') IS NULL
+       OR NOT EXISTS (SELECT 1 FROM notary.schema_version WHERE version >= 2) THEN
+        EXECUTE $v$
 CREATE OR REPLACE VIEW public.notary_records AS
 SELECT r.id,
        r.recorded_at,
@@ -136,7 +144,11 @@ SELECT r.id,
        r.exchange_id
   FROM notary.records r
   JOIN notary.keys sk ON sk.sha256 = r.sender_key_sha256
-  JOIN notary.keys rk ON rk.sha256 = r.receiver_key_sha256;
+  JOIN notary.keys rk ON rk.sha256 = r.receiver_key_sha256
+        $v$;
+    END IF;
+END
+$view$;
 ALTER VIEW public.notary_records OWNER TO notary_owner;
 COMMENT ON VIEW public.notary_records IS
     'mod_notary: one row per recorded message (append-only). INSERT is the writer''s only path in.';
@@ -257,6 +269,11 @@ REVOKE ALL ON FUNCTION notary.body_preview(bytea, integer) FROM PUBLIC;
 -- What the reports print, one place for all of them: digests in hex, body
 -- length and previews. Reports filter notary_records (indexed) and show
 -- these rows; compliance staff may query it ad hoc as well.
+DO $view$
+BEGIN
+    IF to_regclass('notary.report_rows') IS NULL
+       OR NOT EXISTS (SELECT 1 FROM notary.schema_version WHERE version >= 3) THEN
+        EXECUTE $v$
 CREATE OR REPLACE VIEW notary.report_rows AS
 SELECT r.id,
        r.recorded_at,
@@ -274,7 +291,11 @@ SELECT r.id,
        encode(r.body_sha256, 'hex')         AS body_sha256,
        r.exchange_id,
        notary.body_preview(r.body)          AS body_preview
-  FROM notary.records r;
+  FROM notary.records r
+        $v$;
+    END IF;
+END
+$view$;
 ALTER VIEW notary.report_rows OWNER TO notary_owner;
 REVOKE ALL ON notary.report_rows FROM PUBLIC;
 

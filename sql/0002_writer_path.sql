@@ -46,6 +46,10 @@ END
 $lz4$;
 
 -- Same columns, keys by LEFT JOIN (see above).
+DO $view$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM notary.schema_version WHERE version >= 3) THEN
+        EXECUTE $v$
 CREATE OR REPLACE VIEW public.notary_records AS
 SELECT r.id,
        r.recorded_at,
@@ -66,7 +70,11 @@ SELECT r.id,
        r.exchange_id
   FROM notary.records r
   LEFT JOIN notary.keys sk ON sk.sha256 = r.sender_key_sha256
-  LEFT JOIN notary.keys rk ON rk.sha256 = r.receiver_key_sha256;
+  LEFT JOIN notary.keys rk ON rk.sha256 = r.receiver_key_sha256
+        $v$;
+    END IF;
+END
+$view$;
 
 -- Is the committed row of (exchange_id, direction) exactly this message?
 -- Same fields as the writer's INSERT, without the body (its digest stands

@@ -5,8 +5,10 @@
 --                  runs as this role, never as a superuser.
 --   notary_writer  what mod_notary connects as: may only add records.
 --   notary_reader  compliance staff: may read the view notary_records.
+--   notary_integrator  the log integrator: numbers final rows, writes the tree.
+--   notary_receipt_reader  the receipt endpoint: entries, proofs, checkpoints.
 --
--- All three are NOLOGIN group roles. Make login users members, e.g.
+-- All are NOLOGIN group roles. Make login users members, e.g.
 --   CREATE ROLE notary LOGIN IN ROLE notary_writer;
 --   CREATE ROLE alice  LOGIN PASSWORD '...' IN ROLE notary_reader;
 
@@ -20,6 +22,12 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'notary_reader') THEN
         CREATE ROLE notary_reader NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'notary_integrator') THEN
+        CREATE ROLE notary_integrator NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'notary_receipt_reader') THEN
+        CREATE ROLE notary_receipt_reader NOLOGIN;
     END IF;
 END
 $roles$;

@@ -61,10 +61,10 @@ my $dump = sub {
 my $before = $dump->();
 my $out = eval { $pg->apply_sql };
 ok(defined $out, 'sql/apply.sh runs a second time without error') or diag($@);
-like($out // '', qr/schema version 2/, 'apply.sh reports the schema version') or diag($out);
+like($out // '', qr/schema version 3/, 'apply.sh reports the schema version') or diag($out);
 is($dump->(), $before, 'second apply changes nothing (pg_dump --schema-only identical)');
 is($pg->psql('SELECT string_agg(version::text, \',\' ORDER BY version) FROM notary.schema_version'),
-   "1,2\n", 'one schema_version row per numbered file');
+   "1,2,3\n", 'one schema_version row per numbered file');
 
 # ---- the view is the contract --------------------------------------------
 my $cols = $pg->psql(q{SELECT column_name || ':' || data_type FROM information_schema.columns
@@ -74,14 +74,16 @@ is_deeply([split /\n/, $cols], [
     'id:bigint', 'recorded_at:timestamp with time zone', 'direction:text', 'merchant:text',
     'sender_key:bytea', 'receiver_key:bytea', 'sender_key_sha256:bytea', 'receiver_key_sha256:bytea',
     'rule:text', 'method:text', 'uri:text', 'status:integer', 'content_type:text', 'headers:bytea',
-    'body:bytea', 'body_sha256:bytea', 'exchange_id:text'], 'notary_records has exactly the contract columns and types')
+    'body:bytea', 'body_sha256:bytea', 'exchange_id:text',
+    'stored_at:timestamp with time zone', 'token_sha256:bytea', 'token_jti:text', 'leaf_hash:bytea',
+    'leaf_index:bigint'], 'notary_records has exactly the contract columns and types, the evidence columns last')
     or diag($cols);
 
 # ---- roles ----------------------------------------------------------------
 is($pg->psql(q{SELECT string_agg(rolname || '=' || rolcanlogin, ',' ORDER BY rolname)
                FROM pg_roles WHERE rolname LIKE 'notary\_%'}),
-   "notary_owner=false,notary_reader=false,notary_writer=false\n",
-   'notary_owner, notary_writer, notary_reader are NOLOGIN group roles');
+   "notary_integrator=false,notary_owner=false,notary_reader=false,notary_receipt_reader=false,notary_writer=false\n",
+   'notary_owner, notary_writer, notary_reader, notary_integrator, notary_receipt_reader are NOLOGIN group roles');
 is($pg->psql(q{SELECT pg_has_role('notary', 'notary_writer', 'MEMBER')::text || ','
                || pg_has_role('auditor', 'notary_reader', 'MEMBER')::text || ','
                || pg_has_role('notary', 'notary_reader', 'MEMBER')::text || ','
@@ -189,6 +191,107 @@ for my $who (['postgres', ''], ['postgres', 'SET ROLE notary_owner; ']) {
     }
 }
 is($pg->psql("SELECT count(*) FROM notary.records WHERE merchant = 'evil'"), "0\n", 'nothing was changed');
+
+# ---- the evidence layer (sql/0003) -------------------------------------------
+$pg->psql(<<'SQL');
+CREATE ROLE integ LOGIN IN ROLE notary_integrator;
+CREATE ROLE rr LOGIN IN ROLE notary_receipt_reader;
+SQL
+my $token = 'eyJhbGciOiJFZERTQSJ9.eyJqdGkiOiJqLTEwIn0.c2ln';
+my $direct = sub {
+    my ($xid, %o) = @_;
+    my %v = (recorded_at => "'2024-05-02 10:00:00+00'", direction => "'request'", merchant => "'shop'",
+             sender_key_sha256 => "'\\x" . sha256_hex($consumer_key) . "'",
+             receiver_key_sha256 => "'\\x" . sha256_hex($merchant_key) . "'",
+             rule => "'r'", method => "'POST'", uri => "'/a'", headers => "'\\x'", body => "'\\x61'",
+             body_sha256 => "'\\x" . sha256_hex('a') . "'", exchange_id => "'$xid'",
+             salt => "'\\x" . ('01' x 16) . "'", leaf_hash => "'\\x" . sha256_hex("leaf $xid") . "'", %o);
+    my @c = sort keys %v;
+    return 'INSERT INTO notary.records (' . join(', ', @c) . ') VALUES (' . join(', ', map { $v{$_} } @c) . ');';
+};
+sql_ok('notary', sprintf(q{INSERT INTO notary.admissions (token_sha256, token, jti, exp)
+                           VALUES ('\x%s', '\x%s', 'j-10', '2024-05-02 10:15:00+00') ON CONFLICT DO NOTHING;},
+                         sha256_hex($token), hex_of($token))
+       . $direct->('ev-1', token_sha256 => "'\\x" . sha256_hex($token) . "'"),
+       'writer adds an admission and a record with salt, leaf_hash and token_sha256');
+sql_ok('notary', sprintf(q{INSERT INTO notary.admissions (token_sha256, token, jti, exp)
+                           VALUES ('\x%s', '\x%s', 'j-10', '2024-05-02 10:15:00+00') ON CONFLICT DO NOTHING;},
+                         sha256_hex($token), hex_of($token)), 'the same admission again is a no-op');
+sql_fails('notary', sprintf(q{INSERT INTO notary.admissions (token_sha256, token, jti, exp)
+                              VALUES ('\x%s', '\x00', NULL, now())}, sha256_hex($token)),
+          qr/admissions_sha256_of_token/, 'an admission under a wrong digest is refused');
+sql_fails('notary', $direct->('ev-2', leaf_index => 5), qr/permission denied/, 'writer cannot set leaf_index');
+sql_fails('notary', $direct->('ev-2', txid => "'1'"), qr/permission denied/, 'writer cannot set txid');
+sql_fails('notary', $direct->('ev-2', salt => "'\\x01'"), qr/records_leaf_columns/, 'a salt of 1 byte is refused');
+sql_fails('notary', $direct->('ev-2', salt => 'NULL'), qr/records_leaf_columns/, 'a leaf hash without a salt is refused');
+for my $t (qw(log_state log_tiles log_checkpoints admissions)) {
+    sql_fails('notary', "SELECT * FROM notary.$t", qr/permission denied/, "writer cannot read notary.$t");
+    sql_fails('notary', "DELETE FROM notary.$t", qr/permission denied/, "writer cannot DELETE from notary.$t");
+}
+sql_fails('notary', "UPDATE notary.records SET leaf_index = 0", qr/permission denied/, 'writer cannot UPDATE leaf_index');
+sql_fails('notary', "TRUNCATE notary.admissions", qr/permission denied/, 'writer cannot TRUNCATE admissions');
+is($pg->psql(q{BEGIN; } . $direct->('ev-3') . q{ SELECT (txid = pg_current_xact_id())::text,
+               (stored_at > now())::text FROM notary.records WHERE exchange_id = 'ev-3'; COMMIT;}),
+   "true|true\n", 'txid is the inserting transaction\'s id; stored_at the time the row was written, not the transaction\'s start');
+
+# the integrator
+sql_ok('integ', q{SELECT id, txid, leaf_hash FROM notary.records WHERE leaf_index IS NULL
+                  AND txid < pg_snapshot_xmin(pg_current_snapshot())},
+       'integrator reads ids, txids and leaf hashes of final rows');
+sql_fails('integ', 'SELECT body FROM notary.records', qr/permission denied/, 'integrator cannot read bodies');
+my ($ev1) = $pg->psql(q{SELECT id FROM notary.records WHERE exchange_id = 'ev-1'}) =~ /(\d+)/;
+sql_ok('integ', "UPDATE notary.records SET leaf_index = 0 WHERE id = $ev1", 'integrator sets leaf_index of a row (by id)');
+sql_fails('integ', "UPDATE notary.records SET leaf_index = 1 WHERE id = $ev1", qr/only leaf_index may be set, once/,
+          'integrator cannot change a leaf_index once set');
+sql_fails('integ', "UPDATE notary.records SET merchant = 'x' WHERE id = $ev1", qr/permission denied/,
+          'integrator cannot UPDATE other columns');
+sql_fails('integ', "DELETE FROM notary.records WHERE id = $ev1", qr/permission denied/, 'integrator cannot DELETE');
+sql_fails('postgres', "UPDATE notary.records SET leaf_index = 7, merchant = 'evil' WHERE exchange_id = 'ev-3'",
+          qr/append-only/, 'not even the superuser can change another column along with leaf_index');
+sql_fails('postgres', "UPDATE notary.records SET leaf_index = NULL WHERE id = $ev1", qr/append-only/,
+          'nor take a leaf_index back');
+sql_fails('postgres', "UPDATE notary.records SET leaf_hash = '\\x" . ('00' x 32) . "' WHERE exchange_id = 'ev-3'",
+          qr/append-only/, 'nor change a leaf_hash');
+my $h = sub { "'\\x" . join('', map { sha256_hex("h$_") } @_) . "'" };
+sql_ok('integ', "INSERT INTO notary.log_tiles (level, idx, width, hashes) VALUES (0, 0, 1, " . $h->(0) . ")",
+       'integrator writes a tile');
+sql_ok('integ', "UPDATE notary.log_tiles SET width = 3, hashes = " . $h->(0, 1, 2) . " WHERE level = 0 AND idx = 0",
+       'a tile grows by a prefix');
+sql_fails('integ', "UPDATE notary.log_tiles SET width = 4, hashes = " . $h->(9, 1, 2, 3) . " WHERE level = 0 AND idx = 0",
+          qr/only grow by a prefix/, 'a tile cannot change what it held');
+sql_fails('integ', "UPDATE notary.log_tiles SET width = 2, hashes = " . $h->(0, 1) . " WHERE level = 0 AND idx = 0",
+          qr/only grow by a prefix/, 'a tile cannot shrink');
+sql_fails('integ', "DELETE FROM notary.log_tiles", qr/permission denied/, 'integrator cannot DELETE tiles');
+sql_fails('postgres', "DELETE FROM notary.log_tiles", qr/append-only/, 'the superuser cannot DELETE tiles (trigger)');
+sql_fails('postgres', "TRUNCATE notary.log_tiles", qr/TRUNCATE on notary.log_tiles refused/, 'nor TRUNCATE them');
+sql_ok('integ', "UPDATE notary.log_state SET size = 3, root = " . $h->(7) . ", origin = 'o'", 'integrator grows the state');
+sql_fails('integ', "UPDATE notary.log_state SET size = 2", qr/may only grow/, 'the state cannot shrink');
+sql_fails('integ', "UPDATE notary.log_state SET size = 4, origin = 'other'", qr/may only grow/, 'nor change its origin');
+sql_ok('integ', "INSERT INTO notary.log_checkpoints (size, root, checkpoint) VALUES (3, " . $h->(7) . ", 'o\n3\nx\n')",
+       'integrator adds a checkpoint');
+sql_fails('postgres', "UPDATE notary.log_checkpoints SET checkpoint = 'x'", qr/append-only/, 'checkpoints cannot be changed');
+sql_fails('postgres', "DELETE FROM notary.log_state", qr/append-only/, 'the state cannot be deleted');
+sql_fails('postgres', "UPDATE notary.admissions SET jti = 'x'", qr/append-only/, 'admissions cannot be changed');
+
+# the receipt reader
+sql_ok('rr', q{SELECT recorded_at, salt, headers, body_sha256, token_sha256, leaf_hash, leaf_index
+               FROM notary.records WHERE exchange_id = 'ev-1'}, 'receipt reader reads a record\'s entry fields');
+sql_ok('rr', 'SELECT * FROM notary.log_tiles, notary.log_state, notary.log_checkpoints', 'receipt reader reads the log');
+sql_fails('rr', 'SELECT body FROM notary.records', qr/permission denied/, 'receipt reader cannot read bodies');
+sql_fails('rr', 'INSERT INTO notary.log_checkpoints (size, root, checkpoint) VALUES (9, sha256(\'\'), \'x\')',
+          qr/permission denied/, 'receipt reader cannot write the log');
+
+# compliance staff: the view's new columns, audit_rows, the reports
+is($pg->psql(q{SELECT encode(token_sha256, 'hex') || '|' || token_jti || '|' || leaf_index || '|' ||
+               (stored_at IS NOT NULL)::text FROM notary_records WHERE exchange_id = 'ev-1'}, user => 'auditor'),
+   sha256_hex($token) . "|j-10|0|true\n", 'the view shows token_sha256, token_jti, leaf_index and stored_at');
+sql_ok('auditor', 'SELECT count(*) FROM notary.audit_rows', 'auditor reads notary.audit_rows');
+{
+    my ($o, $e, $rc) = $pg->psql(undef, user => 'auditor', file => "$src/sql/reports/by_exchange.sql",
+                                 vars => { exchange => 'ev-1' }, allow_fail => 1);
+    ok($rc == 0 && $o =~ /\Q${\ sha256_hex($token)}\E\|j-10\|2024-05-02 10:15:00\+00\|0$/m,
+       'by_exchange.sql shows the admission token (hash, jti, exp) and the leaf index') or diag("exit $rc\n$e\n$o");
+}
 
 # ---- the reader -----------------------------------------------------------
 my $rows = $pg->psql(qq{SELECT id, direction, merchant, encode(sender_key_sha256, 'hex'),
