@@ -1,0 +1,159 @@
+/* mod_notary: one exchange -- a request relayed to a merchant and its
+ * response -- owned by one object, notary_exchange, in r->request_config:
+ * the parties (consumer, merchant), the admission, and both messages with
+ * their states. The glue hooks work on it through the small API below
+ * (create/route in translate, setup at fixups, admit on connection B,
+ * start/feed/end/commit for each message, refuse, abandon). Also the
+ * per-connection state of connections A and B.
+ *
+ * Glue, not core: it is per request, so it knows httpd. It calls the core
+ * and the configuration getters, never another glue file. */
+#ifndef NOTARY_EXCHANGE_H
+#define NOTARY_EXCHANGE_H
+
+#include <httpd.h>
+#include <http_log.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "mod_notary_config.h"
+#include "mod_notary_session.h"
+
+typedef struct notary_exchange notary_exchange;
+
+/* One message, request or response: matched and kept as it streams. */
+typedef struct notary_msg {
+    notary_exchange *ex;
+    int dir;                        /* NOTARY_DIR_REQUEST or _RESPONSE */
+    const notary_ruleset *rs;
+    int started;
+    notary_match_stream *ms;
+    int type_rule;                  /* id of the first matching type rule, -1 */
+    int sure;                       /* a rule matched already: the spool hashes
+                                     * as bytes come, off the final wait */
+    int announced;                  /* counted in notary_store_expect */
+    int announce_later;             /* a response: once its request is done */
+    notary_spool *spool;
+    const char *content_type;
+    int status;
+    /* header block as relayed: lines without the request/status line */
+    char *hbuf; apr_size_t hlen, hcap;
+    int hdone;
+    apr_off_t clen;                 /* announced length, -1: not known */
+    int eos;
+    int broken;                     /* the backend broke off (error bucket) */
+    int committed;                  /* recorded, or known not to match */
+    int failed;
+    /* output only */
+    apr_bucket_brigade *held_head;  /* the serialised header block */
+    apr_bucket_brigade *held;
+    apr_bucket_brigade *rest;       /* scratch: the held tail while releasing */
+    apr_off_t held_bytes;
+    int released;                   /* some bytes went downstream */
+    int dropping;                   /* replaced by our error response */
+} notary_msg;
+
+/* The consumer: identity from the client certificate of connection A.
+ * Derived data is cached per connection, keyed by the certificate
+ * itself, so a renegotiated one is picked up. */
+typedef struct notary_consumer {
+    X509 *x509;             /* the certificate all this was derived from */
+    unsigned char cert_sha256[32];      /* x5t#S256 */
+    const unsigned char *spki; apr_size_t spki_len;
+    unsigned char spki_sha256[32];
+    const char *client_cert_header;
+    /* the last contract session seen on this connection: keep-alive
+     * requests to the same merchant skip the shared cache
+     * (mod_notary_session.c) */
+    const notary_merchant *sess_merchant;
+    server_rec *sess_server;
+    notary_session sess;
+} notary_consumer;
+
+struct notary_exchange {
+    request_rec *r;
+    const notary_srv_conf *sc;
+    const notary_merchant *merchant;    /* NULL until routed */
+    const notary_consumer *consumer;    /* NULL until identified */
+    /* admission */
+    notary_token *token;                /* verified against the backend key */
+    int have_session;                   /* a contract session was found */
+    unsigned char session_backend_sha256[32];
+    int admitted;
+    /* merchant: the key its backend presented on connection B */
+    const unsigned char *merchant_spki; apr_size_t merchant_spki_len;
+    unsigned char merchant_spki_sha256[32];
+    /* recording */
+    const char *id;                     /* drawn lazily: notary_exchange_id */
+    const char *backend_uri;            /* path and query sent to the backend */
+    notary_msg *msg[2];                 /* request, response; NULL: not recorded */
+    conn_rec *backend_c;                /* connection B while relaying */
+    int from_backend;                   /* response bytes came from the backend */
+    /* refusal, if any, reported through mod_proxy's request_status hook */
+    int refusal_status;
+    const char *refusal_reason;
+};
+
+/* Our slot in a conn_rec: the consumer on connection A, the backend on B. */
+typedef struct notary_backend notary_backend;
+typedef struct {
+    notary_consumer *consumer;
+    notary_backend *backend;
+    SSL *ssl;               /* connection A's TLS, from mod_ssl's pre_handshake */
+} notary_conn;
+
+notary_conn *notary_conn_get(conn_rec *c, int create);
+
+/* --- the exchange ---------------------------------------------------- */
+
+/* translate: a new exchange for r, in r->request_config */
+notary_exchange *notary_exchange_create(request_rec *r,
+                                        const notary_srv_conf *sc);
+/* the request's exchange, NULL if it is none of ours */
+notary_exchange *notary_exchange_get(request_rec *r);
+/* translate: the merchant the request goes to */
+void notary_exchange_route(notary_exchange *ex, const notary_merchant *m);
+/* fixups: the messages that may be recorded, announced to the store */
+void notary_exchange_setup(notary_exchange *ex);
+/* connection B: the merchant's backend presented this key; admitted */
+void notary_exchange_admit(notary_exchange *ex, const unsigned char *spki,
+                           apr_size_t spki_len, const unsigned char sha256[32]);
+/* The exchange was refused or failed in mod_proxy: nothing of it will be
+ * recorded (its messages stop holding up other commits). */
+void notary_exchange_abandon(notary_exchange *ex);
+/* the merchant got part of a message that will not complete: connection B
+ * must not carry anything else */
+void notary_exchange_close_backend(notary_exchange *ex);
+/* the exchange's id (hex), drawn on first use */
+const char *notary_exchange_id(notary_exchange *ex);
+/* hex SHA-256 of the consumer's SubjectPublicKeyInfo, "-" if unknown */
+const char *notary_exchange_consumer_fp(const notary_exchange *ex);
+
+/* Refusals: one log line with our number, the reason in the body. */
+int notary_refuse(notary_exchange *ex, request_rec *r, int status,
+                  const char *lognum, const char *reason);
+
+/* --- its messages ---------------------------------------------------- */
+
+const char *notary_dir_name(int dir);
+/* The body length a header block announces: Content-Length without
+ * Transfer-Encoding, or -1 (chunked, or not valid: HTTP_IN refuses it). */
+apr_off_t notary_body_length(apr_table_t *h);
+/* the body begins: 1, or 0 when it cannot be examined (logged) */
+int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
+                     apr_off_t clen, int clen_now);
+apr_status_t notary_msg_feed(notary_msg *m, const char *d, apr_size_t len);
+/* the body has ended: flush the matcher */
+void notary_msg_finish(notary_msg *m);
+/* the header block as relayed; returns how many bytes of d belong to it */
+apr_size_t notary_msg_headers(notary_msg *m, const char *d, apr_size_t len);
+/* the rule that matched (first in httpd.conf order), or NULL */
+const notary_rule *notary_msg_rule(notary_msg *m);
+/* write the record; 1 committed, 0 not (logged) */
+int notary_msg_commit(notary_msg *m, const notary_rule *rule);
+/* done with: recorded, or known not to be */
+void notary_msg_settled(notary_msg *m);
+/* the exchange failed (refused, aborted) */
+void notary_msg_failed(notary_msg *m);
+
+#endif
