@@ -128,10 +128,10 @@ static int gate_commit_request(notary_exchange *ex, apr_bucket_brigade *bb)
     apr_bucket *e;
     const notary_rule *rule;
 
-    if (!m || m->committed) {
+    if (!m || m->state == NOTARY_MSG_PASSED || m->state == NOTARY_MSG_COMMITTED) {
         return 0;
     }
-    if (m->failed) {
+    if (m->state == NOTARY_MSG_FAILED) {
         return ex->refusal_status ? ex->refusal_status : HTTP_SERVICE_UNAVAILABLE;
     }
     for (e = APR_BRIGADE_FIRST(bb); !m->hdone && e != APR_BRIGADE_SENTINEL(bb);
@@ -151,19 +151,17 @@ static int gate_commit_request(notary_exchange *ex, apr_bucket_brigade *bb)
     }
     rule = notary_msg_rule(m);
     if (!rule) {
-        m->committed = 1;
-        notary_msg_settled(m);
+        notary_msg_transit(m, NOTARY_MSG_PASSED);
         return 0;
     }
     if (!notary_msg_commit(m, rule)) {
-        notary_msg_failed(m);
+        notary_msg_transit(m, NOTARY_MSG_FAILED);
         notary_refuse(ex, ex->r, HTTP_SERVICE_UNAVAILABLE, "03011",
                       "the request matched a recording rule and its record "
                       "could not be committed");
         notary_exchange_close_backend(ex);
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    notary_msg_settled(m);
     return 0;
 }
 

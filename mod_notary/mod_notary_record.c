@@ -83,7 +83,6 @@ static int too_large(notary_msg *m, const notary_rule *rule)
 {
     notary_exchange *ex = m->ex;
 
-    m->failed = 1;
     ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, ex->r, NOTARYLOG(03008)
                   "%s of exchange %s matched rule '%s' but is larger than "
                   "NotaryMaxRecordSize (%" APR_OFF_T_FMT " bytes): refused, "
@@ -98,7 +97,7 @@ static int too_large(notary_msg *m, const notary_rule *rule)
  */
 static apr_status_t refuse_request(notary_msg *m, int status, const char *reason)
 {
-    notary_msg_failed(m);
+    notary_msg_transit(m, NOTARY_MSG_FAILED);
     notary_refuse(m->ex, m->ex->r, status, "03009", reason);
     notary_exchange_close_backend(m->ex);
     return APR_EGENERAL;
@@ -119,10 +118,10 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
          * headers pass here too */
         return ap_get_brigade(f->next, bb, mode, block, readbytes);
     }
-    if (m->failed) {
+    if (m->state == NOTARY_MSG_FAILED) {
         return APR_EGENERAL;
     }
-    if (!m->started) {
+    if (m->state == NOTARY_MSG_IDLE) {
         m->held = apr_brigade_create(r->pool, f->c->bucket_alloc);
         m->clen = notary_body_length(r->headers_in);
         if (!notary_msg_start(m, apr_table_get(r->headers_in, "Content-Type"),
@@ -133,7 +132,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
             return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
                                   "the request could not be examined for recording");
         }
-        if (m->committed) {
+        if (m->state == NOTARY_MSG_PASSED) {
             /* cannot match: the tail needs no holding either */
             ap_remove_input_filter(f);
             m->eos = 1;
@@ -180,8 +179,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
         APR_BRIGADE_PREPEND(bb, m->held);
         if (m->eos) {
             if (!rule) {
-                m->committed = 1;       /* nothing to record */
-                notary_msg_settled(m);
+                notary_msg_transit(m, NOTARY_MSG_PASSED);   /* nothing to record */
             }
             return APR_SUCCESS;
         }
@@ -226,7 +224,6 @@ static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
      * answer below the CHUNK filter, straight to the connection */
     apr_brigade_cleanup(m->held_head);
     apr_brigade_cleanup(m->held);
-    m->dropping = 1;
     r->status = status;
     c->keepalive = AP_CONN_CLOSE;
     body = apr_pstrcat(r->pool, "notary refused the response: ", reason, "\n",
@@ -244,10 +241,9 @@ static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
 
 static apr_status_t abort_response(ap_filter_t *f, notary_msg *m)
 {
-    notary_msg_failed(m);
+    notary_msg_transit(m, NOTARY_MSG_DROPPED);
     apr_brigade_cleanup(m->held_head);
     apr_brigade_cleanup(m->held);
-    m->dropping = 1;
     f->c->keepalive = AP_CONN_CLOSE;
     f->c->aborted = 1;
     return APR_ECONNABORTED;
@@ -256,7 +252,7 @@ static apr_status_t abort_response(ap_filter_t *f, notary_msg *m)
 static apr_status_t fail_response(ap_filter_t *f, notary_msg *m, int status,
                                   const char *reason)
 {
-    notary_msg_failed(m);
+    notary_msg_transit(m, NOTARY_MSG_DROPPED);
     /* connection A speaks HTTP/1.x (notary_translate): our own raw answer
      * fits as long as nothing of the response went out */
     if (!m->released) {
@@ -299,15 +295,20 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
     apr_status_t rv;
     const notary_rule *rule;
 
-    if (m->dropping) {
+    if (m->state == NOTARY_MSG_DROPPED) {
         apr_brigade_cleanup(bb);
         return APR_SUCCESS;
     }
-    if (!m->started) {
+    if (m->state == NOTARY_MSG_FAILED) {
+        /* the exchange was abandoned: what comes is httpd's own answer */
+        ap_remove_output_filter(f);
+        return ap_pass_brigade(f->next, bb);
+    }
+    if (m->state == NOTARY_MSG_IDLE) {
         if (!m->ex->admitted || !m->ex->from_backend || r->header_only) {
             /* not a message from the merchant (e.g. our own refusal), or
              * no message body at all (HEAD) */
-            notary_msg_settled(m);
+            notary_msg_transit(m, NOTARY_MSG_PASSED);
             ap_remove_output_filter(f);
             return ap_pass_brigade(f->next, bb);
         }
@@ -323,7 +324,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
             return fail_response(f, m, HTTP_INTERNAL_SERVER_ERROR,
                                  "the response could not be examined for recording");
         }
-        if (m->committed) {
+        if (m->state == NOTARY_MSG_PASSED) {
             ap_remove_output_filter(f);
             return ap_pass_brigade(f->next, bb);
         }
@@ -420,8 +421,9 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
                              "the response matched a recording rule and its "
                              "record could not be committed");
     }
-    m->committed = 1;
-    notary_msg_settled(m);     /* no rule matched (a record took it off already) */
+    if (!rule) {
+        notary_msg_transit(m, NOTARY_MSG_PASSED);
+    }
     rv = release(f, m, m->held);
     ap_remove_output_filter(f);
     return rv;

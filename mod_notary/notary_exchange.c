@@ -136,8 +136,9 @@ static void announce(notary_msg *m)
 }
 
 /* The message is done with (recorded, or known not to be): withdraw it;
- * a request's end lets its response be announced (see record_setup). */
-void notary_msg_settled(notary_msg *m)
+ * a request's end lets its response be announced (see
+ * notary_exchange_setup). */
+static void on_settled(notary_msg *m)
 {
     notary_msg *resp = m->ex->msg[NOTARY_DIR_RESPONSE];
 
@@ -145,7 +146,7 @@ void notary_msg_settled(notary_msg *m)
     m->announce_later = 0;
     if (m->dir == NOTARY_DIR_REQUEST && resp && resp->announce_later) {
         resp->announce_later = 0;
-        if (!resp->started) {
+        if (resp->state == NOTARY_MSG_IDLE) {
             announce(resp);
         }
     }
@@ -153,11 +154,10 @@ void notary_msg_settled(notary_msg *m)
 
 /* The exchange failed (refused, aborted): neither message will be
  * recorded, so neither may hold up anyone's commit. */
-void notary_msg_failed(notary_msg *m)
+static void on_failed(notary_msg *m)
 {
     int d;
 
-    m->failed = 1;
     for (d = 0; d < 2; d++) {
         notary_msg *o = m->ex->msg[d];
         if (o) {
@@ -170,13 +170,13 @@ void notary_msg_failed(notary_msg *m)
 /* A rule has matched: hash the body from now on, off the final wait; and
  * a message not announced at the start (contains rules only) is announced
  * now (one left for its request's end is announced there). */
-static void msg_sure(notary_msg *m)
+static void on_matched(notary_msg *m)
 {
     notary_msg *resp = m->ex->msg[NOTARY_DIR_RESPONSE];
 
-    m->sure = 1;
     notary_spool_hash_early(m->spool);
-    if (m->dir == NOTARY_DIR_REQUEST && resp && resp->announced && !resp->started) {
+    if (m->dir == NOTARY_DIR_REQUEST && resp && resp->announced
+        && resp->state == NOTARY_MSG_IDLE) {
         /* its response comes after this record: not to be waited for */
         unannounce(resp);
         resp->announce_later = 1;
@@ -184,6 +184,66 @@ static void msg_sure(notary_msg *m)
     if (!m->announce_later) {
         announce(m);
     }
+}
+
+static const char *const state_names[NOTARY_MSG_STATES] = {
+    "idle", "open", "matched", "passed", "committed", "failed", "dropped"
+};
+
+/* from (row) -> to (column), in the order of notary_msg_state */
+static const char transitions[NOTARY_MSG_STATES][NOTARY_MSG_STATES] = {
+    /*               idle open matched passed committed failed dropped */
+    /* idle      */ { 0,   1,    0,      1,      0,       1,      1 },
+    /* open      */ { 0,   0,    1,      1,      1,       1,      1 },
+    /* matched   */ { 0,   0,    0,      0,      1,       1,      1 },
+    /* passed    */ { 0,   0,    0,      0,      0,       0,      0 },
+    /* committed */ { 0,   0,    0,      0,      0,       0,      0 },
+    /* failed    */ { 0,   0,    0,      0,      0,       0,      0 },
+    /* dropped   */ { 0,   0,    0,      0,      0,       0,      0 },
+};
+
+const char *notary_msg_state_str(notary_msg_state state)
+{
+    return (unsigned)state < NOTARY_MSG_STATES ? state_names[state] : "?";
+}
+
+int notary_msg_is_final(const notary_msg *m)
+{
+    return m->state >= NOTARY_MSG_PASSED;
+}
+
+int notary_msg_transit(notary_msg *m, notary_msg_state to)
+{
+    notary_msg_state from = m->state;
+
+    if ((unsigned)to >= NOTARY_MSG_STATES || !transitions[from][to]) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, m->ex->r, NOTARYLOG(03018)
+                      "%s of exchange %s: state %s cannot become %s "
+                      "(internal error; state kept)", notary_dir_name(m->dir),
+                      notary_exchange_id(m->ex), notary_msg_state_str(from),
+                      notary_msg_state_str(to));
+        return 0;
+    }
+    m->state = to;
+    ap_log_rerror(APLOG_MARK, APLOG_TRACE2, 0, m->ex->r,
+                  "notary: %s %s -> %s", notary_dir_name(m->dir),
+                  notary_msg_state_str(from), notary_msg_state_str(to));
+    switch (to) {
+    case NOTARY_MSG_MATCHED:
+        on_matched(m);
+        break;
+    case NOTARY_MSG_PASSED:
+    case NOTARY_MSG_COMMITTED:
+        on_settled(m);
+        break;
+    case NOTARY_MSG_FAILED:
+    case NOTARY_MSG_DROPPED:
+        on_failed(m);
+        break;
+    default:
+        break;
+    }
+    return 1;
 }
 
 /* The body length a header block announces: Content-Length without
@@ -212,7 +272,7 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
     int i;
     unsigned flags = 0;
 
-    m->started = 1;
+    notary_msg_transit(m, NOTARY_MSG_OPEN);
     m->type_rule = -1;
     m->content_type = ctype;
     for (i = 0; i < m->rs->types->nelts; i++) {
@@ -243,8 +303,8 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
         }
     }
     if (!m->ms && m->type_rule < 0) {
-        m->committed = 1;   /* cannot match: relay untouched, keep nothing */
-        notary_msg_settled(m);
+        /* cannot match: relay untouched, keep nothing */
+        notary_msg_transit(m, NOTARY_MSG_PASSED);
         return 1;
     }
     if (notary_spool_create(&m->spool, r->pool, NOTARY_SPOOL_MEMORY,
@@ -259,7 +319,7 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
         notary_spool_expect(m->spool, clen, clen_now);
     }
     if (m->type_rule >= 0) {
-        msg_sure(m);
+        notary_msg_transit(m, NOTARY_MSG_MATCHED);
     }
     return 1;
 }
@@ -304,15 +364,16 @@ apr_status_t notary_msg_feed(notary_msg *m, const char *d, apr_size_t len)
 {
     apr_status_t rv;
 
-    if (m->committed || !len) {
+    if (m->state == NOTARY_MSG_PASSED || m->state == NOTARY_MSG_COMMITTED
+        || !len) {
         return APR_SUCCESS;
     }
     if (m->ms) {
         notary_match_stream_feed(m->ms, d, len);
-        if (!m->sure && notary_match_stream_first(m->ms) >= 0) {
+        if (m->state == NOTARY_MSG_OPEN && notary_match_stream_first(m->ms) >= 0) {
             /* from here on it will be recorded: hash what is kept so far,
              * then this piece with the rest as it comes */
-            msg_sure(m);
+            notary_msg_transit(m, NOTARY_MSG_MATCHED);
         }
     }
     rv = notary_spool_write(m->spool, d, len);
@@ -458,7 +519,7 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule)
                   "recorded %s of exchange %s: rule '%s', %" APR_SIZE_T_FMT
                   " bytes, merchant %s", rec.direction, notary_exchange_id(ex),
                   rule->as_written, blen, ex->merchant->name);
-    m->committed = 1;
+    notary_msg_transit(m, NOTARY_MSG_COMMITTED);
     return 1;
 }
 
@@ -477,9 +538,8 @@ void notary_exchange_abandon(notary_exchange *ex)
     int d;
 
     for (d = 0; d < 2; d++) {
-        if (ex->msg[d]) {
-            notary_msg_failed(ex->msg[d]);
-            return;   /* msg_failed covers both directions */
+        if (ex->msg[d] && !notary_msg_is_final(ex->msg[d])) {
+            notary_msg_transit(ex->msg[d], NOTARY_MSG_FAILED);
         }
     }
 }

@@ -21,36 +21,60 @@
 
 typedef struct notary_exchange notary_exchange;
 
+/* A message's life, as mod_h2 models a stream's: every change goes
+ * through notary_msg_transit(), which allows only the moves drawn here
+ * and does what entering a state means for the store's count.
+ *
+ *   IDLE --start--> OPEN --a rule matches--> MATCHED
+ *     |               |                         |
+ *     |               +--ends, no rule--> PASSED |
+ *     +--cannot match / not the merchant's --^   |
+ *                     OPEN or MATCHED --record committed--> COMMITTED
+ *   any state not final --the exchange fails--> FAILED (a request, or a
+ *     message of an abandoned exchange) or DROPPED (a response we
+ *     replaced by our own answer or cut off)
+ *
+ * PASSED, COMMITTED, FAILED and DROPPED are final. */
+typedef enum {
+    NOTARY_MSG_IDLE,        /* set up; its body not begun */
+    NOTARY_MSG_OPEN,        /* body under way, no rule matched (yet): kept */
+    NOTARY_MSG_MATCHED,     /* a rule matched: will be recorded, hashed as it
+                             * comes (off the final wait) */
+    NOTARY_MSG_PASSED,      /* not to be recorded: relayed untouched */
+    NOTARY_MSG_COMMITTED,   /* its record is committed */
+    NOTARY_MSG_FAILED,      /* never recorded; a request's bytes stop here */
+    NOTARY_MSG_DROPPED,     /* a response replaced or cut off: its bytes dropped */
+    NOTARY_MSG_STATES
+} notary_msg_state;
+
 /* One message, request or response: matched and kept as it streams. */
 typedef struct notary_msg {
     notary_exchange *ex;
     int dir;                        /* NOTARY_DIR_REQUEST or _RESPONSE */
+    notary_msg_state state;         /* only through notary_msg_transit() */
     const notary_ruleset *rs;
-    int started;
     notary_match_stream *ms;
     int type_rule;                  /* id of the first matching type rule, -1 */
-    int sure;                       /* a rule matched already: the spool hashes
-                                     * as bytes come, off the final wait */
-    int announced;                  /* counted in notary_store_expect */
-    int announce_later;             /* a response: once its request is done */
     notary_spool *spool;
     const char *content_type;
     int status;
-    /* header block as relayed: lines without the request/status line */
-    char *hbuf; apr_size_t hlen, hcap;
-    int hdone;
+    /* the store's count of records under way (notary_store_expect) */
+    int announced;                  /* counted */
+    int announce_later;             /* a response: once its request is done */
+    /* where the stream is (not the life: a message fails before or after
+     * its end, and only the end tells the request filter to step aside) */
+    char *hbuf; apr_size_t hlen, hcap;  /* header block as relayed: lines
+                                         * without the request/status line */
+    int hdone;                      /* the header block is complete */
     apr_off_t clen;                 /* announced length, -1: not known */
-    int eos;
+    int eos;                        /* the body's end was seen */
     int broken;                     /* the backend broke off (error bucket) */
-    int committed;                  /* recorded, or known not to match */
-    int failed;
     /* output only */
     apr_bucket_brigade *held_head;  /* the serialised header block */
     apr_bucket_brigade *held;
     apr_bucket_brigade *rest;       /* scratch: the held tail while releasing */
     apr_off_t held_bytes;
     int released;                   /* some bytes went downstream */
-    int dropping;                   /* replaced by our error response */
 } notary_msg;
 
 /* The consumer: identity from the client certificate of connection A.
@@ -149,11 +173,13 @@ void notary_msg_finish(notary_msg *m);
 apr_size_t notary_msg_headers(notary_msg *m, const char *d, apr_size_t len);
 /* the rule that matched (first in httpd.conf order), or NULL */
 const notary_rule *notary_msg_rule(notary_msg *m);
-/* write the record; 1 committed, 0 not (logged) */
+/* write the record; 1 committed (COMMITTED), 0 not (logged) */
 int notary_msg_commit(notary_msg *m, const notary_rule *rule);
-/* done with: recorded, or known not to be */
-void notary_msg_settled(notary_msg *m);
-/* the exchange failed (refused, aborted) */
-void notary_msg_failed(notary_msg *m);
+/* the one way a message changes state; 0 if the move is not allowed
+ * (logged, state unchanged) */
+int notary_msg_transit(notary_msg *m, notary_msg_state to);
+const char *notary_msg_state_str(notary_msg_state state);
+/* no more to decide: PASSED, COMMITTED, FAILED or DROPPED */
+int notary_msg_is_final(const notary_msg *m);
 
 #endif
