@@ -481,7 +481,7 @@ int notary_config_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         notary_srv_conf *sc = ap_get_module_config(s->module_config,
                                                    &notary_module);
         if (notary_conf_engine(sc) && sc->merchants->nelts == 0) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, NOTARYLOG(01105)
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "NOTARY01105: "
                          "NotaryEngine On but no NotaryMerchant on %s:%d: "
                          "every request will be answered 404",
                          s->server_hostname, s->port);
@@ -501,7 +501,7 @@ int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
 
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                     NOTARYLOG(01107) "%s", err);
+                     "NOTARY01107: " "%s", err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     /* The record filters read HTTP/1.1 messages, and the contract session
@@ -517,7 +517,7 @@ int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
             const char *proto = APR_ARRAY_IDX(core->protocols, i, const char *);
             if (!ap_cstr_casecmp(proto, "h2") || !ap_cstr_casecmp(proto, "h2c")) {
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                             NOTARYLOG(01108) "Protocols lists %s for the notary "
+                             "NOTARY01108: " "Protocols lists %s for the notary "
                              "vhost %s:%d (%s:%d): mod_notary relays and records "
                              "HTTP/1.1 only; set 'Protocols http/1.1' there",
                              proto, vs->server_hostname ? vs->server_hostname : "*",

@@ -10,17 +10,11 @@
 #include <http_log.h>
 #include <apr_hash.h>
 #include <apr_uri.h>
-#include <ap_socache.h>
-#include <openssl/evp.h>
 
 #include "notary_token.h"
 #include "notary_match.h"
 #include "notary_store.h"
 #include "notary_spool.h"
-
-/* Log lines carry our own numbers: NOTARY01xxx config, 02xxx admission,
- * 03xxx recording. APLOGNO() is httpd's; these are the same idea. */
-#define NOTARYLOG(n) "NOTARY" #n ": "
 
 #define NOTARY_UNSET (-1)
 #define NOTARY_DEFAULT_TOKEN_PARAM "notary_token"

@@ -53,10 +53,11 @@ static notary_backend *backend_get(conn_rec *c, int create)
 }
 
 int notary_gate_bind_outgoing(conn_rec *c, ap_conf_vector_t *dir_conf,
-                                int enable_ssl)
+                              int enable_ssl)
 {
+    /* our fixups put the exchange in the request's per-dir vector */
     notary_exchange *ex = dir_conf ? ap_get_module_config(dir_conf, &notary_module)
-                              : NULL;
+                                   : NULL;
     notary_backend *nb = backend_get(c, ex != NULL);
 
     ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, "notary: bind_outgoing "
@@ -154,17 +155,17 @@ static int gate_commit_request(notary_exchange *ex, apr_bucket_brigade *bb)
         notary_msg_transit(m, NOTARY_MSG_PASSED);
         return 0;
     }
-    if (!notary_msg_commit(m, rule)) {
+    if (!notary_msg_commit(m, rule, "refused with 503, the merchant's "
+                           "connection closed")) {
         notary_msg_transit(m, NOTARY_MSG_FAILED);
-        notary_refuse(ex, ex->r, HTTP_SERVICE_UNAVAILABLE, "03011",
-                      "the request matched a recording rule and its record "
-                      "could not be committed");
+        notary_exchange_refuse(ex, HTTP_SERVICE_UNAVAILABLE,
+                               "the request matched a recording rule and its "
+                               "record could not be committed");
         notary_exchange_close_backend(ex);
         return HTTP_SERVICE_UNAVAILABLE;
     }
     return 0;
 }
-
 
 /* An admitted request's bytes: the request record is committed before
  * the final byte passes. */
@@ -186,13 +187,13 @@ static int gate_admit(notary_exchange *ex, notary_backend *nb)
     notary_token_status ts;
 
     if (!nb->key) {
-        return notary_refuse(ex, r, HTTP_BAD_GATEWAY, "02011",
+        return notary_refuse(ex, HTTP_BAD_GATEWAY, "NOTARY02011",
                              "the merchant's backend presented no usable certificate");
     }
     if (ex->token) {
         ts = notary_token_verify_signature(ex->token, nb->key, &detail);
         if (ts != NOTARY_TOKEN_OK) {
-            return notary_refuse(ex, r, HTTP_FORBIDDEN, "02012",
+            return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02012",
                                  detail ? apr_psprintf(r->pool, "%s (%s)",
                                                        notary_token_status_str(ts), detail)
                                         : notary_token_status_str(ts));
@@ -202,7 +203,7 @@ static int gate_admit(notary_exchange *ex, notary_backend *nb)
     else if (!ex->have_session
              || (memcmp(ex->session_backend_sha256, nb->spki_sha256, 32)
                  && !notary_session_refresh(ex, nb->spki_sha256))) {
-        return notary_refuse(ex, r, HTTP_FORBIDDEN, "02014",
+        return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02014",
                              "the merchant's backend presents another key than the "
                              "one the contract session was verified with");
     }
@@ -233,7 +234,7 @@ apr_status_t notary_gate_out(ap_filter_t *f, apr_bucket_brigade *bb)
         if (!brigade_is_metadata(bb)) {
             /* fail closed: bytes on a notary connection with no request
              * bound to them are never relayed */
-            ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, f->c, NOTARYLOG(02015)
+            ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, f->c, "NOTARY02015: "
                           "data on a merchant connection without an admitted "
                           "request: dropped");
             apr_brigade_cleanup(bb);
@@ -270,8 +271,8 @@ apr_status_t notary_gate_out(ap_filter_t *f, apr_bucket_brigade *bb)
 
 /* Response bytes from the backend: what the record filter may record. */
 apr_status_t notary_gate_in(ap_filter_t *f, apr_bucket_brigade *bb,
-                                   ap_input_mode_t mode, apr_read_type_e block,
-                                   apr_off_t readbytes)
+                            ap_input_mode_t mode, apr_read_type_e block,
+                            apr_off_t readbytes)
 {
     notary_backend *nb = f->ctx;
     apr_status_t rv = ap_get_brigade(f->next, bb, mode, block, readbytes);

@@ -1,24 +1,26 @@
 /* mod_notary glue: recording. Request bodies are matched in an input
  * filter, response bodies in an output filter; a message that matches a
  * NotaryRecord rule is committed to PostgreSQL before its receiver gets
- * the final byte.
+ * the final byte. The messages and their states are the exchange's
+ * (notary_exchange.c); here are the brigades.
  *
  * Request (consumer to merchant): the input filter matches and keeps a copy
  * of the body, and holds back the last byte it has seen until it has seen
  * EOS, so mod_proxy can only write the final byte after we know the body
  * is complete (nothing is held while the Content-Length says more is to
- * come: HTTP_IN sends EOS with the final byte). The commit itself happens in the gate on connection B (it
- * needs the key the merchant presented, and sees the header block exactly
- * as sent) before the brigade carrying the final byte passes.
+ * come: HTTP_IN sends EOS with the final byte). The commit itself happens
+ * in the gate on connection B (mod_notary_gate.c: it needs the key the
+ * merchant presented, and sees the header block exactly as sent) before
+ * the brigade carrying the final byte passes.
  *
  * Response (merchant to consumer): the output filter sits between
  * HTTP_HEADER and CHUNK, so it sees the header block as relayed and the
  * body without transfer coding. It holds back everything up to
  * NOTARY_HOLD_MAX (then, once some is released, only the last byte, and
  * none while the Content-Length says more is to come), commits at EOS,
- * then releases the rest. If
- * the commit fails and nothing was released yet, the consumer gets a 503
- * instead; otherwise the connection is aborted before the final byte.
+ * then releases the rest. If the commit fails and nothing was released
+ * yet, the consumer gets a 503 instead; otherwise the connection is
+ * aborted before the final byte.
  */
 #include "notary_exchange.h"
 #include "mod_notary_record.h"
@@ -30,7 +32,6 @@
 #include <ap_mpm.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
-
 
 #include "notary_util.h"
 
@@ -44,7 +45,6 @@ APLOG_USE_MODULE(notary);
  * file first to count it. */
 static ap_filter_rec_t *record_in_handle, *record_in_late_handle;
 static int record_in_wanted;
-
 
 /* Split the last data byte of bb off into a bucket of its own: *tail, or
  * NULL when bb holds no data. */
@@ -78,27 +78,46 @@ static apr_status_t split_last_byte(apr_bucket_brigade *bb, apr_bucket **tail)
     return APR_SUCCESS;
 }
 
-/* A matched message is too large to record: refuse it. */
+/* What a failed message becomes, for its one log line: a request is
+ * refused; a response is answered with status instead, or cut off once
+ * part of it went out (fail_response decides the same way). */
+static const char *outcome(notary_msg *m, int status)
+{
+    if (m->dir == NOTARY_DIR_REQUEST) {
+        return apr_psprintf(m->ex->r->pool, "refused with %d", status);
+    }
+    return m->released ? "part of the response was already sent: connection "
+                         "aborted before its final byte"
+                       : apr_psprintf(m->ex->r->pool, "answered %d instead", status);
+}
+
+/* A matched message is too large to record: refused (its one log line
+ * here), never recorded in part. Returns the status. */
 static int too_large(notary_msg *m, const notary_rule *rule)
 {
     notary_exchange *ex = m->ex;
+    int request = m->dir == NOTARY_DIR_REQUEST;
+    int status = request ? HTTP_REQUEST_ENTITY_TOO_LARGE : HTTP_BAD_GATEWAY;
 
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, ex->r, NOTARYLOG(03008)
-                  "%s of exchange %s matched rule '%s' but is larger than "
-                  "NotaryMaxRecordSize (%" APR_OFF_T_FMT " bytes): refused, "
-                  "never recorded in part", notary_dir_name(m->dir), notary_exchange_id(ex),
-                  rule->as_written, notary_conf_max_record_size(ex->sc));
-    return m->dir == NOTARY_DIR_REQUEST ? HTTP_REQUEST_ENTITY_TOO_LARGE
-                                        : HTTP_BAD_GATEWAY;
+    /* a number per direction: what becomes of the message differs */
+    NOTARY_XLOG(APLOG_ERR, 0, ex, m, "%s: %s of exchange %s matched rule '%s' "
+                "but is larger than NotaryMaxRecordSize (%" APR_OFF_T_FMT
+                " bytes): %s, never recorded in part",
+                request ? "NOTARY03009" : "NOTARY03008", notary_dir_name(m->dir),
+                notary_exchange_id(ex), rule->as_written,
+                notary_conf_max_record_size(ex->sc), outcome(m, status));
+    return status;
 }
 
 /* ---------------------------------------------------------------------
  * Request bodies: input filter.
  */
+/* The request is refused; its one log line, saying why, is written
+ * where the cause was found. */
 static apr_status_t refuse_request(notary_msg *m, int status, const char *reason)
 {
     notary_msg_transit(m, NOTARY_MSG_FAILED);
-    notary_refuse(m->ex, m->ex->r, status, "03009", reason);
+    notary_exchange_refuse(m->ex, status, reason);
     notary_exchange_close_backend(m->ex);
     return APR_EGENERAL;
 }
@@ -159,14 +178,15 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
                 return rv;
             }
             if ((rv = notary_msg_feed(m, d, len)) != APR_SUCCESS) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, NOTARYLOG(03010)
-                              "cannot keep the request body for its record");
+                NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03010: cannot keep "
+                            "the request body for its record; %s",
+                            outcome(m, HTTP_INTERNAL_SERVER_ERROR));
                 return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
                                       "the request could not be kept for its record");
             }
         }
         if (m->eos) {
-            notary_msg_finish(m);
+            notary_msg_end(m);
         }
         rule = notary_msg_rule(m);
         if (rule && notary_spool_over_limit(m->spool)) {
@@ -252,15 +272,12 @@ static apr_status_t abort_response(ap_filter_t *f, notary_msg *m)
 static apr_status_t fail_response(ap_filter_t *f, notary_msg *m, int status,
                                   const char *reason)
 {
-    notary_msg_transit(m, NOTARY_MSG_DROPPED);
-    /* connection A speaks HTTP/1.x (notary_translate): our own raw answer
-     * fits as long as nothing of the response went out */
+    /* connection A speaks HTTP/1.x (notary_route_translate): our own raw
+     * answer fits as long as nothing of the response went out */
     if (!m->released) {
+        notary_msg_transit(m, NOTARY_MSG_DROPPED);
         return replace_response(f, m, status, reason);
     }
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, f->r, NOTARYLOG(03012)
-                  "response of exchange %s already partly sent: connection "
-                  "aborted before its final byte", notary_exchange_id(m->ex));
     return abort_response(f, m);
 }
 
@@ -357,8 +374,9 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
                 }
             }
             else if ((rv = notary_msg_feed(m, d, len)) != APR_SUCCESS) {
-                ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, NOTARYLOG(03013)
-                              "cannot keep the response body for its record");
+                NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03013: cannot keep "
+                            "the response body for its record; %s",
+                            outcome(m, HTTP_SERVICE_UNAVAILABLE));
                 return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE,
                                      "the response could not be kept for its record");
             }
@@ -376,15 +394,15 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
     }
 
     if (m->eos) {
-        notary_msg_finish(m);
+        notary_msg_end(m);
     }
     rule = notary_msg_rule(m);
     if (rule && m->broken) {
         /* never recorded as if whole, never delivered as if whole */
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, NOTARYLOG(03017)
-                      "response of exchange %s matched rule '%s' but the merchant's "
-                      "backend broke off before its end: not recorded, connection "
-                      "aborted", notary_exchange_id(m->ex), rule->as_written);
+        NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03017: response of exchange "
+                    "%s matched rule '%s' but the merchant's backend broke off "
+                    "before its end: not recorded, connection aborted",
+                    notary_exchange_id(m->ex), rule->as_written);
         return abort_response(f, m);
     }
     if (rule && notary_spool_over_limit(m->spool)) {
@@ -416,7 +434,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         return rv;
     }
 
-    if (rule && !notary_msg_commit(m, rule)) {
+    if (rule && !notary_msg_commit(m, rule, outcome(m, HTTP_SERVICE_UNAVAILABLE))) {
         return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE,
                              "the response matched a recording rule and its "
                              "record could not be committed");
@@ -493,7 +511,7 @@ static apr_status_t notary_store_child_init(apr_pool_t *p, server_rec *s)
             rv = notary_store_create(&st, p, sc->database, 0, threads, threads,
                                      apr_time_from_sec(60), timeout);
             if (rv != APR_SUCCESS) {
-                ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, NOTARYLOG(03014)
+                ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY03014: "
                              "cannot create the record store for this child");
                 return rv;
             }

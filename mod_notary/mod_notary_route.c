@@ -33,7 +33,7 @@ static apr_status_t consumer_x509_free(void *x)
 }
 
 /* The client certificate of connection A, straight from its TLS session
- * (HTTP/1.x only, see notary_translate). A new reference, or NULL. */
+ * (HTTP/1.x only, see notary_route_translate). A new reference, or NULL. */
 static X509 *consumer_cert(notary_conn *nc)
 {
     if (!nc->ssl) {
@@ -174,30 +174,30 @@ int notary_route_translate(request_rec *r)
      * could still name this one in :authority. The consumer's identity and
      * the record filters are per connection A, which an h2 stream is not. */
     if (r->connection->master || r->proto_num >= HTTP_VERSION(2, 0)) {
-        return notary_refuse(ex, r, HTTP_MISDIRECTED_REQUEST, "02016",
+        return notary_refuse(ex, HTTP_MISDIRECTED_REQUEST, "NOTARY02016",
                              "HTTP/2 is not relayed: the notary speaks HTTP/1.1 "
                              "with the consumer; connect to this host itself");
     }
     /* The backend comes from NotaryMerchant alone: no forward proxying. */
     if (r->method_number == M_CONNECT) {
-        return notary_refuse(ex, r, HTTP_METHOD_NOT_ALLOWED, "02001",
+        return notary_refuse(ex, HTTP_METHOD_NOT_ALLOWED, "NOTARY02001",
                              "CONNECT is not relayed: the notary is not a forward proxy");
     }
     if (r->proxyreq == PROXYREQ_PROXY || r->parsed_uri.scheme
         || r->parsed_uri.hostname) {
         r->proxyreq = PROXYREQ_NONE;
-        return notary_refuse(ex, r, HTTP_BAD_REQUEST, "02002",
+        return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02002",
                              "absolute request URI refused: the notary is not a "
                              "forward proxy");
     }
     /* parsed_uri.path is normalised (dot segments removed) but still
      * percent-encoded: route on it (name, above) and forward it unchanged */
     if (!name) {
-        return notary_refuse(ex, r, HTTP_BAD_REQUEST, "02003", "malformed request path");
+        return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02003", "malformed request path");
     }
     rest = slash ? slash : "/";
     if (!ap_ssl_conn_is_ssl(r->connection) || !consumer_identify(r, ex)) {
-        return notary_refuse(ex, r, HTTP_FORBIDDEN, "02005",
+        return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02005",
                              "a TLS client certificate is required: the consumer is "
                              "identified by its key");
     }
@@ -205,7 +205,7 @@ int notary_route_translate(request_rec *r)
     notary_exchange_route(ex, apr_hash_get(sc->merchant_by_name, name,
                                            APR_HASH_KEY_STRING));
     if (!ex->merchant) {
-        return notary_refuse(ex, r, HTTP_NOT_FOUND, "02004",
+        return notary_refuse(ex, HTTP_NOT_FOUND, "NOTARY02004",
                              apr_psprintf(r->pool, "no merchant '%s' is registered on "
                                           "this notary", ap_escape_html(r->pool, name)));
     }
@@ -213,7 +213,7 @@ int notary_route_translate(request_rec *r)
     if (r->args && *r->args) {
         if ((st = split_token(r, notary_conf_token_param(sc), r->args,
                               &token, &args)) != 0) {
-            return notary_refuse(ex, r, st, "02006",
+            return notary_refuse(ex, st, "NOTARY02006",
                                  "more than one contract token in the request");
         }
     }
@@ -221,7 +221,7 @@ int notary_route_translate(request_rec *r)
         if (ap_strchr_c(token, '%')) {
             char *dec = apr_pstrdup(r->pool, token);
             if (ap_unescape_urlencoded(dec) != OK) {
-                return notary_refuse(ex, r, HTTP_BAD_REQUEST, "02007",
+                return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02007",
                                      "contract token is not properly URL-encoded");
             }
             token = dec;
@@ -236,7 +236,7 @@ int notary_route_translate(request_rec *r)
                                            &detail);
         }
         if (ts != NOTARY_TOKEN_OK) {
-            return notary_refuse(ex, r, HTTP_FORBIDDEN, "02008",
+            return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02008",
                                  detail ? apr_psprintf(r->pool, "%s (%s)",
                                                        notary_token_status_str(ts), detail)
                                         : notary_token_status_str(ts));
@@ -245,11 +245,11 @@ int notary_route_translate(request_rec *r)
     else {
         switch (notary_session_find(ex)) {
         case NOTARY_SESSION_NONE:
-            return notary_refuse(ex, r, HTTP_FORBIDDEN, "02009",
+            return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02009",
                                  "no contract token and no contract session with "
                                  "this merchant: follow the merchant's contract link");
         case NOTARY_SESSION_EXPIRED:
-            return notary_refuse(ex, r, HTTP_FORBIDDEN, "02010",
+            return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02010",
                                  "contract session expired: follow a new contract link");
         case NOTARY_SESSION_FOUND:
             break;

@@ -21,7 +21,6 @@ static ap_socache_provider_t *session_provider;
 static ap_socache_instance_t *session_cache;
 static apr_global_mutex_t *session_mutex;
 
-
 int notary_session_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
                               apr_pool_t *ptemp)
 {
@@ -69,14 +68,14 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
     session_provider = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
                                           AP_SOCACHE_PROVIDER_VERSION);
     if (!session_provider) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, NOTARYLOG(01101)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY01101: "
                      "NotarySessionCache: unknown socache provider '%s' "
                      "(load mod_socache_%s)", name, name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     err = session_provider->create(&session_cache, args, ptemp, pconf);
     if (err) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, NOTARYLOG(01102)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY01102: "
                      "NotarySessionCache '%s': %s", spec, err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -84,7 +83,7 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
         rv = ap_global_mutex_create(&session_mutex, NULL, SESSION_MUTEX, NULL,
                                     s, pconf, 0);
         if (rv != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, NOTARYLOG(01103)
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01103: "
                          "cannot create the contract session mutex");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -92,7 +91,7 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
     rv = session_provider->init(session_cache, "mod_notary-session", &hints,
                                 s, pconf);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, NOTARYLOG(01104)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01104: "
                      "cannot initialise the contract session cache '%s'", spec);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -122,7 +121,7 @@ void notary_session_child_init(apr_pool_t *p, server_rec *s)
                                      apr_global_mutex_lockfile(session_mutex),
                                      p);
     if (rv != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, NOTARYLOG(01106)
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01106: "
                      "cannot attach the contract session mutex in a child");
     }
 }
@@ -182,8 +181,8 @@ static int session_lookup(notary_exchange *ex, notary_session *out)
     }
     session_id(ex, id);
     if ((rv = session_lock()) != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, ex->r, NOTARYLOG(02101)
-                      "contract session cache: cannot lock");
+        NOTARY_XLOG(APLOG_ERR, rv, ex, NULL, "NOTARY02101: contract session "
+                    "cache: cannot lock to look up a session");
         return 0;
     }
     rv = session_provider->retrieve(session_cache, ex->r->server, id,
@@ -215,8 +214,8 @@ static void session_store(notary_exchange *ex,
     }
     session_id(ex, id);
     if ((rv = session_lock()) != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, ex->r, NOTARYLOG(02102)
-                      "contract session cache: cannot lock");
+        NOTARY_XLOG(APLOG_ERR, rv, ex, NULL, "NOTARY02102: contract session "
+                    "cache: cannot lock to store a session");
         return;
     }
     rv = session_provider->store(session_cache, ex->r->server, id, sizeof(id),
@@ -226,9 +225,9 @@ static void session_store(notary_exchange *ex,
     session_unlock();
     if (rv != APR_SUCCESS) {
         /* the request itself is admitted; only later token-less ones suffer */
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, rv, ex->r, NOTARYLOG(02103)
-                      "contract session for merchant '%s' could not be "
-                      "stored (cache full?)", ex->merchant->name);
+        NOTARY_XLOG(APLOG_WARNING, rv, ex, NULL, "NOTARY02103: contract "
+                    "session for merchant '%s' could not be stored (cache "
+                    "full?)", ex->merchant->name);
     }
 }
 
@@ -279,12 +278,12 @@ void notary_session_open(notary_exchange *ex, const unsigned char backend_sha256
     sess.exp = ex->token->exp;
     memcpy(sess.backend_sha256, backend_sha256, 32);
     memo_set(ex, &sess);
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, ex->r, NOTARYLOG(02013)
-                  "contract session opened: merchant %s, consumer key "
-                  "sha256 %s, until %" APR_INT64_T_FMT "%s%s",
-                  ex->merchant->name, notary_exchange_consumer_fp(ex), ex->token->exp,
-                  ex->token->jti ? ", jti " : "",
-                  ex->token->jti ? ex->token->jti : "");
+    /* the consumer's key is in the line's context */
+    NOTARY_XLOG(APLOG_INFO, 0, ex, NULL, "NOTARY02013: contract session "
+                "opened: merchant %s, until %" APR_INT64_T_FMT "%s%s",
+                ex->merchant->name, ex->token->exp,
+                ex->token->jti ? ", jti " : "",
+                ex->token->jti ? ex->token->jti : "");
 }
 
 int notary_session_refresh(notary_exchange *ex, const unsigned char backend_sha256[32])

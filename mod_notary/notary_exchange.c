@@ -58,34 +58,6 @@ void notary_exchange_admit(notary_exchange *ex, const unsigned char *spki,
     ex->admitted = 1;
 }
 
-const char *notary_exchange_consumer_fp(const notary_exchange *ex)
-{
-    return ex && ex->consumer
-        ? notary_hex(ex->r->pool, ex->consumer->spki_sha256, 32) : "-";
-}
-
-int notary_refuse(notary_exchange *ex, request_rec *r, int status,
-                  const char *lognum, const char *reason)
-{
-    ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r,
-                  "NOTARY%s: refused %s %s: %s (merchant %s, consumer key "
-                  "sha256 %s)", lognum, r->method, r->uri, reason,
-                  ex && ex->merchant ? ex->merchant->name : "-",
-                  notary_exchange_consumer_fp(ex));
-    ap_custom_response(r, status,
-                       /* must not parse as a URL, or httpd takes it for a redirect */
-                       apr_pstrcat(r->pool, "notary refused the request: ",
-                                   reason, "\n", NULL));
-    if (ex) {
-        ex->refusal_status = status;
-        ex->refusal_reason = reason;
-    }
-    return status;
-}
-
-/* ---------------------------------------------------------------------
- * Its messages.
- */
 /* The exchange's id, drawn when a message of it is first recorded or
  * logged: exchanges that match nothing cost no random bytes. OpenSSL's
  * DRBG; without random bytes there is no unique id, so nothing of this
@@ -99,7 +71,7 @@ const char *notary_exchange_id(notary_exchange *ex)
     }
     if (RAND_bytes(rnd, sizeof(rnd)) != 1
         && apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, ex->r, NOTARYLOG(03016)
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, ex->r, "NOTARY03016: "
                       "no random bytes for an exchange id: matched messages of "
                       "this exchange will be refused");
         ex->id = "";
@@ -110,6 +82,67 @@ const char *notary_exchange_id(notary_exchange *ex)
     return ex->id;
 }
 
+const char *notary_exchange_consumer_fp(const notary_exchange *ex)
+{
+    return ex && ex->consumer
+        ? notary_hex(ex->r->pool, ex->consumer->spki_sha256, 32) : "-";
+}
+
+static const char *admission_str(const notary_exchange *ex)
+{
+    return ex->refusal_status ? "refused"
+         : ex->admitted ? "admitted"
+         : ex->merchant ? "routed" : "new";
+}
+
+void notary_exchange_log(const char *file, int line, int module_index,
+                         int level, apr_status_t rv, notary_exchange *ex,
+                         const notary_msg *m, const char *fmt, ...)
+{
+    request_rec *r = ex->r;
+    const char *msg;
+    va_list ap;
+
+    if (!APLOG_R_MODULE_IS_LEVEL(r, module_index, level)) {
+        return;   /* nothing formatted, no exchange id drawn */
+    }
+    va_start(ap, fmt);
+    msg = apr_pvsprintf(r->pool, fmt, ap);
+    va_end(ap);
+    ap_log_rerror_(file, line, module_index, level, rv, r,
+                   "%s (exchange %s, merchant %s, %s %s, consumer key sha256 %s)",
+                   msg, *notary_exchange_id(ex) ? ex->id : "-",
+                   ex->merchant ? ex->merchant->name : "-",
+                   m ? notary_dir_name(m->dir) : "exchange",
+                   m ? notary_msg_state_str(m->state) : admission_str(ex),
+                   notary_exchange_consumer_fp(ex));
+}
+
+int notary_exchange_refuse(notary_exchange *ex, int status, const char *reason)
+{
+    ap_custom_response(ex->r, status,
+                       /* must not parse as a URL, or httpd takes it for a redirect */
+                       apr_pstrcat(ex->r->pool, "notary refused the request: ",
+                                   reason, "\n", NULL));
+    ex->refusal_status = status;
+    ex->refusal_reason = reason;
+    return status;
+}
+
+int notary_exchange_refuse_logged(const char *file, int line, int module_index,
+                                  notary_exchange *ex, int status,
+                                  const char *lognum, const char *reason)
+{
+    notary_exchange_refuse(ex, status, reason);
+    notary_exchange_log(file, line, module_index, APLOG_ERR, 0, ex, NULL,
+                        "%srefused %s %s: %s", lognum, ex->r->method,
+                        ex->r->uri, reason);
+    return status;
+}
+
+/* ---------------------------------------------------------------------
+ * Its messages.
+ */
 /* A message that may be recorded is under way: the store counts it, so
  * that a commit about to start can wait a moment for its record and take
  * it along -- one transaction for several rows when the notary is busy
@@ -217,11 +250,10 @@ int notary_msg_transit(notary_msg *m, notary_msg_state to)
     notary_msg_state from = m->state;
 
     if ((unsigned)to >= NOTARY_MSG_STATES || !transitions[from][to]) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, m->ex->r, NOTARYLOG(03018)
-                      "%s of exchange %s: state %s cannot become %s "
-                      "(internal error; state kept)", notary_dir_name(m->dir),
-                      notary_exchange_id(m->ex), notary_msg_state_str(from),
-                      notary_msg_state_str(to));
+        NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03018: %s of exchange %s: "
+                    "state %s cannot become %s (internal error; state kept)",
+                    notary_dir_name(m->dir), notary_exchange_id(m->ex),
+                    notary_msg_state_str(from), notary_msg_state_str(to));
         return 0;
     }
     m->state = to;
@@ -287,19 +319,19 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
                                       notary_media_charset(r->pool, ctype),
                                       cenc, NOTARY_MAX_DECODED, &flags)
             != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, NOTARYLOG(03001)
-                          "cannot start matching the %s body", notary_dir_name(m->dir));
+            NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03001: cannot start "
+                        "matching the %s body", notary_dir_name(m->dir));
             return 0;
         }
         if (flags & NOTARY_MATCH_F_CHARSET_UNKNOWN) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, NOTARYLOG(03002)
-                          "%s body: unknown charset in '%s', matched as UTF-8",
-                          notary_dir_name(m->dir), ctype);
+            NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03002: %s body: "
+                        "unknown charset in '%s', matched as UTF-8",
+                        notary_dir_name(m->dir), ctype);
         }
         if (flags & NOTARY_MATCH_F_ENCODING_UNSUPPORTED) {
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, NOTARYLOG(03003)
-                          "%s body: Content-Encoding '%s' cannot be decoded, "
-                          "matched as transmitted", notary_dir_name(m->dir), cenc);
+            NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03003: %s body: "
+                        "Content-Encoding '%s' cannot be decoded, matched as "
+                        "transmitted", notary_dir_name(m->dir), cenc);
         }
     }
     if (!m->ms && m->type_rule < 0) {
@@ -310,8 +342,8 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
     if (notary_spool_create(&m->spool, r->pool, NOTARY_SPOOL_MEMORY,
                             notary_conf_max_record_size(m->ex->sc), NULL)
         != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, NOTARYLOG(03004)
-                      "cannot keep the %s body for its record", notary_dir_name(m->dir));
+        NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03004: cannot keep the %s "
+                    "body for its record", notary_dir_name(m->dir));
         return 0;
     }
     if (clen > 0) {
@@ -325,7 +357,7 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
 }
 
 /* The body has ended: flush the matcher and say what it could not see. */
-void notary_msg_finish(notary_msg *m)
+void notary_msg_end(notary_msg *m)
 {
     unsigned flags;
 
@@ -335,14 +367,14 @@ void notary_msg_finish(notary_msg *m)
     notary_match_stream_finish(m->ms);
     flags = notary_match_stream_flags(m->ms);
     if (flags & (NOTARY_MATCH_F_DECODE_LIMIT | NOTARY_MATCH_F_DECODE_ERROR)) {
-        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, m->ex->r, NOTARYLOG(03015)
-                      "%s body: matched only the first %" APR_SIZE_T_FMT
-                      " decoded bytes (%s); relayed unchanged",
-                      notary_dir_name(m->dir), notary_match_stream_decoded(m->ms),
-                      (flags & NOTARY_MATCH_F_DECODE_LIMIT)
-                          ? "decoding limit reached"
-                          : notary_match_stream_error(m->ms)
-                                ? notary_match_stream_error(m->ms) : "undecodable");
+        NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03015: "
+                    "%s body: matched only the first %" APR_SIZE_T_FMT
+                    " decoded bytes (%s); relayed unchanged",
+                    notary_dir_name(m->dir), notary_match_stream_decoded(m->ms),
+                    (flags & NOTARY_MATCH_F_DECODE_LIMIT)
+                        ? "decoding limit reached"
+                        : notary_match_stream_error(m->ms)
+                              ? notary_match_stream_error(m->ms) : "undecodable");
     }
 }
 
@@ -449,7 +481,8 @@ static void header_block(notary_msg *m, const char **h, apr_size_t *len)
     }
 }
 
-int notary_msg_commit(notary_msg *m, const notary_rule *rule)
+int notary_msg_commit(notary_msg *m, const notary_rule *rule,
+                      const char *outcome)
 {
     notary_exchange *ex = m->ex;
     request_rec *r = ex->r;
@@ -463,9 +496,9 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule)
     /* a body in the temporary file is streamed and hashed by the store */
     if ((rv = notary_spool_body(m->spool, &body, &blen, &rec.body_file, sha)) != APR_SUCCESS) {
         unannounce(m);
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, NOTARYLOG(03005)
-                      "cannot read back the %s body kept for its record",
-                      notary_dir_name(m->dir));
+        NOTARY_XLOG(APLOG_ERR, rv, ex, m, "NOTARY03005: cannot read back the "
+                    "%s body kept for its record; %s", notary_dir_name(m->dir),
+                    outcome);
         return 0;
     }
     rec.recorded_at = apr_time_now();
@@ -508,17 +541,19 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule)
         rv = notary_store_insert(ex->sc->store, &rec, r->pool, &err);
     }
     if (rv != APR_SUCCESS) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r, NOTARYLOG(03006)
-                      "%s of exchange %s matched rule '%s' but its record was "
-                      "not committed: %s; the exchange fails (merchant %s)",
-                      rec.direction, notary_exchange_id(ex), rule->as_written,
-                      err ? err : "unknown error", ex->merchant->name);
+        /* a number per direction: what fails differs (a request is
+         * refused whole, a response may be cut off) */
+        NOTARY_XLOG(APLOG_ERR, rv, ex, m, "%s: %s of exchange %s matched rule "
+                    "'%s' but its record was not committed: %s; the exchange "
+                    "fails: %s",
+                    m->dir == NOTARY_DIR_REQUEST ? "NOTARY03011" : "NOTARY03006",
+                    rec.direction, notary_exchange_id(ex), rule->as_written,
+                    err ? err : "unknown error", outcome);
         return 0;
     }
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, NOTARYLOG(03007)
-                  "recorded %s of exchange %s: rule '%s', %" APR_SIZE_T_FMT
-                  " bytes, merchant %s", rec.direction, notary_exchange_id(ex),
-                  rule->as_written, blen, ex->merchant->name);
+    NOTARY_XLOG(APLOG_INFO, 0, ex, m, "NOTARY03007: recorded %s of exchange %s: "
+                "rule '%s', %" APR_SIZE_T_FMT " bytes", rec.direction,
+                notary_exchange_id(ex), rule->as_written, blen);
     notary_msg_transit(m, NOTARY_MSG_COMMITTED);
     return 1;
 }
@@ -564,7 +599,7 @@ void notary_exchange_setup(notary_exchange *ex)
         m->rs = ex->merchant->rules[d];
         ex->msg[d] = m;
         /* Announced now only where a type rule may match: with contains
-         * rules alone, at the match (msg_sure), so that exchanges that
+         * rules alone, at the match (MATCHED), so that exchanges that
          * match nothing never hold up a commit. A request without a body
          * has nothing to record; a response whose request may be recorded
          * comes only after that record, so it is announced then (a commit

@@ -3,8 +3,9 @@
  * the parties (consumer, merchant), the admission, and both messages with
  * their states. The glue hooks work on it through the small API below
  * (create/route in translate, setup at fixups, admit on connection B,
- * start/feed/end/commit for each message, refuse, abandon). Also the
- * per-connection state of connections A and B.
+ * start/feed/end/commit for each message, refuse, abandon) and the log
+ * line's context (NOTARY_XLOG). Also the per-connection slot of
+ * connections A and B.
  *
  * Glue, not core: it is per request, so it knows httpd. It calls the core
  * and the configuration getters, never another glue file. */
@@ -25,14 +26,17 @@ typedef struct notary_exchange notary_exchange;
  * through notary_msg_transit(), which allows only the moves drawn here
  * and does what entering a state means for the store's count.
  *
- *   IDLE --start--> OPEN --a rule matches--> MATCHED
+ *   idle --start--> open --a rule matches--> matched
  *     |               |                         |
- *     |               +--ends, no rule--> PASSED |
- *     +--cannot match / not the merchant's --^   |
- *                     OPEN or MATCHED --record committed--> COMMITTED
- *   any state not final --the exchange fails--> FAILED (a request, or a
- *     message of an abandoned exchange) or DROPPED (a response we
- *     replaced by our own answer or cut off)
+ *     |               | ends, no rule           | record committed
+ *     |               v                         v
+ *     +-----------> passed                  committed  (from open too: a
+ *    cannot match, or not                             rule may match only
+ *    the merchant's message                           as the body ends)
+ *
+ *   not final --the exchange fails--> failed (a request; any message of
+ *     an abandoned exchange) or dropped (a response we replaced by our
+ *     own answer, or cut off)
  *
  * PASSED, COMMITTED, FAILED and DROPPED are final. */
 typedef enum {
@@ -153,9 +157,36 @@ const char *notary_exchange_id(notary_exchange *ex);
 /* hex SHA-256 of the consumer's SubjectPublicKeyInfo, "-" if unknown */
 const char *notary_exchange_consumer_fp(const notary_exchange *ex);
 
-/* Refusals: one log line with our number, the reason in the body. */
-int notary_refuse(notary_exchange *ex, request_rec *r, int status,
-                  const char *lognum, const char *reason);
+/* One log line about an exchange, as mod_h2's H2_STRM_LOG does for a
+ * stream: our number first, written literally at the call
+ * ("NOTARY03008: ..."), then the message, then the exchange's context:
+ *   (exchange ID, merchant NAME, DIRECTION STATE, consumer key sha256 HEX)
+ * where DIRECTION STATE is m's ("response open") or, without m, the
+ * admission's ("exchange refused"). The context goes last so that the
+ * line still begins with its number, as httpd's own AHnnnnn lines do. */
+#define NOTARY_XLOG(level, rv, ex, m, ...) \
+    notary_exchange_log(APLOG_MARK, (level), (rv), (ex), (m), __VA_ARGS__)
+void notary_exchange_log(const char *file, int line, int module_index,
+                         int level, apr_status_t rv, notary_exchange *ex,
+                         const notary_msg *m, const char *fmt, ...)
+#ifdef __GNUC__
+    __attribute__((format(printf, 8, 9)))
+#endif
+    ;
+
+/* Refuse the exchange: status, and the reason in the body (and in
+ * mod_proxy's request_status hook). Logs nothing: the line saying why
+ * was written where the cause was found (one line per refusal). */
+int notary_exchange_refuse(notary_exchange *ex, int status, const char *reason);
+/* The same with its one line, "NOTARYnnnnn: refused METHOD URI: reason
+ * (context)"; lognum is a string literal "NOTARYnnnnn", so that grep
+ * finds the number where it is logged. Returns status. */
+#define notary_refuse(ex, status, lognum, reason) \
+    notary_exchange_refuse_logged(APLOG_MARK, (ex), (status), lognum ": ", \
+                                  (reason))
+int notary_exchange_refuse_logged(const char *file, int line, int module_index,
+                                  notary_exchange *ex, int status,
+                                  const char *lognum, const char *reason);
 
 /* --- its messages ---------------------------------------------------- */
 
@@ -167,14 +198,18 @@ apr_off_t notary_body_length(apr_table_t *h);
 int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
                      apr_off_t clen, int clen_now);
 apr_status_t notary_msg_feed(notary_msg *m, const char *d, apr_size_t len);
-/* the body has ended: flush the matcher */
-void notary_msg_finish(notary_msg *m);
+/* the body has ended (eos seen): flush the matcher, say what it could
+ * not see */
+void notary_msg_end(notary_msg *m);
 /* the header block as relayed; returns how many bytes of d belong to it */
 apr_size_t notary_msg_headers(notary_msg *m, const char *d, apr_size_t len);
 /* the rule that matched (first in httpd.conf order), or NULL */
 const notary_rule *notary_msg_rule(notary_msg *m);
-/* write the record; 1 committed (COMMITTED), 0 not (logged) */
-int notary_msg_commit(notary_msg *m, const notary_rule *rule);
+/* write the record; 1 committed (COMMITTED), 0 not: logged as the
+ * exchange's one line for it, saying what becomes of the message --
+ * outcome, e.g. "refused with 503" */
+int notary_msg_commit(notary_msg *m, const notary_rule *rule,
+                      const char *outcome);
 /* the one way a message changes state; 0 if the move is not allowed
  * (logged, state unchanged) */
 int notary_msg_transit(notary_msg *m, notary_msg_state to);
