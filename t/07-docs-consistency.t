@@ -105,9 +105,14 @@ my @order = qw(mod_notary mod_notary_route mod_notary_gate mod_notary_record
                mod_notary_session notary_exchange mod_notary_config);
 my %rank = map { $order[$_] => $_ } 0 .. $#order;
 my (%obj, %defines, %uses);
+# libtool's PIC objects first; automake prefixes a target's name
+# ("la-", "mod_notary_la-") when the target has flags of its own
 for my $dir ("$build/mod_notary/.libs", "$build/mod_notary") {
-    for my $o (grep { -f } glob("$dir/la-mod_notary*.o"), "$dir/la-notary_exchange.o") {
-        (my $name = $o) =~ s{.*/la-(.*)\.o$}{$1};
+    for my $o (glob("$dir/*.o")) {
+        (my $name = $o) =~ s{.*/}{};
+        $name =~ s/\.o$//;
+        $name =~ s/^(?:mod_notary_)?la-//;
+        next unless $name =~ /^mod_notary/ || $name eq 'notary_exchange';
         $obj{$name} ||= $o;
     }
 }
