@@ -1,15 +1,23 @@
-/* mod_notary directives: parse, validate, create/merge.
+/* mod_notary directives: parse, validate, create/merge; each merchant's
+ * mod_proxy worker; the checks of the whole configuration at start-up.
  * Every directive is documented in conf/notary.conf and README.md with
  * syntax, default, context and an example; keep the help strings in step. */
-#include "mod_notary.h"
+#include "mod_notary_config.h"
+
+#include <dlfcn.h>
 
 #include <http_core.h>
 #include <apr_strings.h>
 #include <apr_lib.h>
 #include <ap_provider.h>
+#include <ap_socache.h>
 #include <libpq-fe.h>
 
-const char *notary_session_cache_spec = NULL;
+#include <mod_proxy.h>
+
+APLOG_USE_MODULE(notary);
+
+static const char *session_cache_spec = NULL;
 
 void *notary_create_srv_conf(apr_pool_t *p, server_rec *s)
 {
@@ -75,6 +83,62 @@ apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc)
 {
     return sc->db_timeout != NOTARY_UNSET ? sc->db_timeout
                                           : NOTARY_DEFAULT_DB_TIMEOUT;
+}
+
+/* ---------------------------------------------------------------------
+ * Workers: one pooled mod_proxy worker per merchant URL, defined the way
+ * ProxyPass does. The functions are looked up at run time so that
+ * mod_notary may be loaded before mod_proxy (Debian loads *.load files in
+ * alphabetical order).
+ */
+typedef proxy_worker *(*get_worker_fn)(apr_pool_t *, proxy_balancer *,
+                                       proxy_server_conf *, const char *,
+                                       unsigned int);
+typedef char *(*define_worker_fn)(apr_pool_t *, proxy_worker **,
+                                  proxy_balancer *, proxy_server_conf *,
+                                  const char *, unsigned int);
+
+static const char *define_worker(cmd_parms *cmd, notary_merchant *m)
+{
+    module *proxy = ap_find_linked_module("mod_proxy.c");
+    get_worker_fn get_worker;
+    define_worker_fn define_worker;
+    proxy_server_conf *pconf;
+    proxy_worker *worker;
+    char *err;
+
+    if (!proxy || !ap_find_linked_module("mod_ssl.c")) {
+        return "NotaryMerchant: mod_proxy, mod_proxy_http and mod_ssl must be "
+               "loaded (LoadModule) before merchants are registered";
+    }
+    get_worker = (get_worker_fn)dlsym(RTLD_DEFAULT, "ap_proxy_get_worker_ex");
+    define_worker = (define_worker_fn)dlsym(RTLD_DEFAULT,
+                                            "ap_proxy_define_worker_ex");
+    if (!get_worker || !define_worker) {
+        return "NotaryMerchant: this mod_proxy lacks ap_proxy_define_worker_ex "
+               "(httpd 2.4.56 or later is required)";
+    }
+    /* a vhost's configs are created lazily, per module, as its directives
+     * appear: create mod_proxy's as a ProxyPass here would */
+    ap_set_config_vectors(cmd->server, cmd->context, cmd->path, proxy, cmd->pool);
+    pconf = ap_get_module_config(cmd->server->module_config, proxy);
+    worker = get_worker(cmd->temp_pool, NULL, pconf, m->url,
+                        AP_PROXY_WORKER_IS_PREFIX);
+    if (worker) {
+        return NULL;   /* same backend as another merchant: share its pool */
+    }
+    err = define_worker(cmd->pool, &worker, NULL, pconf, m->url,
+                        AP_PROXY_WORKER_IS_PREFIX);
+    if (err) {
+        return apr_psprintf(cmd->pool, "NotaryMerchant: %s", err);
+    }
+    PROXY_COPY_CONF_PARAMS(worker, pconf);
+    return NULL;
+}
+
+const char *notary_conf_session_cache(void)
+{
+    return session_cache_spec;
 }
 
 static notary_srv_conf *cmd_conf(cmd_parms *cmd)
@@ -190,7 +254,7 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
         || ap_strchr_c(m->url, ' ')) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: '%s' is malformed", url);
     }
-    if ((err = notary_proxy_define_worker(cmd, m)) != NULL) {
+    if ((err = define_worker(cmd, m)) != NULL) {
         return err;
     }
     APR_ARRAY_PUSH(sc->merchants, notary_merchant *) = m;
@@ -338,7 +402,7 @@ static const char *set_db_timeout(cmd_parms *cmd, void *dc, const char *arg)
 }
 
 /* post_config: one matcher per merchant and direction, rules in conf order */
-const char *notary_conf_compile_rules(apr_pool_t *p, server_rec *s)
+static const char *compile_rules(apr_pool_t *p, server_rec *s)
 {
     for (; s; s = s->next) {
         notary_srv_conf *sc = ap_get_module_config(s->module_config,
@@ -397,6 +461,75 @@ const char *notary_conf_compile_rules(apr_pool_t *p, server_rec *s)
     return NULL;
 }
 
+/* ---------------------------------------------------------------------
+ * Start-up: the configuration as a whole.
+ */
+int notary_config_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                             apr_pool_t *ptemp)
+{
+    session_cache_spec = NULL;
+    return OK;
+}
+
+int notary_config_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                              apr_pool_t *ptemp, server_rec *s)
+{
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    for (; s; s = s->next) {
+        notary_srv_conf *sc = ap_get_module_config(s->module_config,
+                                                   &notary_module);
+        if (notary_conf_engine(sc) && sc->merchants->nelts == 0) {
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "NOTARY01105: "
+                         "NotaryEngine On but no NotaryMerchant on %s:%d: "
+                         "every request will be answered 404",
+                         s->server_hostname, s->port);
+        }
+    }
+    return OK;
+}
+
+/* After the vhosts are merged, also under apachectl -t: rules compiled,
+ * cross-directive mistakes refused. */
+int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                               apr_pool_t *ptemp, server_rec *s)
+{
+    const char *err = compile_rules(pconf, s);
+    server_rec *vs;
+    int i;
+
+    if (err) {
+        ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
+                     "NOTARY01107: " "%s", err);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* The record filters read HTTP/1.1 messages, and the contract session
+     * and consumer key are kept per connection: an h2 stream would slip
+     * past both. Refuse rather than relay it unrecorded. */
+    for (vs = s; vs; vs = vs->next) {
+        core_server_config *core = ap_get_core_module_config(vs->module_config);
+        if (!notary_conf_engine(ap_get_module_config(vs->module_config, &notary_module))
+            || !core->protocols) {
+            continue;
+        }
+        for (i = 0; i < core->protocols->nelts; i++) {
+            const char *proto = APR_ARRAY_IDX(core->protocols, i, const char *);
+            if (!ap_cstr_casecmp(proto, "h2") || !ap_cstr_casecmp(proto, "h2c")) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
+                             "NOTARY01108: " "Protocols lists %s for the notary "
+                             "vhost %s:%d (%s:%d): mod_notary relays and records "
+                             "HTTP/1.1 only; set 'Protocols http/1.1' there",
+                             proto, vs->server_hostname ? vs->server_hostname : "*",
+                             vs->port, vs->defn_name ? vs->defn_name : "?",
+                             vs->defn_line_number);
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+    }
+    return OK;
+}
+
 static const char *set_session_cache(cmd_parms *cmd, void *dc, const char *arg)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -413,7 +546,7 @@ static const char *set_session_cache(cmd_parms *cmd, void *dc, const char *arg)
                             "provider '%s' (load mod_socache_%s before this "
                             "line)", name, name);
     }
-    notary_session_cache_spec = arg;
+    session_cache_spec = arg;
     return NULL;
 }
 

@@ -1,25 +1,20 @@
-/* mod_notary: shared declarations of the httpd glue (config, proxy, filters).
+/* mod_notary configuration: the per-server config, merchants and rules, and
+ * the getters the other glue files read it through (mod_notary_config.c).
  * The core units (notary_token, notary_match, notary_store) know nothing of
- * httpd; only the files that include this header do. */
-#ifndef MOD_NOTARY_H
-#define MOD_NOTARY_H
+ * httpd; only the glue files, which include this header, do. */
+#ifndef MOD_NOTARY_CONFIG_H
+#define MOD_NOTARY_CONFIG_H
 
 #include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
 #include <apr_hash.h>
 #include <apr_uri.h>
-#include <ap_socache.h>
-#include <openssl/evp.h>
 
 #include "notary_token.h"
 #include "notary_match.h"
 #include "notary_store.h"
 #include "notary_spool.h"
-
-/* Log lines carry our own numbers: NOTARY01xxx config, 02xxx admission,
- * 03xxx recording. APLOGNO() is httpd's; these are the same idea. */
-#define NOTARYLOG(n) "NOTARY" #n ": "
 
 #define NOTARY_UNSET (-1)
 #define NOTARY_DEFAULT_TOKEN_PARAM "notary_token"
@@ -80,34 +75,6 @@ typedef struct notary_srv_conf {
     server_rec *s;
 } notary_srv_conf;
 
-/* Per-request state, in r->request_config. */
-typedef struct notary_req {
-    request_rec *r;
-    const notary_srv_conf *sc;
-    const notary_merchant *merchant;
-    /* consumer: the TLS client certificate of connection A */
-    unsigned char cert_sha256[32];      /* x5t#S256 */
-    const unsigned char *consumer_spki; apr_size_t consumer_spki_len;
-    unsigned char consumer_spki_sha256[32];
-    /* admission */
-    notary_token *token;                /* verified against the backend key */
-    int have_session;                   /* a contract session was found */
-    unsigned char session_backend_sha256[32];
-    int admitted;
-    /* merchant: the key its backend presented on connection B */
-    const unsigned char *merchant_spki; apr_size_t merchant_spki_len;
-    unsigned char merchant_spki_sha256[32];
-    /* recording */
-    const char *exchange_id;
-    const char *backend_uri;            /* path and query sent to the backend */
-    struct notary_msg *msg[2];          /* request, response; NULL: not recorded */
-    conn_rec *backend_c;                /* connection B while relaying */
-    int from_backend;                   /* response bytes came from the backend */
-    /* refusal, if any, reported through mod_proxy's request_status hook */
-    int refusal_status;
-    const char *refusal_reason;
-} notary_req;
-
 /* mod_notary_config.c */
 extern const command_rec notary_cmds[];
 void *notary_create_srv_conf(apr_pool_t *p, server_rec *s);
@@ -117,28 +84,16 @@ apr_int64_t notary_conf_token_max_age(const notary_srv_conf *sc);
 apr_off_t notary_conf_max_record_size(const notary_srv_conf *sc);
 int notary_conf_engine(const notary_srv_conf *sc);
 
-/* session cache (mod_notary_config.c holds the directive, mod_notary_proxy.c uses it) */
-extern const char *notary_session_cache_spec;   /* "provider[:args]", NULL = shmcb */
-
 apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc);
-/* compile each merchant's rules (post_config); NULL or an error message */
-const char *notary_conf_compile_rules(apr_pool_t *p, server_rec *s);
+/* NotarySessionCache: "provider[:args]", NULL = shmcb */
+const char *notary_conf_session_cache(void);
 
-/* mod_notary_filter.c: recording */
-void notary_filter_register_hooks(apr_pool_t *p);
-void notary_record_setup(notary_req *nr);            /* fixups */
-/* The exchange was refused or failed in mod_proxy: nothing of it will be
- * recorded (its messages stop holding up other commits). */
-void notary_record_abandon(notary_req *nr);
-/* on connection B, before bytes pass: capture the request header block,
- * commit the request record once its body is complete. 0 or an HTTP status */
-int notary_record_gate(notary_req *nr, apr_bucket_brigade *bb);
-apr_status_t notary_store_child_init(apr_pool_t *p, server_rec *s);
-
-/* mod_notary_proxy.c */
-int notary_refuse(notary_req *nr, request_rec *r, int status,
-                  const char *lognum, const char *reason);
-void notary_proxy_register_hooks(apr_pool_t *p);
-const char *notary_proxy_define_worker(cmd_parms *cmd, notary_merchant *m);
+/* hooks (registered in mod_notary.c) */
+int notary_config_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                              apr_pool_t *ptemp, server_rec *s);
+int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                               apr_pool_t *ptemp, server_rec *s);
+int notary_config_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
+                             apr_pool_t *ptemp);
 
 #endif
