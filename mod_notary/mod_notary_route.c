@@ -17,6 +17,7 @@
 #include <mod_proxy.h>
 
 #include "notary_util.h"
+#include "notary_target.h"
 
 APLOG_USE_MODULE(notary);
 
@@ -146,7 +147,7 @@ int notary_route_translate(request_rec *r)
     notary_srv_conf *sc = ap_get_module_config(r->server->module_config,
                                                &notary_module);
     notary_exchange *ex;
-    const char *path, *slash = NULL, *name = NULL, *rest, *args = NULL, *token = NULL;
+    const char *name = NULL, *rest = NULL, *target_err = NULL, *args = NULL, *token = NULL;
     const char *detail = NULL;
     notary_token_status ts;
     int st;
@@ -154,10 +155,12 @@ int notary_route_translate(request_rec *r)
     if (!notary_conf_engine(sc)) {
         return DECLINED;
     }
-    path = r->parsed_uri.path;
-    if (path && path[0] == '/') {
-        slash = ap_strchr_c(path + 1, '/');
-        name = slash ? apr_pstrmemdup(r->pool, path + 1, slash - path - 1) : path + 1;
+    /* Route on the raw request-target, not r->parsed_uri.path: httpd has
+     * decoded that in place, and forwarding it would decode it again at the
+     * merchant (notary_target.h says why). */
+    if (notary_target_split(r->pool, r->unparsed_uri, &name, &rest,
+                            &target_err) != APR_SUCCESS) {
+        name = NULL;
     }
     /* A request the server's own configuration made -- an internal
      * redirect to an ErrorDocument, a subrequest -- is served locally, as
@@ -190,12 +193,11 @@ int notary_route_translate(request_rec *r)
                              "absolute request URI refused: the notary is not a "
                              "forward proxy");
     }
-    /* parsed_uri.path is normalised (dot segments removed) but still
-     * percent-encoded: route on it (name, above) and forward it unchanged */
     if (!name) {
-        return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02003", "malformed request path");
+        return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02003",
+                             apr_pstrcat(r->pool, "malformed request path: ",
+                                         target_err, NULL));
     }
-    rest = slash ? slash : "/";
     if (!ap_ssl_conn_is_ssl(r->connection) || !consumer_identify(r, ex)) {
         return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02005",
                              "a TLS client certificate is required: the consumer is "
@@ -269,9 +271,16 @@ int notary_route_translate(request_rec *r)
                            strlen(ex->merchant->uri.path) - 1),
             rest, args && *args ? "?" : "", args, NULL);
     }
+    /* rest has no dot segments left, so base + rest stays in the base;
+     * checked all the same, since leaving it is another merchant's space */
+    if (!notary_target_within(ex->merchant->uri.path, ex->backend_uri)) {
+        return notary_refuse(ex, HTTP_BAD_REQUEST, "NOTARY02017",
+                             "the path would leave the merchant's base path");
+    }
     r->handler = "proxy-server";
     r->proxyreq = PROXYREQ_REVERSE;
-    /* the path is forwarded as received (already normalised), not re-encoded */
+    /* forwarded as the consumer wrote it (RFC 3986 equivalences aside),
+     * never re-encoded nor decoded a second time */
     apr_table_setn(r->notes, "proxy-nocanon", "1");
     return OK;
 }

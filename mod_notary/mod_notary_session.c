@@ -4,6 +4,7 @@
 #include "notary_exchange.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include <http_core.h>
 #include <util_mutex.h>
@@ -16,6 +17,23 @@
 APLOG_USE_MODULE(notary);
 
 #define SESSION_MUTEX "notary-session"
+
+/* The cache and its mutex outlive a configuration generation: a graceful
+ * restart (logrotate's nightly reload) must not end contracts in progress,
+ * and the old generation's children, still finishing their requests, must
+ * share cache and lock with the new one. So both live in a pool of their
+ * own that no generation clears, found again through httpd's retained data.
+ * The provider is looked up anew each generation: its module is reloaded. */
+typedef struct {
+    apr_pool_t *pool;              /* unmanaged: never cleared by httpd */
+    const char *spec;              /* "provider[:args]" the cache was made for */
+    const char *provider_name;
+    ap_socache_instance_t *cache;
+    apr_global_mutex_t *mutex;     /* NULL for a provider safe without one */
+    pid_t parent;                  /* the process that made them */
+} session_retained;
+
+#define SESSION_RETAINED_KEY "mod_notary-session-cache"
 
 static ap_socache_provider_t *session_provider;
 static ap_socache_instance_t *session_cache;
@@ -30,12 +48,23 @@ int notary_session_pre_config(apr_pool_t *pconf, apr_pool_t *plog,
     return ap_mutex_register(pconf, SESSION_MUTEX, NULL, APR_LOCK_DEFAULT, 0);
 }
 
-static apr_status_t session_cache_destroy(void *data)
+/* pconf cleanup: on a restart the cache stays; when httpd exits, the
+ * parent gives back the mutex (a SysV semaphore would outlive it). The
+ * cache itself is left to the provider's own fate at exit: shared memory
+ * goes with the process, a dbm file, memcached and redis keep it. */
+static apr_status_t session_generation_end(void *data)
 {
-    if (session_cache) {
-        session_provider->destroy(session_cache, (server_rec *)data);
-        session_cache = NULL;
+    session_retained *rd = data;
+
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_EXITING
+        && rd->parent == getpid() && rd->mutex) {
+        apr_global_mutex_destroy(rd->mutex);
+        rd->mutex = NULL;
+        rd->cache = NULL;          /* unusable without its lock */
     }
+    session_provider = NULL;
+    session_cache = NULL;
+    session_mutex = NULL;
     return APR_SUCCESS;
 }
 
@@ -51,6 +80,33 @@ static int any_notary_vhost(server_rec *s)
     return 0;
 }
 
+/* The configuration changed the cache: the old one is given up (its data
+ * cannot move to another provider or size). */
+static void session_retained_drop(session_retained *rd, server_rec *s)
+{
+    ap_socache_provider_t *old;
+
+    if (rd->cache) {
+        old = ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, rd->provider_name,
+                                 AP_SOCACHE_PROVIDER_VERSION);
+        if (old) {
+            old->destroy(rd->cache, s);
+        }
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "NOTARY01109: "
+                     "NotarySessionCache changed from '%s': contract sessions "
+                     "of the previous configuration are dropped", rd->spec);
+    }
+    if (rd->mutex) {
+        apr_global_mutex_destroy(rd->mutex);
+    }
+    /* the pool is not destroyed: cleanups the old provider registered in
+     * it may point into a module httpd has since unloaded */
+    rd->pool = NULL;
+    rd->cache = NULL;
+    rd->mutex = NULL;
+    rd->spec = NULL;
+}
+
 static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                               server_rec *s)
 {
@@ -59,6 +115,7 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
     const char *spec = notary_conf_session_cache() ? notary_conf_session_cache()
                                                    : "shmcb";
     const char *name = spec, *args = NULL, *sep, *err;
+    session_retained *rd;
     apr_status_t rv;
 
     if ((sep = ap_strchr_c(spec, ':')) != NULL) {
@@ -73,29 +130,56 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                      "(load mod_socache_%s)", name, name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    err = session_provider->create(&session_cache, args, ptemp, pconf);
+    rd = ap_retained_data_get(SESSION_RETAINED_KEY);
+    if (!rd) {
+        rd = ap_retained_data_create(SESSION_RETAINED_KEY, sizeof(*rd));
+    }
+    if (rd->cache && !strcmp(rd->spec, spec)) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "NOTARY01110: "
+                     "contract sessions kept across the restart ('%s')", spec);
+        goto done;
+    }
+    session_retained_drop(rd, s);
+    rv = apr_pool_create_unmanaged_ex(&rd->pool, NULL, NULL);
+    if (rv != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01111: "
+                     "cannot create the contract session cache's pool");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    apr_pool_tag(rd->pool, "mod_notary_sessions");
+    err = session_provider->create(&rd->cache, args, ptemp, rd->pool);
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY01102: "
                      "NotarySessionCache '%s': %s", spec, err);
+        rd->cache = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (session_provider->flags & AP_SOCACHE_FLAG_NOTMPSAFE) {
-        rv = ap_global_mutex_create(&session_mutex, NULL, SESSION_MUTEX, NULL,
-                                    s, pconf, 0);
+        rv = ap_global_mutex_create(&rd->mutex, NULL, SESSION_MUTEX, NULL,
+                                    s, rd->pool, 0);
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01103: "
                          "cannot create the contract session mutex");
+            rd->cache = NULL;
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
-    rv = session_provider->init(session_cache, "mod_notary-session", &hints,
-                                s, pconf);
+    rv = session_provider->init(rd->cache, "mod_notary-session", &hints,
+                                s, rd->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01104: "
                      "cannot initialise the contract session cache '%s'", spec);
+        rd->cache = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    apr_pool_cleanup_register(pconf, s, session_cache_destroy,
+    rd->spec = apr_pstrdup(rd->pool, spec);
+    rd->provider_name = apr_pstrdup(rd->pool, name);
+    rd->parent = getpid();
+
+done:
+    session_cache = rd->cache;
+    session_mutex = rd->mutex;
+    apr_pool_cleanup_register(pconf, rd, session_generation_end,
                               apr_pool_cleanup_null);
     return OK;
 }

@@ -8,7 +8,8 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   postgresql postgresql-client openssl curl ca-certificates
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
   python3 python3-jwt python3-cryptography
-  golang-go golang-golang-x-mod-dev"
+  golang-go golang-golang-x-mod-dev
+  redis-server"
 
 notary_install_deps() {
     local missing="" p

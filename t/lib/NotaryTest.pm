@@ -641,6 +641,30 @@ sub stop {
     $self->_stop_one('merchants');
 }
 
+# apachectl -k graceful (or another -k signal) on one role's httpd, with
+# the configuration rewritten first (%o as for start); returns once the new
+# generation runs: its "resuming normal operations" line is in the log.
+sub graceful {
+    my ($self, %o) = @_;
+    my $role = $o{role} || 'notary';
+    my $signal = $o{signal} || 'graceful';
+    my $log = "$self->{dir}/logs/error-$role.log";
+    my $count = sub { scalar(() = (-f $log ? read_file($log) : '') =~ /resuming normal operations/g) };
+    my $before = $count->();
+    $self->{fsize_limit} = $o{fsize_limit};
+    $self->write_conf(%o);
+    my $conf = $self->_conf_of($role);
+    my $out = `@{[$self->_env_prefix]}$HTTPD -f $conf -k $signal 2>&1`;
+    croak "httpd ($role) -k $signal failed ($?): $out" if $?;
+    my $deadline = time + 20;
+    until ($count->() > $before) {
+        croak "httpd ($role) did not come back from -k $signal:\n" . $self->error_log
+            if time > $deadline;
+        sleep 0.1;
+    }
+    return $self;
+}
+
 sub restart {
     my ($self, %o) = @_;
     $self->stop;
