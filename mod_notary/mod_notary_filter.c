@@ -248,8 +248,7 @@ static int msg_start(notary_msg *m, const char *ctype, const char *cenc,
         }
     }
     if (m->rs->matcher) {
-        if (notary_match_stream_start(&m->ms, r->pool, m->rs->matcher,
-                                      notary_media_charset(r->pool, ctype),
+        if (notary_match_stream_start(&m->ms, r->pool, m->rs->matcher, ctype,
                                       cenc, NOTARY_MAX_DECODED, &flags)
             != APR_SUCCESS) {
             ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, NOTARYLOG(03001)
