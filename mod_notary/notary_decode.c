@@ -507,3 +507,53 @@ apr_size_t notary_codings_decoded(const notary_codings *c)
 {
     return c ? c->st[c->n - 1].produced : 0;
 }
+
+const char *notary_codings_accept(apr_pool_t *p, const char *ae)
+{
+    static const char *const known[] = { "gzip", "x-gzip", "deflate", "br", "zstd",
+                                         "identity", NULL };
+    char *out, *o;
+    const char *q = ae;
+    int dropped = 0, kept = 0;
+
+    if (!ae)
+        return NULL;
+    out = o = apr_palloc(p, strlen(ae) + sizeof("identity"));
+    while (*q) {
+        const char *b, *e, *t;
+        int i, ok = 0;
+        while (*q == ' ' || *q == '\t' || *q == ',')
+            q++;
+        if (!*q)
+            break;
+        b = q;
+        while (*q && *q != ',')
+            q++;
+        e = q;
+        while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        for (t = b; t < e && *t != ';' && *t != ' ' && *t != '\t'; t++)
+            ;
+        for (i = 0; known[i]; i++)
+            if (ieq(b, (apr_size_t)(t - b), known[i]))
+                ok = 1;
+        if (!ok) {
+            dropped = 1;
+            continue;
+        }
+        if (kept++) {
+            *o++ = ',';
+            *o++ = ' ';
+        }
+        memcpy(o, b, (apr_size_t)(e - b));
+        o += e - b;
+    }
+    if (!dropped)
+        return NULL;
+    if (!kept) {
+        memcpy(o, "identity", 8);
+        o += 8;
+    }
+    *o = '\0';
+    return out;
+}

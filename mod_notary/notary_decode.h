@@ -50,4 +50,11 @@ const char *notary_codings_error(const notary_codings *c);
 /* Bytes the last stage produced: the decoded body's size so far. */
 apr_size_t notary_codings_decoded(const notary_codings *c);
 
+/* An Accept-Encoding value narrowed to the codings we decode (gzip,
+ * x-gzip, deflate, br, zstd, identity, with their weights as written):
+ * "*" and every other coding are dropped, so a merchant cannot answer in
+ * a coding the matcher cannot read. "identity" if nothing is left. NULL
+ * if ae is NULL or already has nothing to drop. */
+const char *notary_codings_accept(apr_pool_t *p, const char *ae);
+
 #endif /* NOTARY_DECODE_H */

@@ -21,6 +21,7 @@
 #include "notary_match.h"
 #ifndef NOTARY_OLD_MATCHER
 #include "notary_util.h"
+#include "notary_decode.h"
 #endif
 #include "tap.h"
 
@@ -528,6 +529,12 @@ static void test_charsets(notary_matcher *m)
 static void test_util(void)
 {
 #ifndef NOTARY_OLD_MATCHER
+    is_str(notary_codings_accept(pool, "gzip, deflate, br, zstd"), NULL,
+           "Accept-Encoding of codings we read: unchanged");
+    is_str(notary_codings_accept(pool, "compress, br;q=1.0, dcb, zstd ,*;q=0.1"),
+           "br;q=1.0, zstd", "Accept-Encoding narrowed to codings we read, weights kept");
+    is_str(notary_codings_accept(pool, "*"), "identity", "Accept-Encoding '*': identity");
+    is_str(notary_codings_accept(pool, NULL), NULL, "no Accept-Encoding: none added");
     char *buf = NULL;
     apr_size_t len = 0, cap = 0;
     notary_buf_append(pool, &buf, &len, &cap, 0, 0, "", 0);
