@@ -308,6 +308,19 @@ static void msg_finish(notary_msg *m)
                           : notary_match_stream_error(m->ms)
                                 ? notary_match_stream_error(m->ms) : "undecodable");
     }
+    if (flags & NOTARY_MATCH_F_JSON_INVALID) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, m->nr->r, NOTARYLOG(03301)
+                      "%s body: not valid JSON (Content-Type '%s'); matched as "
+                      "transmitted and with its strings unescaped as far as they go",
+                      dir_name(m->dir), m->content_type ? m->content_type : "");
+    }
+    if (flags & NOTARY_MATCH_F_MULTIPART_INVALID) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, m->nr->r, NOTARYLOG(03302)
+                      "%s body: malformed multipart (Content-Type '%s': no boundary, "
+                      "part headers over 8 KiB, or never closed); matched as transmitted "
+                      "and its parts as far as they could be read",
+                      dir_name(m->dir), m->content_type ? m->content_type : "");
+    }
 }
 
 /* The rule that matched (first in httpd.conf order), or NULL. */
