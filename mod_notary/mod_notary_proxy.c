@@ -19,6 +19,7 @@
  * turns that into our 403 with the reason.
  */
 #include "mod_notary.h"
+#include "notary_decode.h"
 
 #include <errno.h>
 
@@ -723,6 +724,14 @@ static int notary_fixups(request_rec *r)
     apr_table_unset(r->headers_in, "Client-Cert-Chain");
     cc = conn_get(r->connection, 1)->consumer;
     apr_table_setn(r->headers_in, "Client-Cert", cc->client_cert_header);
+    if (nr->merchant->rules[1] && nr->merchant->rules[1]->matcher) {
+        /* response rules read the body: ask only for codings they can read */
+        const char *ae = notary_codings_accept(r->pool, apr_table_getm(r->pool, r->headers_in,
+                                                                       "Accept-Encoding"));
+        if (ae) {
+            apr_table_setn(r->headers_in, "Accept-Encoding", ae);
+        }
+    }
 
     /* a private copy of the per-dir vector whose notary slot (we have no
      * per-dir config of our own) points at this request; the others are
