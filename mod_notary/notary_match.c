@@ -664,6 +664,7 @@ static apr_status_t charset_lookup(notary_matcher *m, const char *n,
 #define SNIFF_META 1024         /* WHATWG prescan window */
 #define PART_HDR_MAX 8192
 #define CS_SWITCH_MAX 64        /* charset changes per text, then UTF-8 */
+#define XLATE_OPEN_MAX 64       /* iconv converters per stream */
 #define DELIM_LWSP_MAX 64       /* transport padding after a boundary */
 #define OBUF 1024
 
@@ -777,6 +778,7 @@ struct notary_match_stream {
     unsigned flags;
     int finished;
     notary_codings *cod;
+    view wire;                  /* with a coding: the bytes as transmitted */
     /* the Content-Type */
     int structure;
     const char *boundary;
@@ -788,6 +790,7 @@ struct notary_match_stream {
     apr_size_t sniff_len, sniff_need;
     int sniffed;
     const char *cs;             /* the body's charset, once sniffed */
+    int xlate_opens;
     text raw;
     node *st;
 };
@@ -1035,6 +1038,10 @@ static int xdec_open(xdec *x, notary_match_stream *s, const cs_entry *e,
     x->utf16 = e->utf16;
     if (x->utf16)
         return 1;
+    /* a converter per part of a many-part body would grow the pool with
+     * the body: a few, then the rest is read as UTF-8 (flagged unknown) */
+    if (++s->xlate_opens > XLATE_OPEN_MAX)
+        return 0;
     if (apr_xlate_open(&x->xl, "UTF-8", e->decode_from, s->pool) != APR_SUCCESS)
         return 0;
     x->xbuf = apr_palloc(s->pool, XBUF_SIZE);
@@ -1341,7 +1348,6 @@ static apr_status_t j_init(jnode *j, notary_match_stream *s, const char *n)
     if ((rv = cs_entry_for(s, n, &e)) != APR_SUCCESS)
         return rv;
     if (e) {
-        static const cs_entry latin1 = { "windows-1252", 0, 1, NULL };
         /* an ASCII-compatible charset is decoded too: the escapes give
          * UTF-8, so the rest must be UTF-8 as well */
         const cs_entry *d = e;
@@ -1351,9 +1357,10 @@ static apr_status_t j_init(jnode *j, notary_match_stream *s, const char *n)
             c->unit = 1;
             d = c;
         }
-        (void)latin1;
         if (xdec_open(&j->pre, s, d, j_parse, j))
             j->pre_on = 1;
+        else
+            s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
     }
     return APR_SUCCESS;
 }
@@ -1673,7 +1680,7 @@ static void mp_headers_done(mpnode *mp)
     if (ct && mp->depth == 0 && media_is(ct, "multipart", "*")
         && (boundary = media_param(s->pool, ct, "boundary", NULL)) != NULL) {
         if (!mp->nested)
-            mp->nested = apr_palloc(s->pool, sizeof(*mp->nested));
+            mp->nested = apr_pcalloc(s->pool, sizeof(*mp->nested));
         if (mp_init(mp->nested, s, boundary, n, mp->depth + 1) == APR_SUCCESS)
             mp->inner = &mp->nested->base;
     }
@@ -2323,6 +2330,11 @@ apr_status_t notary_match_stream_start(notary_match_stream **out, apr_pool_t *p,
         return rv;
     if (kind == NOTARY_CODINGS_UNSUPPORTED)
         s->flags |= NOTARY_MATCH_F_ENCODING_UNSUPPORTED;
+    if (s->cod) {
+        /* a body labelled gzip that is not, or breaks off: still matched as
+         * transmitted (compressed text does not spell rule texts by chance) */
+        view_init(&s->wire, s, m->base);
+    }
     if (flags)
         *flags = s->flags;
     *out = s;
@@ -2334,8 +2346,10 @@ apr_status_t notary_match_stream_feed(notary_match_stream *s, const char *buf,
 {
     if (!s || !buf || !len || notary_match_stream_done(s))
         return APR_SUCCESS;
-    if (s->cod)
+    if (s->cod) {
+        view_scan(&s->wire, (const unsigned char *)buf, len);
         notary_codings_feed(s->cod, (const unsigned char *)buf, len);
+    }
     else
         content_in(s, (const unsigned char *)buf, len);
     return APR_SUCCESS;
@@ -2385,11 +2399,8 @@ int notary_match_stream_has(const notary_match_stream *s, int id)
 
 int notary_match_stream_done(const notary_match_stream *s)
 {
-    if (!s || s->finished || all_found(s))
-        return 1;
-    if (s->cod && notary_codings_stopped(s->cod))
-        return s->sniffed;          /* what is held is read at the finish */
-    return 0;
+    /* a coding that stopped still leaves the bytes as transmitted to read */
+    return !s || s->finished || all_found(s);
 }
 
 unsigned notary_match_stream_flags(const notary_match_stream *s)

@@ -106,7 +106,9 @@ apr_status_t notary_matcher_compile(notary_matcher *m);
  *   STAR+json (strings unescaped). This decoded view is matched besides
  *   the raw one (the text in its charset): a match in either counts.
  * content_encoding: the Content-Encoding header value: identity, gzip,
- *   x-gzip, deflate (zlib or raw), br, zstd, stacked up to four. Anything
+ *   x-gzip, deflate (zlib or raw), br, zstd, stacked up to four; the
+ *   bytes as transmitted are matched as well (as UTF-8), so a body that is
+ *   mislabelled or breaks off still matches as far as it goes. Anything
  *   else: F_ENCODING_UNSUPPORTED and the bytes as transmitted are matched.
  * max_decoded: at most this many bytes leave any content decoder, the
  *   last one's being the decoded body (0: no limit).
@@ -136,8 +138,9 @@ int notary_match_stream_first(const notary_match_stream *s);
 /* 1 if id has matched so far. */
 int notary_match_stream_has(const notary_match_stream *s, int id);
 /* 1 if feeding more cannot change the result: every id that can match in
- * this stream's charset has matched, or decoding stopped (F_DECODE_LIMIT,
- * F_DECODE_ERROR), or the stream is finished. The flags say which. */
+ * the views in use has matched, or the stream is finished. (A content
+ * coding that stopped, F_DECODE_LIMIT or F_DECODE_ERROR, still leaves the
+ * bytes as transmitted to match.) */
 int notary_match_stream_done(const notary_match_stream *s);
 unsigned notary_match_stream_flags(const notary_match_stream *s);
 /* Why decoding stopped (F_DECODE_ERROR / F_DECODE_LIMIT), for the log;

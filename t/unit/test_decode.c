@@ -433,6 +433,15 @@ static void test_codings(notary_matcher *m)
         v = run_cuts(m, "text/plain", "gzip, gzip", 0, y, l2, NULL, 0);
         ok(v.found & B(R_AGREE), "stacked gzip: found without a bound");
     }
+    check("a form labelled gzip that is not: matched as transmitted", m,
+          "text/plain", "gzip", "I agree to the terms", 20, B(R_AGREE),
+          NOTARY_MATCH_F_DECODE_ERROR);
+    {
+        /* gzip breaking off after the text: what decoded still counts */
+        z = zlib_wrap(plain, pl, 31, &l1);
+        check("gzip cut off after the text", m, "text/html", "gzip", z, l1 - 12, B(R_AGREE),
+              NOTARY_MATCH_F_DECODE_ERROR);
+    }
     {
         /* broken part way: matched as far as it decoded */
         z = br(plain, pl, &l1);
@@ -526,6 +535,31 @@ static void test_charsets(notary_matcher *m)
     }
 }
 
+/* Many parts, each asking for its own converter: bounded, still read. */
+static void test_many_parts(notary_matcher *m)
+{
+    apr_pool_t *p;
+    notary_match_stream *s = NULL;
+    const char *part = "--b\r\nContent-Type: application/json; charset=windows-1252\r\n\r\n"
+                       "{\"a\": \"caf\xe9\"}\r\n";
+    int i;
+    apr_pool_create(&p, pool);
+#ifdef NOTARY_OLD_MATCHER
+    notary_match_stream_start(&s, p, m, NULL, NULL, 0, NULL);
+#else
+    notary_match_stream_start(&s, p, m, "multipart/mixed; boundary=b", NULL, 0, NULL);
+#endif
+    for (i = 0; i < 500; i++)
+        notary_match_stream_feed(s, part, strlen(part));
+    notary_match_stream_feed(s, "--b\r\n\r\nI agree to the terms\r\n--b--\r\n", 34);
+    notary_match_stream_finish(s);
+    ok(notary_match_stream_has(s, R_CAFE) && notary_match_stream_has(s, R_AGREE),
+       "500 windows-1252 JSON parts: read, and the text after them found");
+    ok(notary_match_stream_flags(s) & NOTARY_MATCH_F_CHARSET_UNKNOWN,
+       "... converters beyond the bound flagged (flags %#x)", notary_match_stream_flags(s));
+    apr_pool_destroy(p);
+}
+
 static void test_util(void)
 {
 #ifndef NOTARY_OLD_MATCHER
@@ -561,6 +595,7 @@ int main(void)
     test_json(m);
     test_codings(m);
     test_charsets(m);
+    test_many_parts(m);
     test_util();
     return tap_done();
 }
