@@ -535,6 +535,84 @@ static void test_charsets(notary_matcher *m)
     }
 }
 
+#ifndef MUTATIONS
+#define MUTATIONS 150           /* per seed; -DMUTATIONS=N for a longer run */
+#endif
+
+/* Hostile bodies: seeds mutated at random (bytes flipped, inserted, cut
+ * out), each fed whole and at random cuts: one verdict, no crash. */
+static void test_mutations(notary_matcher *m)
+{
+    static const struct { const char *ct, *ce, *body; } seeds[] = {
+        { "application/x-www-form-urlencoded", NULL,
+          "_charset_=Shift_JIS&a=%8C_%96%F1+I+agree+to+the+terms&b=%E5%A5%91%" },
+        { "multipart/form-data; boundary=XyZ", NULL,
+          "--XyZ\r\nContent-Type: text/plain; charset=utf-16le\r\n\r\n\x42\x30\x44\x30\r\n"
+          "--XyZ\r\nContent-Transfer-Encoding: base64\r\n\r\nSSBhZ3JlZSB0by\r\nB0aGUgdGVybXM=\r\n"
+          "--XyZ\r\nContent-Type: multipart/mixed; boundary=in\r\n\r\n--in\r\n"
+          "Content-Transfer-Encoding: quoted-printable\r\n\r\nI agree=\r\n to=20the terms\r\n"
+          "--in--\r\n--XyZ--\r\n" },
+        { "application/json", NULL,
+          "{\"a\": \"I agree \\u0074o the terms\\ud83d\\ude00\", \"b\": [1, true, null]}" },
+        { "text/html", NULL,
+          "<!--x--><meta http-equiv=content-type content='text/html; charset=shift_jis'>"
+          "\x83\x41gree I agree to the terms" },
+        { "text/plain; charset=utf-16be", NULL, "\xd8\x3d\xde\x00\x00I\x00 \xdc\x00\x00a" },
+        { "text/plain; charset=iso-2022-jp", NULL, "\x1b$B%\\%k\x1b(B I agree" },
+    };
+    size_t k;
+    int r, bad = 0;
+    srand(4242);
+    for (k = 0; k < sizeof(seeds) / sizeof(seeds[0]); k++) {
+        apr_size_t sl = strlen(seeds[k].body);
+        if (k == 4)
+            sl = 12;                /* it holds NUL bytes */
+        for (r = 0; r < MUTATIONS; r++) {
+            apr_pool_t *p;
+            char *b;
+            apr_size_t len = sl, cuts[6];
+            int n, i;
+            verdict w, v;
+            apr_pool_create(&p, pool);
+            b = apr_palloc(p, sl + 16);
+            memcpy(b, seeds[k].body, sl);
+            for (n = 1 + rand() % 4; n > 0; n--) {
+                apr_size_t at = len ? (apr_size_t)rand() % len : 0;
+                switch (rand() % 3) {
+                case 0:
+                    if (len)
+                        b[at] = (char)(rand() % 256);
+                    break;
+                case 1:
+                    memmove(b + at + 1, b + at, len - at);
+                    b[at] = "%\\\"\r\n-=+&u"[rand() % 10];
+                    len++;
+                    break;
+                default:
+                    if (len) {
+                        memmove(b + at, b + at + 1, len - at - 1);
+                        len--;
+                    }
+                }
+            }
+            w = run_whole(m, seeds[k].ct, seeds[k].ce, b, len);
+            for (i = 0; i < 3 && len; i++) {
+                int nc = 1 + rand() % 6, j;
+                for (j = 0; j < nc; j++)
+                    cuts[j] = (apr_size_t)rand() % (len + 1);
+                qsort(cuts, (size_t)nc, sizeof(*cuts), cmp_size);
+                v = run_cuts(m, seeds[k].ct, seeds[k].ce, 0, b, len, cuts, nc);
+                if ((v.found != w.found || v.flags != w.flags) && !bad++)
+                    diag("seed %d mutation %d: found %#x/%#x flags %#x/%#x", (int)k, r,
+                         v.found, w.found, v.flags, w.flags);
+            }
+            apr_pool_destroy(p);
+        }
+    }
+    is_int(bad, 0, "%d mutated bodies: the same verdict at random cuts as whole",
+           (int)(MUTATIONS * (sizeof(seeds) / sizeof(seeds[0]))));
+}
+
 /* Many parts, each asking for its own converter: bounded, still read. */
 static void test_many_parts(notary_matcher *m)
 {
@@ -596,6 +674,7 @@ int main(void)
     test_codings(m);
     test_charsets(m);
     test_many_parts(m);
+    test_mutations(m);
     test_util();
     return tap_done();
 }
