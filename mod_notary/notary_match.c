@@ -67,6 +67,7 @@ typedef struct {
      * AC_MAX_FIRST: at the root, memchr (SIMD) skips to the next of them */
     int nfirst;
     unsigned char first[3];
+    unsigned char root[256];    /* 1: the byte leaves the root state */
 } notary_ac;
 #define AC_MAX_FIRST 3
 
@@ -178,6 +179,8 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
         apr_uint32_t t = trie[k];
         ac->delta[k] = (t * ac->ncls) | (hasout[t] ? AC_HIT : 0);
     }
+    for (k = 0; k < 256; k++)
+        ac->root[k] = (ac->delta[ac->cls[k]] & ~AC_HIT) != 0;
     for (k = 0; k < 256; k++) {
         if (ac->delta[ac->cls[k]] & ~AC_HIT) {
             if (ac->nfirst == AC_MAX_FIRST) {
@@ -666,7 +669,7 @@ static apr_status_t charset_lookup(notary_matcher *m, const char *n,
 #define CS_SWITCH_MAX 64        /* charset changes per text, then UTF-8 */
 #define XLATE_OPEN_MAX 64       /* iconv converters per stream */
 #define DELIM_LWSP_MAX 64       /* transport padding after a boundary */
-#define OBUF 1024
+#define OBUF 4096               /* decoded bytes gathered per automaton call */
 
 static int token_len(const char *s);
 static int media_is(const char *ct, const char *type, const char *subtype);
@@ -731,11 +734,10 @@ typedef struct {
     int pct;                    /* 1: after '%', 2: after '%X' */
     unsigned char hex1;
     int in_value;
-    unsigned char name[10];
-    apr_size_t name_len;
     int cs_field, cs_fixed;
-    char csval[41];
-    apr_size_t cs_len;
+    int spilled;                /* part of this name/value already went on */
+    unsigned char ob[OBUF];     /* decoded bytes of the current name/value */
+    apr_size_t on;
 } fnode;
 
 typedef struct mpnode mpnode;
@@ -848,7 +850,15 @@ static void view_scan(view *v, const unsigned char *p, apr_size_t n)
         return;
     for (i = 0; i < n; i++) {
         apr_uint32_t x;
-        if (st == 0 && prefilter) {
+        if (st == 0 && (!prefilter || n - i < 64)) {
+            /* short runs (form fields, JSON pieces): a table, not memchr */
+            const unsigned char *root = ac->root;
+            while (i < n && !root[p[i]])
+                i++;
+            if (i == n)
+                break;
+        }
+        else if (st == 0) {
             /* nothing can start before the next first byte of a pattern */
             const unsigned char *q = p + i, *hit = NULL;
             int k;
@@ -1163,6 +1173,40 @@ static void j_put(jnode *j, apr_uint32_t c)
     }
 }
 
+/* Bytes that may stand outside a JSON string (whitespace, structure,
+ * numbers, true/false/null), and bytes that end a run inside one. */
+static const unsigned char j_out_ok[256] = {
+    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
+    [']'] = 1, [','] = 1, [':'] = 1, ['-'] = 1, ['+'] = 1, ['.'] = 1, ['0'] = 1, ['1'] = 1,
+    ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['e'] = 1, ['E'] = 1, ['t'] = 1, ['r'] = 1, ['u'] = 1, ['f'] = 1, ['a'] = 1, ['l'] = 1,
+    ['s'] = 1, ['n'] = 1,
+};
+static const unsigned char j_str_stop[256] = {
+    ['"'] = 1, ['\\'] = 1, [0] = 2, [1] = 2, [2] = 2, [3] = 2, [4] = 2, [5] = 2, [6] = 2,
+    [7] = 2, [8] = 2, [9] = 2, [10] = 2, [11] = 2, [12] = 2, [13] = 2, [14] = 2, [15] = 2,
+    [16] = 2, [17] = 2, [18] = 2, [19] = 2, [20] = 2, [21] = 2, [22] = 2, [23] = 2, [24] = 2,
+    [25] = 2, [26] = 2, [27] = 2, [28] = 2, [29] = 2, [30] = 2, [31] = 2,
+};
+
+/* Gather n bytes for the automaton: one call per OBUF, not per run. */
+static void j_copy(jnode *j, const unsigned char *p, apr_size_t n)
+{
+    while (n) {
+        apr_size_t k = OBUF - j->on;
+        if (!k) {
+            j_flush(j);
+            k = OBUF;
+        }
+        if (k > n)
+            k = n;
+        memcpy(j->ob + j->on, p, k);
+        j->on += k;
+        p += k;
+        n -= k;
+    }
+}
+
 static void j_invalid(jnode *j)
 {
     j->s->flags |= NOTARY_MATCH_F_JSON_INVALID;
@@ -1188,24 +1232,16 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
         case J_OUT: {
             /* outside strings: structure, numbers, literals, passed as is */
             apr_size_t b = i;
-            while (i < n && p[i] != '"') {
-                unsigned char d = p[i];
-                if (!(d == ' ' || d == '\t' || d == '\n' || d == '\r' || d == '{' || d == '}'
-                      || d == '[' || d == ']' || d == ',' || d == ':' || d == '-' || d == '+'
-                      || d == '.' || (d >= '0' && d <= '9') || d == 'e' || d == 'E'
-                      || d == 't' || d == 'r' || d == 'u' || d == 'f' || d == 'a'
-                      || d == 'l' || d == 's' || d == 'n'))
-                    j_invalid(j);
-                i++;
-            }
-            if (j->on)
-                j_flush(j);
-            view_scan(&j->v, p + b, i - b);
+            int bad = 0;
+            while (i < n && p[i] != '"')
+                bad |= !j_out_ok[p[i++]];
+            if (bad)
+                j_invalid(j);
             if (i < n) {
-                j->ob[j->on++] = '"';
+                i++;                /* the opening quote goes with the run */
                 j->st = J_STR;
-                i++;
             }
+            j_copy(j, p + b, i - b);
             break;
         }
         case J_STR:
@@ -1216,8 +1252,7 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
             }
             j_lone(j);
             if (c == '"') {
-                j->ob[j->on++] = '"';
-                j_flush(j);
+                j_copy(j, p + i, 1);
                 j->st = J_OUT;
                 i++;
                 break;
@@ -1225,14 +1260,12 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
             {
                 /* a run of plain string bytes */
                 apr_size_t b = i;
-                while (i < n && p[i] != '"' && p[i] != '\\') {
-                    if (p[i] < 0x20)
-                        j_invalid(j);
-                    i++;
-                }
-                if (j->on)
-                    j_flush(j);
-                view_scan(&j->v, p + b, i - b);
+                int bad = 0;
+                while (i < n && j_str_stop[p[i]] != 1)
+                    bad |= j_str_stop[p[i++]];
+                if (bad)
+                    j_invalid(j);
+                j_copy(j, p + b, i - b);
             }
             break;
         case J_ESC: {
@@ -1374,59 +1407,67 @@ static int hexval(unsigned char c)
          : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
 }
 
-/* One decoded byte of the current name or value. */
-static void f_byte(fnode *f, const unsigned char *p, apr_size_t n)
+/* The decoded bytes of the current name or value gather in f->ob; a
+ * name or value that never left it whole can be "_charset_" or its value. */
+static void f_flush(fnode *f)
 {
-    apr_size_t i;
-    if (!f->in_value) {
-        for (i = 0; i < n; i++) {
-            if (f->name_len < sizeof(f->name))
-                f->name[f->name_len] = p[i];
-            f->name_len++;
-        }
+    if (f->on)
+        text_feed(&f->t.base, f->ob, f->on);
+    f->on = 0;
+}
+
+static void f_put(fnode *f, unsigned char b)
+{
+    if (f->on == OBUF) {
+        f_flush(f);
+        f->spilled = 1;
     }
-    else if (f->cs_field) {
-        for (i = 0; i < n; i++) {
-            if (f->cs_len < sizeof(f->csval) - 1)
-                f->csval[f->cs_len] = (char)p[i];
-            f->cs_len++;
-        }
-    }
-    text_feed(&f->t.base, p, n);
+    f->ob[f->on++] = b;
 }
 
 static void f_pct_flush(fnode *f)
 {
-    unsigned char lit[2];
-    lit[0] = '%';
-    lit[1] = f->hex1;
     if (f->pct)
-        f_byte(f, lit, (apr_size_t)f->pct);
+        f_put(f, '%');
+    if (f->pct == 2)
+        f_put(f, f->hex1);
     f->pct = 0;
 }
 
 /* A name or a value ends: each is its own text. */
 static void f_end(fnode *f)
 {
+    int whole;
     f_pct_flush(f);
-    text_brk(&f->t.base);
+    whole = !f->spilled;
     if (!f->in_value) {
-        f->cs_field = f->name_len == 9 && !memcmp(f->name, "_charset_", 9) && !f->cs_fixed;
-        f->cs_len = 0;
+        f->cs_field = whole && f->on == 9 && !memcmp(f->ob, "_charset_", 9) && !f->cs_fixed;
     }
     else if (f->cs_field) {
         /* WHATWG: the browser fills a "_charset_" field with the charset it
          * sent the form in; the fields after it are read in that one */
         f->cs_field = 0;
-        if (f->cs_len < sizeof(f->csval)) {
-            f->csval[f->cs_len] = '\0';
-            text_set(&f->t, charset_norm(f->s->pool, f->csval));
+        if (whole && f->on <= 40) {
+            char v[41];
+            memcpy(v, f->ob, f->on);
+            v[f->on] = '\0';
+            f_flush(f);
+            text_brk(&f->t.base);
+            text_set(&f->t, charset_norm(f->s->pool, v));
+            f->spilled = 0;
+            return;
         }
     }
+    f_flush(f);
+    text_brk(&f->t.base);
+    f->spilled = 0;
 }
 
 static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
 {
+    /* bytes that end a run of literal bytes, in a value / in a name */
+    static const unsigned char stop_value[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1 };
+    static const unsigned char stop_name[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1, ['='] = 1 };
     fnode *f = (fnode *)nd;
     apr_size_t i = 0;
 
@@ -1444,38 +1485,53 @@ static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
                 f->pct = 2;
             }
             else {
-                unsigned char b = (unsigned char)((hexval(f->hex1) << 4) | v);
                 f->pct = 0;
-                f_byte(f, &b, 1);
+                f_put(f, (unsigned char)((hexval(f->hex1) << 4) | v));
             }
             continue;
         }
         if (c == '&' || (c == '=' && !f->in_value)) {
             f_end(f);
             f->in_value = c == '=';
-            if (c == '&')
-                f->name_len = 0;
             i++;
             continue;
         }
         if (c == '%') {
-            f->pct = 1;
-            i++;
+            int hi, lo;
+            if (i + 2 < n && (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+                f_put(f, (unsigned char)((hi << 4) | lo));
+                i += 3;
+            }
+            else {
+                f->pct = 1;         /* the rest in the next piece, or stray */
+                i++;
+            }
             continue;
         }
         if (c == '+') {
-            f_byte(f, (const unsigned char *)" ", 1);
+            f_put(f, ' ');
             i++;
             continue;
         }
         {
-            apr_size_t b = i;
-            while (i < n && p[i] != '&' && p[i] != '%' && p[i] != '+'
-                   && !(p[i] == '=' && !f->in_value))
+            const unsigned char *stop = f->in_value ? stop_value : stop_name;
+            apr_size_t b = i, k;
+            while (i < n && !stop[p[i]])
                 i++;
-            f_byte(f, p + b, i - b);
+            while (b < i) {
+                if (f->on == OBUF) {
+                    f_flush(f);
+                    f->spilled = 1;
+                }
+                k = OBUF - f->on < i - b ? OBUF - f->on : i - b;
+                memcpy(f->ob + f->on, p + b, k);
+                f->on += k;
+                b += k;
+            }
         }
     }
+    /* what gathered stays until its name or value ends (at most OBUF):
+     * whether it is "_charset_" must not depend on where the body was cut */
 }
 
 static void f_brk(node *nd)
@@ -1483,7 +1539,6 @@ static void f_brk(node *nd)
     fnode *f = (fnode *)nd;
     f_end(f);
     f->in_value = 0;
-    f->name_len = 0;
     f->cs_field = 0;
 }
 
