@@ -18,6 +18,7 @@
 
 #include "notary_util.h"
 #include "notary_target.h"
+#include "notary_decode.h"
 
 APLOG_USE_MODULE(notary);
 
@@ -301,6 +302,15 @@ int notary_route_fixups(request_rec *r)
     apr_table_unset(r->headers_in, "Client-Cert-Chain");
     cc = notary_conn_get(r->connection, 1)->consumer;
     apr_table_setn(r->headers_in, "Client-Cert", cc->client_cert_header);
+    if (ex->merchant->rules[NOTARY_DIR_RESPONSE]
+        && ex->merchant->rules[NOTARY_DIR_RESPONSE]->matcher) {
+        /* response rules read the body: ask only for codings they can read */
+        const char *ae = notary_codings_accept(r->pool, apr_table_getm(r->pool, r->headers_in,
+                                                                       "Accept-Encoding"));
+        if (ae) {
+            apr_table_setn(r->headers_in, "Accept-Encoding", ae);
+        }
+    }
 
     /* a private copy of the per-dir vector whose notary slot (we have no
      * per-dir config of our own) points at this request; the others are

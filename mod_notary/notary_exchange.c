@@ -315,8 +315,7 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
         }
     }
     if (m->rs->matcher) {
-        if (notary_match_stream_start(&m->ms, r->pool, m->rs->matcher,
-                                      notary_media_charset(r->pool, ctype),
+        if (notary_match_stream_start(&m->ms, r->pool, m->rs->matcher, ctype,
                                       cenc, NOTARY_MAX_DECODED, &flags)
             != APR_SUCCESS) {
             NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03001: cannot start "
@@ -375,6 +374,19 @@ void notary_msg_end(notary_msg *m)
                         ? "decoding limit reached"
                         : notary_match_stream_error(m->ms)
                               ? notary_match_stream_error(m->ms) : "undecodable");
+    }
+    if (flags & NOTARY_MATCH_F_JSON_INVALID) {
+        NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03301: "
+                    "%s body: not valid JSON (Content-Type '%s'); matched as "
+                    "transmitted and with its strings unescaped as far as they go",
+                    notary_dir_name(m->dir), m->content_type ? m->content_type : "");
+    }
+    if (flags & NOTARY_MATCH_F_MULTIPART_INVALID) {
+        NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03302: "
+                    "%s body: malformed multipart (Content-Type '%s': no boundary, "
+                    "part headers over 8 KiB, or never closed); matched as transmitted "
+                    "and its parts as far as they could be read",
+                    notary_dir_name(m->dir), m->content_type ? m->content_type : "");
     }
 }
 

@@ -9,8 +9,7 @@
 #if APR_HAS_THREADS
 #include <apr_thread_mutex.h>
 #endif
-#include <zlib.h>
-
+#include "notary_decode.h"
 #include "notary_match.h"
 
 /* ==== ASCII helpers (no locale) ======================================= */
@@ -68,6 +67,7 @@ typedef struct {
      * AC_MAX_FIRST: at the root, memchr (SIMD) skips to the next of them */
     int nfirst;
     unsigned char first[3];
+    unsigned char root[256];    /* 1: the byte leaves the root state */
 } notary_ac;
 #define AC_MAX_FIRST 3
 
@@ -179,6 +179,8 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
         apr_uint32_t t = trie[k];
         ac->delta[k] = (t * ac->ncls) | (hasout[t] ? AC_HIT : 0);
     }
+    for (k = 0; k < 256; k++)
+        ac->root[k] = (ac->delta[ac->cls[k]] & ~AC_HIT) != 0;
     for (k = 0; k < 256; k++) {
         if (ac->delta[ac->cls[k]] & ~AC_HIT) {
             if (ac->nfirst == AC_MAX_FIRST) {
@@ -204,6 +206,8 @@ typedef struct {
 /* A charset's way to be matched. */
 typedef struct {
     const char *decode_from;    /* non-NULL: decode the body from this to UTF-8 */
+    int utf16;                  /* 1 LE, 2 BE: our own decoder, not iconv */
+    int unit;                   /* bytes skipped past an invalid sequence */
     const notary_ac *ac;        /* else: the rule texts in this charset */
 } cs_entry;
 
@@ -316,13 +320,70 @@ apr_status_t notary_matcher_compile(notary_matcher *m)
 
 /* ==== charsets ========================================================= */
 
-/* Lower-cased, unquoted, trimmed; "" for the UTF-8 automaton; NULL if the
- * name has characters no charset name has (keeps iconv's "//" suffixes and
- * the like out of reach of a header). */
+/* WHATWG Encoding labels whose decoder differs from iconv's reading of the
+ * label, or that iconv does not know: label -> the iconv name we decode or
+ * transcode with. A browser reads these bodies so; so do we. */
+static const char *const whatwg_labels[][2] = {
+    /* windows-1252: every Latin-1 and ASCII label (browsers never use
+     * ASCII or ISO-8859-1 proper) */
+    { "us-ascii", "windows-1252" }, { "ascii", "windows-1252" },
+    { "ansi_x3.4-1968", "windows-1252" }, { "iso-8859-1", "windows-1252" },
+    { "iso8859-1", "windows-1252" }, { "iso88591", "windows-1252" },
+    { "iso_8859-1", "windows-1252" }, { "iso_8859-1:1987", "windows-1252" },
+    { "latin1", "windows-1252" }, { "l1", "windows-1252" }, { "cp819", "windows-1252" },
+    { "ibm819", "windows-1252" }, { "iso-ir-100", "windows-1252" },
+    { "csisolatin1", "windows-1252" }, { "cp1252", "windows-1252" },
+    { "x-cp1252", "windows-1252" },
+    { "iso-8859-9", "windows-1254" }, { "iso8859-9", "windows-1254" },
+    { "iso88599", "windows-1254" }, { "iso_8859-9", "windows-1254" },
+    { "iso_8859-9:1989", "windows-1254" }, { "latin5", "windows-1254" },
+    { "l5", "windows-1254" }, { "iso-ir-148", "windows-1254" },
+    { "csisolatin5", "windows-1254" }, { "x-cp1254", "windows-1254" },
+    { "tis-620", "windows-874" }, { "iso-8859-11", "windows-874" },
+    { "iso8859-11", "windows-874" }, { "iso885911", "windows-874" },
+    { "dos-874", "windows-874" },
+    { "iso-8859-6-e", "iso-8859-6" }, { "iso-8859-6-i", "iso-8859-6" },
+    { "csiso88596e", "iso-8859-6" }, { "csiso88596i", "iso-8859-6" },
+    { "iso-8859-8-e", "iso-8859-8" }, { "iso-8859-8-i", "iso-8859-8" },
+    { "csiso88598e", "iso-8859-8" }, { "csiso88598i", "iso-8859-8" },
+    { "logical", "iso-8859-8" }, { "visual", "iso-8859-8" },
+    { "sun_eu_greek", "iso-8859-7" }, { "koi8-ru", "koi8-u" }, { "koi", "koi8-r" },
+    { "koi8", "koi8-r" }, { "koi8_r", "koi8-r" }, { "cskoi8r", "koi8-r" },
+    { "mac", "macintosh" }, { "csmacintosh", "macintosh" }, { "x-mac-roman", "macintosh" },
+    { "x-mac-cyrillic", "mac-cyrillic" }, { "x-mac-ukrainian", "mac-cyrillic" },
+    { "x-cp1250", "windows-1250" }, { "x-cp1251", "windows-1251" },
+    { "x-cp1253", "windows-1253" }, { "x-cp1255", "windows-1255" },
+    { "x-cp1256", "windows-1256" }, { "x-cp1257", "windows-1257" },
+    { "x-cp1258", "windows-1258" },
+    /* CJK: the decoders browsers use are the vendor supersets */
+    { "shift_jis", "cp932" }, { "shift-jis", "cp932" }, { "sjis", "cp932" },
+    { "x-sjis", "cp932" }, { "ms_kanji", "cp932" }, { "csshiftjis", "cp932" },
+    { "windows-31j", "cp932" }, { "ms932", "cp932" },
+    { "gbk", "gb18030" }, { "x-gbk", "gb18030" }, { "gb2312", "gb18030" },
+    { "gb_2312", "gb18030" }, { "gb_2312-80", "gb18030" }, { "chinese", "gb18030" },
+    { "csgb2312", "gb18030" }, { "csiso58gb231280", "gb18030" }, { "iso-ir-58", "gb18030" },
+    { "cp936", "gb18030" },
+    { "big5", "big5-hkscs" }, { "cn-big5", "big5-hkscs" }, { "csbig5", "big5-hkscs" },
+    { "x-x-big5", "big5-hkscs" },
+    { "euc-kr", "cp949" }, { "cseuckr", "cp949" }, { "csksc56011987", "cp949" },
+    { "iso-ir-149", "cp949" }, { "korean", "cp949" }, { "ks_c_5601-1987", "cp949" },
+    { "ks_c_5601-1989", "cp949" }, { "ksc5601", "cp949" }, { "ksc_5601", "cp949" },
+    { "windows-949", "cp949" },
+    /* UTF-16: our own decoder; the bare label is little-endian (WHATWG) */
+    { "utf-16", "utf-16le" }, { "utf16", "utf-16le" }, { "unicode", "utf-16le" },
+    { "unicodefeff", "utf-16le" }, { "csunicode", "utf-16le" }, { "ucs-2", "utf-16le" },
+    { "iso-10646-ucs-2", "utf-16le" }, { "unicodefffe", "utf-16be" },
+    { "utf16le", "utf-16le" }, { "utf16be", "utf-16be" },
+};
+
+/* Lower-cased, unquoted, trimmed, mapped through the WHATWG labels; "" for
+ * UTF-8; NULL if the name has characters no charset name has (keeps
+ * iconv's "//" suffixes and the like out of reach of a header). */
 static const char *charset_norm(apr_pool_t *p, const char *cs)
 {
     static const char *const utf8[] = {
-        "utf-8", "utf8", "us-ascii", "ascii", "ansi_x3.4-1968", "unicode-1-1-utf-8", NULL
+        "utf-8", "utf8", "unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8",
+        "x-unicode20utf8", NULL
     };
     apr_size_t b, e, i;
     char *n;
@@ -331,9 +392,12 @@ static const char *charset_norm(apr_pool_t *p, const char *cs)
         return "";
     b = 0;
     e = strlen(cs);
-    while (b < e && (cs[b] == ' ' || cs[b] == '\t' || cs[b] == '"' || cs[b] == '\''))
+    while (b < e && (cs[b] == ' ' || cs[b] == '\t' || cs[b] == '\n' || cs[b] == '\r'
+                     || cs[b] == '\f' || cs[b] == '"' || cs[b] == '\''))
         b++;
-    while (e > b && (cs[e - 1] == ' ' || cs[e - 1] == '\t' || cs[e - 1] == '"' || cs[e - 1] == '\''))
+    while (e > b && (cs[e - 1] == ' ' || cs[e - 1] == '\t' || cs[e - 1] == '\n'
+                     || cs[e - 1] == '\r' || cs[e - 1] == '\f' || cs[e - 1] == '"'
+                     || cs[e - 1] == '\''))
         e--;
     if (e - b > 40)
         return NULL;
@@ -349,6 +413,9 @@ static const char *charset_norm(apr_pool_t *p, const char *cs)
     for (i = 0; utf8[i]; i++)
         if (!strcmp(n, utf8[i]))
             return "";
+    for (i = 0; i < sizeof(whatwg_labels) / sizeof(whatwg_labels[0]); i++)
+        if (!strcmp(n, whatwg_labels[i][0]))
+            return whatwg_labels[i][1];
     return n;
 }
 
@@ -446,6 +513,13 @@ static apr_status_t charset_build(const notary_matcher *m, const char *n,
     apr_status_t rv;
 
     *e = NULL;
+    if (!strcmp(n, "utf-16le") || !strcmp(n, "utf-16be")) {
+        *e = apr_pcalloc(p, sizeof(**e));
+        (*e)->decode_from = apr_pstrdup(p, n);
+        (*e)->utf16 = n[6] == 'l' ? 1 : 2;
+        (*e)->unit = 2;
+        return APR_SUCCESS;
+    }
     if ((rv = apr_pool_create(&tmp, p)) != APR_SUCCESS)
         return rv;
     if (charset_stateful(n)) {
@@ -464,6 +538,30 @@ static apr_status_t charset_build(const notary_matcher *m, const char *n,
             decode = 1;
             goto cleanup;
         }
+    }
+    {
+        /* A charset with two-byte characters whose second byte can be
+         * ASCII (Shift_JIS, Big5, GBK, UHC): transcoded rule texts would
+         * match inside other characters ("\xb1gree" is ｱ followed by
+         * "gree"), so the body is decoded on character boundaries. */
+        apr_xlate_t *dx;
+        int lead;
+        if (apr_xlate_open(&dx, "UTF-8", n, tmp) != APR_SUCCESS)
+            goto cleanup;
+        for (lead = 0x81; lead <= 0xfe && !decode; lead++) {
+            char in[2], out[16];
+            apr_size_t inleft = 2, outleft = sizeof(out);
+            in[0] = (char)lead;
+            in[1] = 'A';
+            if (apr_xlate_conv_buffer(dx, in, &inleft, out, &outleft) == APR_SUCCESS
+                && inleft == 0 && sizeof(out) - outleft >= 2
+                && (unsigned char)out[0] >= 0x80 && out[sizeof(out) - outleft - 1] != 'A')
+                decode = 1;
+            outleft = sizeof(out);
+            apr_xlate_conv_buffer(dx, NULL, NULL, out, &outleft);
+        }
+        if (decode)
+            goto cleanup;
     }
 
     pats = apr_array_make(tmp, m->src->nelts + 1, sizeof(ac_pat));
@@ -508,6 +606,10 @@ cleanup:
     if (decode) {
         *e = apr_pcalloc(p, sizeof(**e));
         (*e)->decode_from = apr_pstrdup(p, n);
+        (*e)->unit = (has_prefix(n, "utf-32") || has_prefix(n, "utf32")
+                      || has_prefix(n, "ucs-4") || has_prefix(n, "ucs4")) ? 4
+                   : (has_prefix(n, "ucs-2") || has_prefix(n, "ucs2")
+                      || has_prefix(n, "utf-16") || has_prefix(n, "utf16")) ? 2 : 1;
     }
     apr_pool_destroy(tmp);
     return rv;
@@ -548,45 +650,155 @@ static apr_status_t charset_lookup(notary_matcher *m, const char *n,
     return rv;
 }
 
-/* ==== streams ========================================================== */
+/* ==== streams ==========================================================
+ *
+ * transmitted -> content codings (notary_decode) -> BOM / <meta> sniffing
+ *   -> the raw view: the text in its charset, as matched before any
+ *      structure was read
+ *   -> the decoded view (form, multipart, JSON): the text a person saw,
+ *      field by field; a match in either view counts.
+ * Each view walks its own automaton state; all report into one found set.
+ * Every stage is a byte state machine, so a cut never changes a verdict.
+ */
 
-#define ZBUF_SIZE 16384
 #define XBUF_SIZE 4096
 #define XCARRY_MAX 16
+#define SNIFF_BOM 3
+#define SNIFF_META 1024         /* WHATWG prescan window */
+#define PART_HDR_MAX 8192
+#define CS_SWITCH_MAX 64        /* charset changes per text, then UTF-8 */
+#define XLATE_OPEN_MAX 64       /* iconv converters per stream */
+#define DELIM_LWSP_MAX 64       /* transport padding after a boundary */
+#define OBUF 4096               /* decoded bytes gathered per automaton call */
 
-enum { CODING_NONE, CODING_GZIP, CODING_DEFLATE };
+static int token_len(const char *s);
+static int media_is(const char *ct, const char *type, const char *subtype);
+static const char *media_param(apr_pool_t *p, const char *ct, const char *want, int *bad);
+
+typedef struct node node;
+struct node {
+    void (*feed)(node *, const unsigned char *, apr_size_t);
+    void (*brk)(node *);        /* one text ends: flush, no match across */
+};
+
+/* One automaton walking one text. */
+typedef struct {
+    notary_match_stream *s;
+    const notary_ac *ac;
+    apr_uint32_t state;
+} view;
+
+/* Some charset to UTF-8, as it streams; errors become U+FFFD. */
+typedef struct {
+    notary_match_stream *s;
+    int utf16;                  /* 1 LE, 2 BE; 0: iconv */
+    int unit;
+    apr_xlate_t *xl;
+    unsigned char carry[XCARRY_MAX];
+    apr_size_t carry_len;
+    unsigned char *xbuf;
+    unsigned char u0;           /* UTF-16: first byte of a code unit */
+    int un;
+    apr_uint32_t hi;            /* UTF-16: a high surrogate waiting */
+    void (*out)(void *, const unsigned char *, apr_size_t);
+    void *ctx;
+} xdec;
+
+/* Text in a charset, matched on its own. */
+typedef struct {
+    node base;
+    notary_match_stream *s;
+    const char *cs;             /* normalised name in effect; "" UTF-8 */
+    view v;
+    xdec x;
+    int decode;
+    int switches;
+} text;
+
+typedef struct {
+    node base;
+    notary_match_stream *s;
+    xdec pre;                   /* the charset to UTF-8 first, if not UTF-8 */
+    int pre_on;
+    view v;                     /* the unescaped document, UTF-8 */
+    int st, nhex;
+    apr_uint32_t cp, hi;
+    unsigned char ob[OBUF];
+    apr_size_t on;
+} jnode;
+
+typedef struct {
+    node base;
+    notary_match_stream *s;
+    text t;
+    int pct;                    /* 1: after '%', 2: after '%X' */
+    unsigned char hex1;
+    int in_value;
+    int cs_field, cs_fixed;
+    int spilled;                /* part of this name/value already went on */
+    unsigned char ob[OBUF];     /* decoded bytes of the current name/value */
+    apr_size_t on;
+} fnode;
+
+typedef struct mpnode mpnode;
+struct mpnode {
+    node base;
+    notary_match_stream *s;
+    int depth;
+    unsigned char delim[80];    /* CRLF "--" boundary */
+    apr_size_t dlen, dpos;
+    int state, after;
+    unsigned char after_b[DELIM_LWSP_MAX + 4];
+    apr_size_t after_n;
+    char *hdr;
+    apr_size_t hdr_len, line_len;
+    int hdr_over;
+    int closed;
+    const char *form_cs;        /* charset for parts that name none */
+    int cte;
+    apr_uint32_t q;             /* base64 quad / quoted-printable state */
+    int qn, b64_end;
+    node *inner;
+    text t;
+    jnode *j;
+    fnode *f;
+    mpnode *nested;
+};
+
+enum { ST_NONE, ST_FORM, ST_MULTIPART, ST_JSON };
+enum { J_OUT, J_STR, J_ESC, J_HEX, J_BAD };
+enum { MP_PREAMBLE, MP_HEADERS, MP_BODY, MP_EPILOGUE };
+enum { CTE_NONE, CTE_B64, CTE_QP };
 
 struct notary_match_stream {
     const notary_matcher *m;
-    const notary_ac *ac;
-    apr_uint32_t state;         /* row offset in ac->delta */
+    apr_pool_t *pool;
     unsigned char *found;       /* by dense id index */
     int nfound;
+    int need;                   /* ids any view in use can report */
+    const notary_ac *need_ac;
     unsigned flags;
-    const char *error;
     int finished;
-    int stopped;                /* decoding gave up: limit or error */
-    apr_pool_t *pool;
-    /* content coding */
-    int coding;
-    z_stream z;
-    int z_inited;
-    int member_end;             /* inflate reached the end of a member */
-    int any_input;
-    unsigned char hdr[2];       /* deflate: the bytes that tell zlib from raw */
-    int hdr_len;
-    unsigned char *zbuf;
-    apr_size_t decoded, max_decoded;
-    /* charset decoding to UTF-8 */
-    apr_xlate_t *xl;
-    char carry[XCARRY_MAX];
-    apr_size_t carry_len;
-    char *xbuf;
+    notary_codings *cod;
+    view wire;                  /* with a coding: the bytes as transmitted */
+    /* the Content-Type */
+    int structure;
+    const char *boundary;
+    const char *declared;       /* normalised charset parameter; NULL none */
+    int declared_bad;
+    int html;
+    /* sniffing: held until a BOM or <meta> is known or ruled out */
+    unsigned char *sniff;
+    apr_size_t sniff_len, sniff_need;
+    int sniffed;
+    const char *cs;             /* the body's charset, once sniffed */
+    int xlate_opens;
+    text raw;
+    node *st;
 };
 
-static void ac_report(notary_match_stream *s, apr_uint32_t st)
+static void ac_report(notary_match_stream *s, const notary_ac *ac, apr_uint32_t st)
 {
-    const notary_ac *ac = s->ac;
     while (st) {
         apr_uint32_t k, end = ac->own_off[st] + ac->own_n[st];
         for (k = ac->own_off[st]; k < end; k++) {
@@ -602,255 +814,1520 @@ static void ac_report(notary_match_stream *s, apr_uint32_t st)
 
 static int all_found(const notary_match_stream *s)
 {
-    return s->nfound >= s->ac->nids;
+    return s->nfound >= s->need;
 }
 
-static void ac_scan(notary_match_stream *s, const unsigned char *p, apr_size_t n)
+/* A view started on automaton ac: what "every rule matched" means. */
+static void need_ac(notary_match_stream *s, const notary_ac *ac)
 {
-    const notary_ac *ac = s->ac;
+    if (!s->need_ac) {
+        s->need_ac = ac;
+        s->need = ac->nids;
+    }
+    else if (s->need_ac != ac) {
+        s->need = s->m->nids;
+    }
+}
+
+static void view_init(view *v, notary_match_stream *s, const notary_ac *ac)
+{
+    v->s = s;
+    v->ac = ac;
+    v->state = 0;
+    need_ac(s, ac);
+}
+
+static void view_scan(view *v, const unsigned char *p, apr_size_t n)
+{
+    const notary_ac *ac = v->ac;
     const apr_uint32_t *delta = ac->delta;
     const unsigned char *cls = ac->cls;
-    apr_uint32_t st = s->state;
+    apr_uint32_t st = v->state;
     apr_size_t i;
     int prefilter = ac->nfirst > 0 && ac->nfirst <= AC_MAX_FIRST;
 
+    if (all_found(v->s))
+        return;
     for (i = 0; i < n; i++) {
-        apr_uint32_t v;
-        if (st == 0 && prefilter) {
+        apr_uint32_t x;
+        if (st == 0 && (!prefilter || n - i < 64)) {
+            /* short runs (form fields, JSON pieces): a table, not memchr */
+            const unsigned char *root = ac->root;
+            while (i < n && !root[p[i]])
+                i++;
+            if (i == n)
+                break;
+        }
+        else if (st == 0) {
             /* nothing can start before the next first byte of a pattern */
             const unsigned char *q = p + i, *hit = NULL;
             int k;
             for (k = 0; k < ac->nfirst; k++) {
                 const unsigned char *h = memchr(q, ac->first[k],
                                                 hit ? (apr_size_t)(hit - q) : n - i);
-                if (h) {
+                if (h)
                     hit = h;
-                }
             }
-            if (!hit) {
+            if (!hit)
                 break;
-            }
             i = (apr_size_t)(hit - p);
         }
-        v = delta[st + cls[p[i]]];
-        st = v & ~AC_HIT;
-        if (v & AC_HIT) {
-            ac_report(s, st / ac->ncls);
-            if (all_found(s))
+        x = delta[st + cls[p[i]]];
+        st = x & ~AC_HIT;
+        if (x & AC_HIT) {
+            ac_report(v->s, ac, st / ac->ncls);
+            if (all_found(v->s))
                 break;
         }
     }
-    s->state = st;
+    v->state = st;
 }
 
-/* Charset-decode (if so configured) and match. */
-static void emit(notary_match_stream *s, const char *buf, apr_size_t len)
+static void view_sink(void *ctx, const unsigned char *p, apr_size_t n)
 {
-    if (!s->xl) {
-        ac_scan(s, (const unsigned char *)buf, len);
+    view_scan(ctx, p, n);
+}
+
+/* ---- charset decoding to UTF-8 ---------------------------------------- */
+
+static const unsigned char FFFD[3] = { 0xef, 0xbf, 0xbd };
+
+static void xdec_bad(xdec *x)
+{
+    x->s->flags |= NOTARY_MATCH_F_CHARSET_INVALID;
+    x->out(x->ctx, FFFD, 3);    /* as a browser shows it: nothing glues across */
+}
+
+/* UTF-16 by code unit: an unpaired surrogate is one U+FFFD, and the unit
+ * after it is read afresh (WHATWG), so one bad unit hides nothing else. */
+static void utf16_feed(xdec *x, const unsigned char *p, apr_size_t n)
+{
+    unsigned char ob[OBUF + 4];
+    apr_size_t on = 0, i;
+
+    for (i = 0; i < n; i++) {
+        apr_uint32_t u;
+        if (!x->un) {
+            x->u0 = p[i];
+            x->un = 1;
+            continue;
+        }
+        x->un = 0;
+        u = x->utf16 == 1 ? (apr_uint32_t)(x->u0 | (p[i] << 8))
+                          : (apr_uint32_t)((x->u0 << 8) | p[i]);
+        if (x->hi) {
+            if (u >= 0xdc00 && u <= 0xdfff) {
+                apr_uint32_t c = 0x10000 + ((x->hi - 0xd800) << 10) + (u - 0xdc00);
+                x->hi = 0;
+                ob[on++] = (unsigned char)(0xf0 | (c >> 18));
+                ob[on++] = (unsigned char)(0x80 | ((c >> 12) & 0x3f));
+                ob[on++] = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
+                ob[on++] = (unsigned char)(0x80 | (c & 0x3f));
+                goto flush;
+            }
+            x->hi = 0;
+            x->out(x->ctx, ob, on);
+            on = 0;
+            xdec_bad(x);
+        }
+        if (u >= 0xd800 && u <= 0xdbff) {
+            x->hi = u;
+        }
+        else if (u >= 0xdc00 && u <= 0xdfff) {
+            x->out(x->ctx, ob, on);
+            on = 0;
+            xdec_bad(x);
+        }
+        else if (u < 0x80) {
+            ob[on++] = (unsigned char)u;
+        }
+        else if (u < 0x800) {
+            ob[on++] = (unsigned char)(0xc0 | (u >> 6));
+            ob[on++] = (unsigned char)(0x80 | (u & 0x3f));
+        }
+        else {
+            ob[on++] = (unsigned char)(0xe0 | (u >> 12));
+            ob[on++] = (unsigned char)(0x80 | ((u >> 6) & 0x3f));
+            ob[on++] = (unsigned char)(0x80 | (u & 0x3f));
+        }
+flush:
+        if (on >= OBUF) {
+            x->out(x->ctx, ob, on);
+            on = 0;
+        }
+    }
+    x->out(x->ctx, ob, on);
+}
+
+/* Convert what the carry holds; final: the body (or text) ends here, so
+ * an incomplete sequence is an error and what follows it is still read. */
+static void xdec_drain(xdec *x, int final)
+{
+    while (x->carry_len) {
+        apr_size_t inleft = x->carry_len, outleft = XBUF_SIZE;
+        apr_status_t rv = apr_xlate_conv_buffer(x->xl, (const char *)x->carry, &inleft,
+                                                (char *)x->xbuf, &outleft);
+        x->out(x->ctx, x->xbuf, XBUF_SIZE - outleft);
+        memmove(x->carry, x->carry + x->carry_len - inleft, inleft);
+        x->carry_len = inleft;
+        if (!inleft)
+            break;
+        if (rv == APR_SUCCESS)
+            continue;               /* output was full */
+        if (rv == APR_INCOMPLETE && !final && inleft < XCARRY_MAX)
+            break;                  /* wait for the rest of it */
+        /* invalid, or cut off at the end: skip one unit, read on */
+        xdec_bad(x);
+        inleft = x->carry_len < (apr_size_t)x->unit ? x->carry_len : (apr_size_t)x->unit;
+        memmove(x->carry, x->carry + inleft, x->carry_len - inleft);
+        x->carry_len -= inleft;
+    }
+}
+
+static void xdec_feed(xdec *x, const unsigned char *p, apr_size_t n)
+{
+    if (x->utf16) {
+        utf16_feed(x, p, n);
         return;
     }
-    /* a character cut by the previous piece: complete it byte by byte */
-    while (s->carry_len && len) {
-        apr_size_t inleft, outleft = XBUF_SIZE;
-        apr_status_t rv;
-        s->carry[s->carry_len++] = *buf++;
-        len--;
-        inleft = s->carry_len;
-        rv = apr_xlate_conv_buffer(s->xl, s->carry, &inleft, s->xbuf, &outleft);
-        ac_scan(s, (const unsigned char *)s->xbuf, XBUF_SIZE - outleft);
-        if (inleft && (rv == APR_EINVAL || s->carry_len == XCARRY_MAX)) {
-            s->flags |= NOTARY_MATCH_F_CHARSET_INVALID;
-            inleft--;               /* skip the first bad byte */
-        }
-        memmove(s->carry, s->carry + s->carry_len - inleft, inleft);
-        s->carry_len = inleft;
-        if (rv != APR_SUCCESS && rv != APR_INCOMPLETE && rv != APR_EINVAL)
-            s->carry_len = 0;
+    /* a sequence cut by the previous piece: complete it byte by byte */
+    while (x->carry_len && n) {
+        x->carry[x->carry_len++] = *p++;
+        n--;
+        xdec_drain(x, 0);
     }
-    while (len) {
-        apr_size_t inleft = len, outleft = XBUF_SIZE;
-        apr_status_t rv = apr_xlate_conv_buffer(s->xl, buf, &inleft, s->xbuf, &outleft);
-        ac_scan(s, (const unsigned char *)s->xbuf, XBUF_SIZE - outleft);
-        if (rv == APR_SUCCESS && (inleft < len || outleft < XBUF_SIZE)) {
-            buf += len - inleft;    /* output was full, or all done */
-            len = inleft;
+    while (n) {
+        apr_size_t inleft = n, outleft = XBUF_SIZE;
+        apr_status_t rv = apr_xlate_conv_buffer(x->xl, (const char *)p, &inleft,
+                                                (char *)x->xbuf, &outleft);
+        x->out(x->ctx, x->xbuf, XBUF_SIZE - outleft);
+        p += n - inleft;
+        n = inleft;
+        if (!n || rv == APR_SUCCESS)
             continue;
-        }
-        buf += len - inleft;
-        len = inleft;
-        if (rv == APR_INCOMPLETE && len < XCARRY_MAX) {
-            memcpy(s->carry, buf, len);
-            s->carry_len = len;
+        if (rv == APR_INCOMPLETE && n < XCARRY_MAX) {
+            memcpy(x->carry, p, n);
+            x->carry_len = n;
             return;
         }
-        s->flags |= NOTARY_MATCH_F_CHARSET_INVALID;
-        if (len) {
-            buf++;
-            len--;
-        }
+        xdec_bad(x);
+        inleft = n < (apr_size_t)x->unit ? n : (apr_size_t)x->unit;
+        p += inleft;
+        n -= inleft;
     }
 }
 
-static void decode_stop(notary_match_stream *s, unsigned flag, const char *why)
+/* The text ends: what is pending is an error; the shift state resets. */
+static void xdec_end(xdec *x)
 {
-    s->flags |= flag;
-    s->stopped = 1;
-    if (!s->error)
-        s->error = why;
+    if (x->utf16) {
+        if (x->hi || x->un)
+            xdec_bad(x);
+        x->hi = 0;
+        x->un = 0;
+        return;
+    }
+    if (x->carry_len)
+        xdec_drain(x, 1);
+    {
+        apr_size_t outleft = XBUF_SIZE;
+        if (apr_xlate_conv_buffer(x->xl, NULL, NULL, (char *)x->xbuf, &outleft)
+            == APR_SUCCESS)
+            x->out(x->ctx, x->xbuf, XBUF_SIZE - outleft);
+    }
 }
 
-static voidpf z_palloc(voidpf opaque, uInt items, uInt size)
+static int xdec_open(xdec *x, notary_match_stream *s, const cs_entry *e,
+                     void (*out)(void *, const unsigned char *, apr_size_t), void *ctx)
 {
-    return apr_palloc((apr_pool_t *)opaque, (apr_size_t)items * size);
+    memset(x, 0, sizeof(*x));
+    x->s = s;
+    x->out = out;
+    x->ctx = ctx;
+    x->unit = e->unit ? e->unit : 1;
+    x->utf16 = e->utf16;
+    if (x->utf16)
+        return 1;
+    /* a converter per part of a many-part body would grow the pool with
+     * the body: a few, then the rest is read as UTF-8 (flagged unknown) */
+    if (++s->xlate_opens > XLATE_OPEN_MAX)
+        return 0;
+    if (apr_xlate_open(&x->xl, "UTF-8", e->decode_from, s->pool) != APR_SUCCESS)
+        return 0;
+    x->xbuf = apr_palloc(s->pool, XBUF_SIZE);
+    return 1;
 }
 
-static void z_pfree(voidpf opaque, voidpf addr)
+/* ---- text --------------------------------------------------------------- */
+
+static apr_status_t charset_lookup(notary_matcher *m, const char *n, apr_pool_t *sp,
+                                   const cs_entry **out, unsigned *flags);
+
+/* How charset n (normalised; NULL: a name no charset has) is read:
+ * *e NULL means the UTF-8 automaton, flagged unknown unless n is "". */
+static apr_status_t cs_entry_for(notary_match_stream *s, const char *n, const cs_entry **e)
 {
-    (void)opaque;
-    (void)addr;     /* the pool frees it */
+    apr_status_t rv;
+    *e = NULL;
+    if (!n) {
+        s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
+        return APR_SUCCESS;
+    }
+    if (!*n)
+        return APR_SUCCESS;
+    if ((rv = charset_lookup((notary_matcher *)s->m, n, s->pool, e, &s->flags))
+        != APR_SUCCESS)
+        return rv;
+    if (!*e)
+        s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
+    return APR_SUCCESS;
 }
 
-static void inflate_run(notary_match_stream *s, const unsigned char *in, apr_size_t len)
+static void text_feed(node *nd, const unsigned char *p, apr_size_t n)
 {
-    s->z.next_in = (Bytef *)in;
-    s->z.avail_in = (uInt)len;
-    for (;;) {
-        apr_size_t want = ZBUF_SIZE, got;
-        int zr;
+    text *t = (text *)nd;
+    if (t->decode)
+        xdec_feed(&t->x, p, n);
+    else
+        view_scan(&t->v, p, n);
+}
 
-        if (s->member_end) {
-            if (!s->z.avail_in)
-                break;
-            if (s->coding != CODING_GZIP) {
-                decode_stop(s, NOTARY_MATCH_F_DECODE_ERROR, "data after the end of the deflate stream");
+static void text_brk(node *nd)
+{
+    text *t = (text *)nd;
+    if (t->decode)
+        xdec_end(&t->x);
+    t->v.state = 0;
+}
+
+/* Read the text from here on in charset n (normalised). */
+static apr_status_t text_set(text *t, const char *n)
+{
+    notary_match_stream *s = t->s;
+    const cs_entry *e = NULL;
+    apr_status_t rv;
+
+    if (t->cs && n && !strcmp(t->cs, n))
+        return APR_SUCCESS;
+    if (t->cs && ++t->switches > CS_SWITCH_MAX) {
+        n = "";                     /* bounded work per stream */
+        s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
+    }
+    t->cs = n ? n : "?";
+    t->decode = 0;
+    if ((rv = cs_entry_for(s, n, &e)) != APR_SUCCESS)
+        return rv;
+    if (e && e->ac) {
+        view_init(&t->v, s, e->ac);
+        return APR_SUCCESS;
+    }
+    view_init(&t->v, s, s->m->base);
+    if (e && xdec_open(&t->x, s, e, view_sink, &t->v)) {
+        t->decode = 1;
+        s->flags |= NOTARY_MATCH_F_CHARSET_DECODED;
+    }
+    else if (e) {
+        s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t text_init(text *t, notary_match_stream *s, const char *n)
+{
+    memset(t, 0, sizeof(*t));
+    t->base.feed = text_feed;
+    t->base.brk = text_brk;
+    t->s = s;
+    return text_set(t, n);
+}
+
+/* ---- JSON: string escapes undone, the rest as it is --------------------- */
+
+static void j_flush(jnode *j)
+{
+    view_scan(&j->v, j->ob, j->on);
+    j->on = 0;
+}
+
+static void j_put(jnode *j, apr_uint32_t c)
+{
+    if (j->on + 4 > OBUF)
+        j_flush(j);
+    if (c < 0x80) {
+        j->ob[j->on++] = (unsigned char)c;
+    }
+    else if (c < 0x800) {
+        j->ob[j->on++] = (unsigned char)(0xc0 | (c >> 6));
+        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+    }
+    else if (c < 0x10000) {
+        j->ob[j->on++] = (unsigned char)(0xe0 | (c >> 12));
+        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
+        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+    }
+    else {
+        j->ob[j->on++] = (unsigned char)(0xf0 | (c >> 18));
+        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 12) & 0x3f));
+        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
+        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+    }
+}
+
+/* Bytes that may stand outside a JSON string (whitespace, structure,
+ * numbers, true/false/null), and bytes that end a run inside one. */
+static const unsigned char j_out_ok[256] = {
+    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
+    [']'] = 1, [','] = 1, [':'] = 1, ['-'] = 1, ['+'] = 1, ['.'] = 1, ['0'] = 1, ['1'] = 1,
+    ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['e'] = 1, ['E'] = 1, ['t'] = 1, ['r'] = 1, ['u'] = 1, ['f'] = 1, ['a'] = 1, ['l'] = 1,
+    ['s'] = 1, ['n'] = 1,
+};
+static const unsigned char j_str_stop[256] = {
+    ['"'] = 1, ['\\'] = 1, [0] = 2, [1] = 2, [2] = 2, [3] = 2, [4] = 2, [5] = 2, [6] = 2,
+    [7] = 2, [8] = 2, [9] = 2, [10] = 2, [11] = 2, [12] = 2, [13] = 2, [14] = 2, [15] = 2,
+    [16] = 2, [17] = 2, [18] = 2, [19] = 2, [20] = 2, [21] = 2, [22] = 2, [23] = 2, [24] = 2,
+    [25] = 2, [26] = 2, [27] = 2, [28] = 2, [29] = 2, [30] = 2, [31] = 2,
+};
+
+/* Gather n bytes for the automaton: one call per OBUF, not per run. */
+static void j_copy(jnode *j, const unsigned char *p, apr_size_t n)
+{
+    while (n) {
+        apr_size_t k = OBUF - j->on;
+        if (!k) {
+            j_flush(j);
+            k = OBUF;
+        }
+        if (k > n)
+            k = n;
+        memcpy(j->ob + j->on, p, k);
+        j->on += k;
+        p += k;
+        n -= k;
+    }
+}
+
+static void j_invalid(jnode *j)
+{
+    j->s->flags |= NOTARY_MATCH_F_JSON_INVALID;
+}
+
+/* A lone high surrogate ends here. */
+static void j_lone(jnode *j)
+{
+    if (j->hi) {
+        j->hi = 0;
+        j_put(j, 0xfffd);
+    }
+}
+
+static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
+{
+    jnode *j = ctx;
+    apr_size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        switch (j->st) {
+        case J_OUT: {
+            /* outside strings: structure, numbers, literals, passed as is */
+            apr_size_t b = i;
+            int bad = 0;
+            while (i < n && p[i] != '"')
+                bad |= !j_out_ok[p[i++]];
+            if (bad)
+                j_invalid(j);
+            if (i < n) {
+                i++;                /* the opening quote goes with the run */
+                j->st = J_STR;
+            }
+            j_copy(j, p + b, i - b);
+            break;
+        }
+        case J_STR:
+            if (c == '\\') {
+                j->st = J_ESC;
+                i++;
                 break;
             }
-            inflateReset(&s->z);    /* the next gzip member */
-            s->member_end = 0;
-        }
-        if (s->max_decoded && s->max_decoded - s->decoded < want)
-            want = s->max_decoded - s->decoded + 1;
-        s->z.next_out = s->zbuf;
-        s->z.avail_out = (uInt)want;
-        zr = inflate(&s->z, Z_NO_FLUSH);
-        got = want - s->z.avail_out;
-        if (s->max_decoded && got > s->max_decoded - s->decoded) {
-            emit(s, (const char *)s->zbuf, s->max_decoded - s->decoded);
-            s->decoded = s->max_decoded;
-            decode_stop(s, NOTARY_MATCH_F_DECODE_LIMIT, "decoded size limit reached");
-            break;
-        }
-        s->decoded += got;
-        emit(s, (const char *)s->zbuf, got);
-        if (all_found(s))
-            break;
-        if (zr == Z_STREAM_END) {
-            s->member_end = 1;
-            continue;
-        }
-        if (zr == Z_OK || zr == Z_BUF_ERROR) {
-            /* output full: more may be pending even without input */
-            if (got == want)
-                continue;
-            if (!s->z.avail_in)
+            j_lone(j);
+            if (c == '"') {
+                j_copy(j, p + i, 1);
+                j->st = J_OUT;
+                i++;
                 break;
-            if (zr == Z_OK)
-                continue;
-        }
-        decode_stop(s, NOTARY_MATCH_F_DECODE_ERROR,
-                    apr_pstrcat(s->pool, "malformed ",
-                                s->coding == CODING_GZIP ? "gzip" : "deflate", " data: ",
-                                s->z.msg ? s->z.msg : "inflate failed", NULL));
-        break;
-    }
-    s->z.next_in = NULL;
-    s->z.avail_in = 0;
-}
-
-static void inflate_feed(notary_match_stream *s, const unsigned char *buf, apr_size_t len)
-{
-    s->any_input = 1;
-    if (!s->z_inited) {
-        int wbits = 16 + MAX_WBITS;
-        if (s->coding == CODING_DEFLATE) {
-            /* RFC 9110 says zlib, many servers send raw deflate: the zlib
-             * header is CM=8 and a multiple of 31 */
-            while (s->hdr_len < 2 && len) {
-                s->hdr[s->hdr_len++] = *buf++;
-                len--;
             }
-            if (s->hdr_len < 2)
-                return;
-            wbits = ((s->hdr[0] & 0x0f) == 8 && (s->hdr[0] >> 4) <= 7
-                     && ((s->hdr[0] << 8) | s->hdr[1]) % 31 == 0) ? MAX_WBITS : -MAX_WBITS;
+            {
+                /* a run of plain string bytes */
+                apr_size_t b = i;
+                int bad = 0;
+                while (i < n && j_str_stop[p[i]] != 1)
+                    bad |= j_str_stop[p[i++]];
+                if (bad)
+                    j_invalid(j);
+                j_copy(j, p + b, i - b);
+            }
+            break;
+        case J_ESC: {
+            apr_uint32_t e = 0;
+            i++;
+            j->st = J_STR;
+            switch (c) {
+            case '"': e = '"'; break;
+            case '\\': e = '\\'; break;
+            case '/': e = '/'; break;
+            case 'b': e = '\b'; break;
+            case 'f': e = '\f'; break;
+            case 'n': e = '\n'; break;
+            case 'r': e = '\r'; break;
+            case 't': e = '\t'; break;
+            case 'u':
+                j->st = J_HEX;
+                j->nhex = 0;
+                j->cp = 0;
+                break;
+            default:
+                j_invalid(j);       /* kept as written */
+                j_lone(j);
+                j_put(j, '\\');
+                j_put(j, c);
+                break;
+            }
+            if (e) {
+                j_lone(j);
+                j_put(j, e);
+            }
+            break;
         }
-        memset(&s->z, 0, sizeof(s->z));
-        s->z.zalloc = z_palloc;
-        s->z.zfree = z_pfree;
-        s->z.opaque = s->pool;
-        if (inflateInit2(&s->z, wbits) != Z_OK) {
-            decode_stop(s, NOTARY_MATCH_F_DECODE_ERROR, "cannot initialise zlib");
-            return;
+        case J_HEX: {
+            int v = (c >= '0' && c <= '9') ? c - '0'
+                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+            if (v < 0) {
+                /* not an escape after all: kept as written, c read afresh */
+                static const char hexd[] = "0123456789abcdef";
+                int k;
+                j_invalid(j);
+                j_lone(j);
+                j_put(j, '\\');
+                j_put(j, 'u');
+                for (k = j->nhex - 1; k >= 0; k--)
+                    j_put(j, (unsigned char)hexd[(j->cp >> (4 * k)) & 0xf]);
+                j->st = J_STR;
+                break;
+            }
+            i++;
+            j->cp = (j->cp << 4) | (apr_uint32_t)v;
+            if (++j->nhex < 4)
+                break;
+            j->st = J_STR;
+            if (j->hi && j->cp >= 0xdc00 && j->cp <= 0xdfff) {
+                j_put(j, 0x10000 + ((j->hi - 0xd800) << 10) + (j->cp - 0xdc00));
+                j->hi = 0;
+                break;
+            }
+            j_lone(j);
+            if (j->cp >= 0xd800 && j->cp <= 0xdbff)
+                j->hi = j->cp;      /* wait: its low half may follow */
+            else if (j->cp >= 0xdc00 && j->cp <= 0xdfff)
+                j_put(j, 0xfffd);
+            else
+                j_put(j, j->cp);
+            break;
         }
-        s->z_inited = 1;
-        if (s->coding == CODING_DEFLATE) {
-            inflate_run(s, s->hdr, 2);
-            if (s->stopped || all_found(s))
-                return;
         }
     }
-    /* zlib counts in uInt */
-    while (len && !s->stopped && !all_found(s)) {
-        apr_size_t n = len > 0x40000000u ? 0x40000000u : len;
-        inflate_run(s, buf, n);
-        buf += n;
-        len -= n;
-    }
+    if (j->on)
+        j_flush(j);
 }
 
-/* The single coding we decode, from a Content-Encoding value; -1 if not. */
-static int coding_parse(const char *ce)
+static void j_feed(node *nd, const unsigned char *p, apr_size_t n)
 {
-    int coding = CODING_NONE;
-    const char *p = ce;
+    jnode *j = (jnode *)nd;
+    if (j->pre_on)
+        xdec_feed(&j->pre, p, n);
+    else
+        j_parse(j, p, n);
+}
 
-    if (!ce)
-        return CODING_NONE;
-    while (*p) {
-        const char *b;
-        apr_size_t n;
-        int c;
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        if (!*p)
-            break;
-        b = p;
-        while (*p && *p != ' ' && *p != '\t' && *p != ',')
-            p++;
-        n = (apr_size_t)(p - b);
-        if (ieq(b, n, "identity"))
-            continue;
-        if (ieq(b, n, "gzip") || ieq(b, n, "x-gzip"))
-            c = CODING_GZIP;
-        else if (ieq(b, n, "deflate"))
-            c = CODING_DEFLATE;
+static void j_brk(node *nd)
+{
+    jnode *j = (jnode *)nd;
+    if (j->pre_on)
+        xdec_end(&j->pre);
+    if (j->st != J_OUT) {
+        j_invalid(j);               /* a string or escape cut off */
+        if (j->st == J_HEX)
+            j_parse(j, (const unsigned char *)"\"", 1);     /* keeps "\uXX" */
+        j_lone(j);
+        j_flush(j);
+    }
+    j->st = J_OUT;
+    j->hi = 0;
+    j->v.state = 0;
+}
+
+/* JSON in charset n: decoded to UTF-8 before the escapes are undone. */
+static apr_status_t j_init(jnode *j, notary_match_stream *s, const char *n)
+{
+    const cs_entry *e = NULL;
+    apr_status_t rv;
+
+    memset(j, 0, sizeof(*j));
+    j->base.feed = j_feed;
+    j->base.brk = j_brk;
+    j->s = s;
+    view_init(&j->v, s, s->m->base);
+    if ((rv = cs_entry_for(s, n, &e)) != APR_SUCCESS)
+        return rv;
+    if (e) {
+        /* an ASCII-compatible charset is decoded too: the escapes give
+         * UTF-8, so the rest must be UTF-8 as well */
+        const cs_entry *d = e;
+        if (!e->decode_from) {
+            cs_entry *c = apr_pcalloc(s->pool, sizeof(*c));
+            c->decode_from = n;
+            c->unit = 1;
+            d = c;
+        }
+        if (xdec_open(&j->pre, s, d, j_parse, j))
+            j->pre_on = 1;
         else
-            return -1;
-        if (coding != CODING_NONE)
-            return -1;              /* stacked codings: not decoded */
-        coding = c;
+            s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
     }
-    return coding;
+    return APR_SUCCESS;
 }
+
+/* ---- application/x-www-form-urlencoded ---------------------------------- */
+
+static int hexval(unsigned char c)
+{
+    return (c >= '0' && c <= '9') ? c - '0'
+         : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+         : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+}
+
+/* The decoded bytes of the current name or value gather in f->ob; a
+ * name or value that never left it whole can be "_charset_" or its value. */
+static void f_flush(fnode *f)
+{
+    if (f->on)
+        text_feed(&f->t.base, f->ob, f->on);
+    f->on = 0;
+}
+
+static void f_put(fnode *f, unsigned char b)
+{
+    if (f->on == OBUF) {
+        f_flush(f);
+        f->spilled = 1;
+    }
+    f->ob[f->on++] = b;
+}
+
+static void f_pct_flush(fnode *f)
+{
+    if (f->pct)
+        f_put(f, '%');
+    if (f->pct == 2)
+        f_put(f, f->hex1);
+    f->pct = 0;
+}
+
+/* A name or a value ends: each is its own text. */
+static void f_end(fnode *f)
+{
+    int whole;
+    f_pct_flush(f);
+    whole = !f->spilled;
+    if (!f->in_value) {
+        f->cs_field = whole && f->on == 9 && !memcmp(f->ob, "_charset_", 9) && !f->cs_fixed;
+    }
+    else if (f->cs_field) {
+        /* WHATWG: the browser fills a "_charset_" field with the charset it
+         * sent the form in; the fields after it are read in that one */
+        f->cs_field = 0;
+        if (whole && f->on <= 40) {
+            char v[41];
+            memcpy(v, f->ob, f->on);
+            v[f->on] = '\0';
+            f_flush(f);
+            text_brk(&f->t.base);
+            text_set(&f->t, charset_norm(f->s->pool, v));
+            f->spilled = 0;
+            return;
+        }
+    }
+    f_flush(f);
+    text_brk(&f->t.base);
+    f->spilled = 0;
+}
+
+static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
+{
+    /* bytes that end a run of literal bytes, in a value / in a name */
+    static const unsigned char stop_value[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1 };
+    static const unsigned char stop_name[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1, ['='] = 1 };
+    fnode *f = (fnode *)nd;
+    apr_size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        if (f->pct) {
+            int v = hexval(c);
+            if (v < 0) {
+                f_pct_flush(f);     /* a stray '%' stays; c is read afresh */
+                continue;
+            }
+            i++;
+            if (f->pct == 1) {
+                f->hex1 = c;
+                f->pct = 2;
+            }
+            else {
+                f->pct = 0;
+                f_put(f, (unsigned char)((hexval(f->hex1) << 4) | v));
+            }
+            continue;
+        }
+        if (c == '&' || (c == '=' && !f->in_value)) {
+            f_end(f);
+            f->in_value = c == '=';
+            i++;
+            continue;
+        }
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 < n && (hi = hexval(p[i + 1])) >= 0 && (lo = hexval(p[i + 2])) >= 0) {
+                f_put(f, (unsigned char)((hi << 4) | lo));
+                i += 3;
+            }
+            else {
+                f->pct = 1;         /* the rest in the next piece, or stray */
+                i++;
+            }
+            continue;
+        }
+        if (c == '+') {
+            f_put(f, ' ');
+            i++;
+            continue;
+        }
+        {
+            const unsigned char *stop = f->in_value ? stop_value : stop_name;
+            apr_size_t b = i, k;
+            while (i < n && !stop[p[i]])
+                i++;
+            while (b < i) {
+                if (f->on == OBUF) {
+                    f_flush(f);
+                    f->spilled = 1;
+                }
+                k = OBUF - f->on < i - b ? OBUF - f->on : i - b;
+                memcpy(f->ob + f->on, p + b, k);
+                f->on += k;
+                b += k;
+            }
+        }
+    }
+    /* what gathered stays until its name or value ends (at most OBUF):
+     * whether it is "_charset_" must not depend on where the body was cut */
+}
+
+static void f_brk(node *nd)
+{
+    fnode *f = (fnode *)nd;
+    f_end(f);
+    f->in_value = 0;
+    f->cs_field = 0;
+}
+
+static apr_status_t f_init(fnode *f, notary_match_stream *s, const char *n, int fixed)
+{
+    memset(f, 0, sizeof(*f));
+    f->base.feed = f_feed;
+    f->base.brk = f_brk;
+    f->s = s;
+    f->cs_fixed = fixed;
+    return text_init(&f->t, s, n);
+}
+
+/* ---- multipart ------------------------------------------------------------ */
+
+static apr_status_t mp_init(mpnode *mp, notary_match_stream *s, const char *boundary,
+                            const char *form_cs, int depth);
+
+/* Decoded part bytes to the part's reader. */
+static void mp_out(mpnode *mp, const unsigned char *p, apr_size_t n)
+{
+    if (n && mp->inner)
+        mp->inner->feed(mp->inner, p, n);
+}
+
+static int b64val(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? c - 'A' : (c >= 'a' && c <= 'z') ? c - 'a' + 26
+         : (c >= '0' && c <= '9') ? c - '0' + 52 : c == '+' ? 62 : c == '/' ? 63 : -1;
+}
+
+/* Part content as transmitted: its Content-Transfer-Encoding undone. */
+static void mp_content(mpnode *mp, const unsigned char *p, apr_size_t n)
+{
+    unsigned char ob[OBUF];
+    apr_size_t on = 0, i;
+
+    if (!n)
+        return;
+    if (mp->cte == CTE_NONE) {
+        mp_out(mp, p, n);
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = p[i];
+        if (on + 3 > OBUF) {
+            mp_out(mp, ob, on);
+            on = 0;
+        }
+        if (mp->cte == CTE_B64) {
+            /* RFC 2045: characters outside the alphabet are ignored */
+            int v = b64val(c);
+            if (c == '=')
+                mp->b64_end = 1;
+            if (v < 0 || mp->b64_end)
+                continue;
+            mp->q = (mp->q << 6) | (apr_uint32_t)v;
+            if (++mp->qn == 4) {
+                ob[on++] = (unsigned char)(mp->q >> 16);
+                ob[on++] = (unsigned char)(mp->q >> 8);
+                ob[on++] = (unsigned char)mp->q;
+                mp->q = 0;
+                mp->qn = 0;
+            }
+            continue;
+        }
+        /* quoted-printable: qn 0 text, 1 after '=', 2 after '=X', 3 after "=\r" */
+        switch (mp->qn) {
+        case 0:
+            if (c == '=')
+                mp->qn = 1;
+            else
+                ob[on++] = c;
+            break;
+        case 1:
+            if (c == '\r') {
+                mp->qn = 3;
+            }
+            else if (c == '\n') {
+                mp->qn = 0;         /* soft line break */
+            }
+            else if (hexval(c) >= 0) {
+                mp->q = c;
+                mp->qn = 2;
+            }
+            else {
+                ob[on++] = '=';     /* lenient: kept */
+                mp->qn = 0;
+                i--;
+            }
+            break;
+        case 2:
+            if (hexval(c) >= 0) {
+                ob[on++] = (unsigned char)((hexval((unsigned char)mp->q) << 4) | hexval(c));
+            }
+            else {
+                ob[on++] = '=';
+                ob[on++] = (unsigned char)mp->q;
+                i--;
+            }
+            mp->qn = 0;
+            break;
+        case 3:
+            mp->qn = 0;
+            if (c != '\n')
+                i--;                /* "=\r" then not LF: the CR ends the break */
+            break;
+        }
+    }
+    mp_out(mp, ob, on);
+}
+
+static void mp_part_end(mpnode *mp)
+{
+    if (mp->state != MP_BODY)
+        return;
+    if (mp->cte == CTE_B64 && mp->qn >= 2) {
+        unsigned char ob[2];
+        ob[0] = (unsigned char)(mp->q >> (mp->qn == 2 ? 4 : 10));
+        ob[1] = (unsigned char)(mp->q >> 2);
+        mp_out(mp, ob, (apr_size_t)(mp->qn - 1));
+    }
+    else if (mp->cte == CTE_QP && (mp->qn == 1 || mp->qn == 2)) {
+        unsigned char ob[2];
+        ob[0] = '=';
+        ob[1] = (unsigned char)mp->q;
+        mp_out(mp, ob, (apr_size_t)mp->qn);
+    }
+    mp->q = 0;
+    mp->qn = 0;
+    if (mp->inner)
+        mp->inner->brk(mp->inner);
+}
+
+/* The value of header `name` in the part's header block, unfolded, in p. */
+static const char *mp_header(apr_pool_t *p, const char *h, apr_size_t len, const char *name)
+{
+    apr_size_t i = 0, nl = strlen(name);
+    while (i < len) {
+        apr_size_t e = i;
+        while (e < len && h[e] != '\n')
+            e++;
+        if (e - i > nl && h[i + nl] == ':' && ieq(h + i, nl, name)) {
+            apr_size_t vb = i + nl + 1, ve;
+            char *v;
+            /* continuation lines */
+            while (e + 1 < len && (h[e + 1] == ' ' || h[e + 1] == '\t')) {
+                e++;
+                while (e < len && h[e] != '\n')
+                    e++;
+            }
+            ve = e;
+            v = apr_pstrmemdup(p, h + vb, ve - vb);
+            for (i = 0; v[i]; i++)
+                if (v[i] == '\r' || v[i] == '\n')
+                    v[i] = ' ';
+            return v;
+        }
+        i = e + 1;
+    }
+    return NULL;
+}
+
+static void mp_headers_done(mpnode *mp)
+{
+    notary_match_stream *s = mp->s;
+    apr_size_t hl = mp->hdr_over ? 0 : mp->hdr_len;
+    const char *ct = mp_header(s->pool, mp->hdr, hl, "content-type");
+    const char *cte = mp_header(s->pool, mp->hdr, hl, "content-transfer-encoding");
+    const char *cs = ct ? notary_media_charset(s->pool, ct) : NULL;
+    const char *n = cs ? charset_norm(s->pool, cs) : mp->form_cs;
+    const char *boundary;
+
+    if (mp->hdr_over)
+        s->flags |= NOTARY_MATCH_F_MULTIPART_INVALID;
+    mp->cte = CTE_NONE;
+    if (cte) {
+        const char *v = cte;
+        apr_size_t vl;
+        while (is_ows(*v))
+            v++;
+        vl = strlen(v);
+        while (vl && is_ows(v[vl - 1]))
+            vl--;
+        if (ieq(v, vl, "base64"))
+            mp->cte = CTE_B64;
+        else if (ieq(v, vl, "quoted-printable"))
+            mp->cte = CTE_QP;
+    }
+    mp->q = 0;
+    mp->qn = 0;
+    mp->b64_end = 0;
+    mp->inner = &mp->t.base;
+    if (ct && mp->depth == 0 && media_is(ct, "multipart", "*")
+        && (boundary = media_param(s->pool, ct, "boundary", NULL)) != NULL) {
+        if (!mp->nested)
+            mp->nested = apr_pcalloc(s->pool, sizeof(*mp->nested));
+        if (mp_init(mp->nested, s, boundary, n, mp->depth + 1) == APR_SUCCESS)
+            mp->inner = &mp->nested->base;
+    }
+    else if (ct && (media_is(ct, "application", "json")
+                    || media_is(ct, "application", "*+json"))) {
+        if (!mp->j)
+            mp->j = apr_palloc(s->pool, sizeof(*mp->j));
+        if (j_init(mp->j, s, n) == APR_SUCCESS)
+            mp->inner = &mp->j->base;
+    }
+    else if (ct && media_is(ct, "application", "x-www-form-urlencoded")) {
+        if (!mp->f)
+            mp->f = apr_palloc(s->pool, sizeof(*mp->f));
+        if (f_init(mp->f, s, n, cs != NULL) == APR_SUCCESS)
+            mp->inner = &mp->f->base;
+    }
+    else {
+        text_set(&mp->t, n);
+    }
+    mp->state = MP_BODY;
+}
+
+/* The bytes held as a possible delimiter were content after all. */
+static void mp_unhold(mpnode *mp)
+{
+    if (mp->state == MP_BODY) {
+        mp_content(mp, mp->delim, mp->dpos);
+        mp_content(mp, mp->after_b, mp->after_n);
+    }
+    mp->dpos = 0;
+    mp->after = 0;
+    mp->after_n = 0;
+}
+
+static void mp_delimiter(mpnode *mp, int close)
+{
+    mp_part_end(mp);
+    mp->dpos = 0;
+    mp->after = 0;
+    mp->after_n = 0;
+    if (close) {
+        mp->state = MP_EPILOGUE;
+        mp->closed = 1;
+        return;
+    }
+    mp->state = MP_HEADERS;
+    mp->hdr_len = 0;
+    mp->line_len = 0;
+    mp->hdr_over = 0;
+}
+
+static void mp_feed(node *nd, const unsigned char *p, apr_size_t n)
+{
+    mpnode *mp = (mpnode *)nd;
+    apr_size_t i = 0;
+
+    while (i < n) {
+        unsigned char c = p[i];
+        if (mp->state == MP_EPILOGUE)
+            return;
+        if (mp->state == MP_HEADERS) {
+            /* part headers: kept for their Content-Type, never content */
+            i++;
+            if (mp->hdr_len < PART_HDR_MAX)
+                mp->hdr[mp->hdr_len++] = (char)c;
+            else
+                mp->hdr_over = 1;
+            if (c == '\n') {
+                if (mp->line_len == 0)
+                    mp_headers_done(mp);
+                mp->line_len = 0;
+            }
+            else if (c != '\r') {
+                mp->line_len++;
+            }
+            continue;
+        }
+        if (mp->dpos == mp->dlen) {
+            /* a whole boundary: "--" closes, else padding and a line end */
+            i++;
+            if (mp->after == 0 && c == '-') {
+                mp->after = 1;
+            }
+            else if (mp->after == 1) {
+                if (c == '-') {
+                    mp_delimiter(mp, 1);
+                    continue;
+                }
+                mp->after_b[mp->after_n++] = '-';
+                i--;
+                mp_unhold(mp);
+                continue;
+            }
+            else if (mp->after != 3 && (c == ' ' || c == '\t')
+                     && mp->after_n < DELIM_LWSP_MAX) {
+                mp->after = 2;
+            }
+            else if (mp->after != 3 && c == '\r') {
+                mp->after = 3;
+            }
+            else if (c == '\n') {
+                mp_delimiter(mp, 0);
+                continue;
+            }
+            else {
+                i--;
+                mp_unhold(mp);
+                continue;
+            }
+            if (mp->after != 1)
+                mp->after_b[mp->after_n++] = c;
+            continue;
+        }
+        if (mp->dpos) {
+            if (c == mp->delim[mp->dpos]) {
+                mp->dpos++;
+                i++;
+            }
+            else {
+                mp_unhold(mp);      /* c is read afresh: it may be a CR */
+            }
+            continue;
+        }
+        if (c == '\r') {
+            mp->dpos = 1;
+            i++;
+            continue;
+        }
+        {
+            const unsigned char *cr = memchr(p + i, '\r', n - i);
+            apr_size_t e = cr ? (apr_size_t)(cr - p) : n;
+            if (mp->state == MP_BODY)
+                mp_content(mp, p + i, e - i);
+            i = e;
+        }
+    }
+}
+
+static void mp_brk(node *nd)
+{
+    mpnode *mp = (mpnode *)nd;
+    if (mp->state == MP_BODY) {
+        if (mp->dpos)
+            mp_unhold(mp);
+        mp_part_end(mp);
+    }
+    if (!mp->closed)
+        mp->s->flags |= NOTARY_MATCH_F_MULTIPART_INVALID;
+    mp->state = MP_EPILOGUE;
+}
+
+static apr_status_t mp_init(mpnode *mp, notary_match_stream *s, const char *boundary,
+                            const char *form_cs, int depth)
+{
+    apr_size_t bl = strlen(boundary);
+    char *hdr = mp->hdr;
+    text t = mp->t;
+    jnode *j = mp->j;
+    fnode *f = mp->f;
+    mpnode *nested = mp->nested;
+    int reuse = mp->s == s;
+
+    if (bl == 0 || bl > 70) {
+        s->flags |= NOTARY_MATCH_F_MULTIPART_INVALID;
+        return APR_EINVAL;
+    }
+    memset(mp, 0, sizeof(*mp));
+    mp->base.feed = mp_feed;
+    mp->base.brk = mp_brk;
+    mp->s = s;
+    mp->depth = depth;
+    memcpy(mp->delim, "\r\n--", 4);
+    memcpy(mp->delim + 4, boundary, bl);
+    mp->dlen = bl + 4;
+    mp->dpos = 2;                   /* the body may start with the boundary */
+    mp->form_cs = form_cs;
+    if (reuse) {
+        /* the one nested reader of a part, set up again: no new memory */
+        mp->hdr = hdr;
+        mp->t = t;
+        mp->j = j;
+        mp->f = f;
+        mp->nested = nested;
+        return text_set(&mp->t, form_cs);
+    }
+    mp->hdr = apr_palloc(s->pool, PART_HDR_MAX);
+    return text_init(&mp->t, s, form_cs);
+}
+
+/* ---- the stream ------------------------------------------------------------ */
+
+/* Bytes after content decoding and sniffing. */
+static void content_out(notary_match_stream *s, const unsigned char *p, apr_size_t n)
+{
+    if (!n)
+        return;
+    text_feed(&s->raw.base, p, n);
+    if (s->st && !all_found(s))
+        s->st->feed(s->st, p, n);
+}
+
+static const char *prescan_meta(apr_pool_t *p, const unsigned char *b, apr_size_t len);
+
+/* The body's charset is known now: set up its readers, pass on what was
+ * held. */
+static void sniff_decide(notary_match_stream *s)
+{
+    const char *cs = s->declared;
+    apr_size_t skip = 0;
+    const unsigned char *b = s->sniff;
+
+    s->sniffed = 1;
+    if (s->sniff_len >= 3 && b[0] == 0xef && b[1] == 0xbb && b[2] == 0xbf) {
+        cs = "";
+        skip = 3;
+    }
+    else if (s->sniff_len >= 2 && b[0] == 0xfe && b[1] == 0xff) {
+        cs = "utf-16be";
+        skip = 2;
+    }
+    else if (s->sniff_len >= 2 && b[0] == 0xff && b[1] == 0xfe) {
+        cs = "utf-16le";
+        skip = 2;
+    }
+    else if (s->html && !s->declared && !s->declared_bad) {
+        const char *m = prescan_meta(s->pool, b, s->sniff_len);
+        if (m) {
+            cs = m;
+            s->flags |= NOTARY_MATCH_F_CHARSET_SNIFFED;
+        }
+    }
+    if (skip)
+        s->flags |= NOTARY_MATCH_F_CHARSET_SNIFFED;
+    if (!cs && !s->declared_bad)
+        cs = "";
+    s->cs = cs;
+    text_init(&s->raw, s, cs);
+    if (s->structure == ST_FORM) {
+        fnode *f = apr_palloc(s->pool, sizeof(*f));
+        if (f_init(f, s, cs, s->declared != NULL || skip) == APR_SUCCESS)
+            s->st = &f->base;
+    }
+    else if (s->structure == ST_JSON) {
+        jnode *j = apr_palloc(s->pool, sizeof(*j));
+        if (j_init(j, s, cs) == APR_SUCCESS)
+            s->st = &j->base;
+    }
+    else if (s->structure == ST_MULTIPART) {
+        mpnode *mp = apr_pcalloc(s->pool, sizeof(*mp));
+        if (mp_init(mp, s, s->boundary, cs, 0) == APR_SUCCESS)
+            s->st = &mp->base;
+    }
+    content_out(s, b + skip, s->sniff_len - skip);
+}
+
+static void content_in(void *ctx, const unsigned char *p, apr_size_t n)
+{
+    notary_match_stream *s = ctx;
+
+    if (!s->sniffed) {
+        apr_size_t k = s->sniff_need - s->sniff_len;
+        const unsigned char *b = s->sniff;
+        if (k > n)
+            k = n;
+        memcpy(s->sniff + s->sniff_len, p, k);
+        s->sniff_len += k;
+        p += k;
+        n -= k;
+        if (s->sniff_len < s->sniff_need) {
+            /* without <meta> to look for, decide once a BOM is ruled out */
+            if (s->sniff_need > SNIFF_BOM)
+                return;
+            if (!(b[0] != 0xef && b[0] != 0xfe && b[0] != 0xff)
+                && !(s->sniff_len >= 2 && (b[0] == 0xfe || b[0] == 0xff))
+                && !(s->sniff_len >= 2 && b[0] == 0xef && b[1] != 0xbb))
+                return;
+        }
+        sniff_decide(s);
+    }
+    content_out(s, p, n);
+}
+
+static int enough(void *ctx)
+{
+    return all_found(ctx);
+}
+
+/* ---- the Content-Type ------------------------------------------------------ */
+
+/* A parameter of a Content-Type value, unquoted, in p; NULL if absent.
+ * *bad set if the parameter list is malformed where we read it. */
+static const char *media_param(apr_pool_t *p, const char *ct, const char *want, int *bad)
+{
+    const char *s;
+
+    if (bad)
+        *bad = 0;
+    if (!ct || !(s = strchr(ct, ';')))
+        return NULL;
+    while (*s == ';') {
+        const char *name, *val;
+        int nl, vl;
+        s++;
+        while (is_ows(*s))
+            s++;
+        if (!*s)
+            return NULL;
+        name = s;
+        nl = token_len(name);
+        s += nl;
+        while (is_ows(*s))
+            s++;
+        if (*s != '=')
+            goto malformed;
+        s++;
+        while (is_ows(*s))
+            s++;
+        if (*s == '"') {
+            char *v = apr_palloc(p, strlen(s));
+            int n = 0;
+            for (s++; *s && *s != '"'; s++) {
+                if (*s == '\\' && s[1])
+                    s++;
+                v[n++] = *s;
+            }
+            if (*s != '"')
+                goto malformed;
+            s++;
+            v[n] = '\0';
+            val = v;
+            vl = n;
+        }
+        else {
+            vl = token_len(s);
+            val = apr_pstrmemdup(p, s, vl);
+            s += vl;
+        }
+        while (is_ows(*s))
+            s++;
+        if (*s && *s != ';')
+            goto malformed;
+        if (ieq(name, nl, want))
+            return vl ? val : NULL;
+    }
+    return NULL;
+malformed:
+    if (bad)
+        *bad = 1;
+    return NULL;
+}
+
+/* 1 if content type ct is type/subtype; subtype "*+json" matches a suffix. */
+static int media_is(const char *ct, const char *type, const char *subtype)
+{
+    int tl, sl;
+    const char *st;
+
+    if (!ct)
+        return 0;
+    while (is_ows(*ct))
+        ct++;
+    tl = token_len(ct);
+    if (!tl || ct[tl] != '/' || !ieq(ct, tl, type))
+        return 0;
+    st = ct + tl + 1;
+    sl = token_len(st);
+    if (subtype[0] == '*' && subtype[1] == '+') {
+        apr_size_t xl = strlen(subtype + 1);
+        return (apr_size_t)sl > xl && ieq(st + sl - xl, xl, subtype + 1);
+    }
+    if (subtype[0] == '*' && !subtype[1])
+        return sl > 0;
+    return ieq(st, sl, subtype);
+}
+
+/* ---- WHATWG prescan of the first 1024 bytes for <meta charset> ------------- */
+
+typedef struct {
+    const unsigned char *b;
+    apr_size_t len, pos;
+} scan;
+
+static int sc_ws(unsigned char c)
+{
+    return c == 0x09 || c == 0x0a || c == 0x0c || c == 0x0d || c == 0x20;
+}
+
+static unsigned char sc_lower(unsigned char c)
+{
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+static void sc_app(char *buf, apr_size_t *n, unsigned char c)
+{
+    if (*n < 255)
+        buf[(*n)++] = (char)c;
+}
+
+/* "get an attribute"; 0 at '>' or the end of the bytes. */
+static int sc_attr(scan *sc, char *name, char *value)
+{
+    apr_size_t nn = 0, vn = 0;
+    const unsigned char *b = sc->b;
+
+    while (sc->pos < sc->len && (sc_ws(b[sc->pos]) || b[sc->pos] == '/'))
+        sc->pos++;
+    if (sc->pos >= sc->len || b[sc->pos] == '>')
+        return 0;
+    for (;;) {
+        unsigned char c;
+        if (sc->pos >= sc->len)
+            return 0;
+        c = b[sc->pos];
+        if (c == '=' && nn) {
+            sc->pos++;
+            goto value;
+        }
+        if (sc_ws(c))
+            break;
+        if (c == '/' || c == '>')
+            goto done;
+        sc_app(name, &nn, sc_lower(c));
+        sc->pos++;
+    }
+    while (sc->pos < sc->len && sc_ws(b[sc->pos]))
+        sc->pos++;
+    if (sc->pos >= sc->len)
+        return 0;
+    if (b[sc->pos] != '=')
+        goto done;
+    sc->pos++;
+value:
+    while (sc->pos < sc->len && sc_ws(b[sc->pos]))
+        sc->pos++;
+    if (sc->pos >= sc->len)
+        return 0;
+    if (b[sc->pos] == '"' || b[sc->pos] == '\'') {
+        unsigned char q = b[sc->pos++];
+        for (;;) {
+            if (sc->pos >= sc->len)
+                return 0;
+            if (b[sc->pos] == q) {
+                sc->pos++;
+                goto done;
+            }
+            sc_app(value, &vn, sc_lower(b[sc->pos++]));
+        }
+    }
+    if (b[sc->pos] == '>')
+        goto done;
+    while (sc->pos < sc->len && !sc_ws(b[sc->pos]) && b[sc->pos] != '>')
+        sc_app(value, &vn, sc_lower(b[sc->pos++]));
+    if (sc->pos >= sc->len)
+        return 0;
+done:
+    name[nn] = '\0';
+    value[vn] = '\0';
+    return 1;
+}
+
+/* "extract a character encoding from a meta element" */
+static const char *meta_content_charset(apr_pool_t *p, const char *v)
+{
+    const char *s = v;
+    for (;;) {
+        const char *c = strstr(s, "charset");
+        if (!c)
+            return NULL;
+        s = c + 7;
+        while (sc_ws((unsigned char)*s))
+            s++;
+        if (*s != '=')
+            continue;
+        s++;
+        while (sc_ws((unsigned char)*s))
+            s++;
+        if (*s == '"' || *s == '\'') {
+            const char *e = strchr(s + 1, *s);
+            return e ? apr_pstrmemdup(p, s + 1, (apr_size_t)(e - s - 1)) : NULL;
+        }
+        {
+            const char *e = s;
+            while (*e && !sc_ws((unsigned char)*e) && *e != ';')
+                e++;
+            return e > s ? apr_pstrmemdup(p, s, (apr_size_t)(e - s)) : NULL;
+        }
+    }
+}
+
+static int sc_at(const scan *sc, const char *lit, int fold)
+{
+    apr_size_t i, n = strlen(lit);
+    if (sc->len - sc->pos < n)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = sc->b[sc->pos + i];
+        if ((fold ? sc_lower(c) : c) != (unsigned char)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* The normalised charset a <meta> names in b, or NULL. */
+static const char *prescan_meta(apr_pool_t *p, const unsigned char *b, apr_size_t len)
+{
+    scan sc;
+    char name[256], value[256];
+
+    sc.b = b;
+    sc.len = len;
+    sc.pos = 0;
+    while (sc.pos < sc.len) {
+        if (sc_at(&sc, "<!--", 0)) {
+            sc.pos += 2;
+            for (;;) {
+                const unsigned char *e = memchr(b + sc.pos + 2, '>', len - sc.pos - 2 > len ? 0 : len - sc.pos - 2);
+                if (sc.pos + 2 >= len || !e)
+                    return NULL;
+                sc.pos = (apr_size_t)(e - b);
+                if (b[sc.pos - 1] == '-' && b[sc.pos - 2] == '-')
+                    break;
+                sc.pos -= 1;
+            }
+        }
+        else if (sc_at(&sc, "<meta", 1) && sc.pos + 5 < len
+                 && (sc_ws(b[sc.pos + 5]) || b[sc.pos + 5] == '/')) {
+            int got_pragma = 0, need_pragma = -1, seen_he = 0, seen_ct = 0, seen_cs = 0;
+            const char *cs = NULL;
+            sc.pos += 5;
+            while (sc_attr(&sc, name, value)) {
+                if (!strcmp(name, "http-equiv")) {
+                    if (seen_he++)
+                        continue;
+                    if (!strcmp(value, "content-type"))
+                        got_pragma = 1;
+                }
+                else if (!strcmp(name, "content")) {
+                    const char *c;
+                    if (seen_ct++ || cs)
+                        continue;
+                    if ((c = meta_content_charset(p, value)) != NULL) {
+                        cs = c;
+                        need_pragma = 1;
+                    }
+                }
+                else if (!strcmp(name, "charset")) {
+                    if (seen_cs++)
+                        continue;
+                    cs = apr_pstrdup(p, value);
+                    need_pragma = 0;
+                }
+            }
+            if (need_pragma >= 0 && !(need_pragma == 1 && !got_pragma) && cs) {
+                const char *n = charset_norm(p, cs);
+                if (n) {
+                    /* a page cannot say it is UTF-16 from inside itself */
+                    if (!strcmp(n, "utf-16le") || !strcmp(n, "utf-16be"))
+                        n = "";
+                    return n;
+                }
+            }
+        }
+        else if (sc.pos + 1 < len && b[sc.pos] == '<'
+                 && (((b[sc.pos + 1] | 0x20) >= 'a' && (b[sc.pos + 1] | 0x20) <= 'z')
+                     || (b[sc.pos + 1] == '/' && sc.pos + 2 < len
+                         && (b[sc.pos + 2] | 0x20) >= 'a' && (b[sc.pos + 2] | 0x20) <= 'z'))) {
+            while (sc.pos < len && !sc_ws(b[sc.pos]) && b[sc.pos] != '>')
+                sc.pos++;
+            while (sc_attr(&sc, name, value))
+                ;
+        }
+        else if (sc_at(&sc, "<!", 0) || sc_at(&sc, "</", 0) || sc_at(&sc, "<?", 0)) {
+            const unsigned char *e = memchr(b + sc.pos + 2, '>', len - sc.pos - 2);
+            if (!e)
+                return NULL;
+            sc.pos = (apr_size_t)(e - b);
+        }
+        sc.pos++;
+    }
+    return NULL;
+}
+
+/* ---- the API ---------------------------------------------------------------- */
 
 apr_status_t notary_match_stream_start(notary_match_stream **out, apr_pool_t *p,
-                                       notary_matcher *m, const char *charset,
+                                       notary_matcher *m, const char *content_type,
                                        const char *content_encoding,
                                        apr_size_t max_decoded, unsigned *flags)
 {
     notary_match_stream *s;
-    const char *n;
+    const char *cs;
+    int bad = 0, kind;
     apr_status_t rv;
 
     if (flags)
@@ -860,39 +2337,59 @@ apr_status_t notary_match_stream_start(notary_match_stream **out, apr_pool_t *p,
     s = apr_pcalloc(p, sizeof(*s));
     s->m = m;
     s->pool = p;
-    s->ac = m->base;
     s->found = apr_pcalloc(p, m->nids + 1);
-    s->max_decoded = max_decoded;
+    s->need = m->nids;
 
-    n = charset_norm(p, charset);
-    if (!n) {
+    cs = media_param(p, content_type, "charset", &bad);
+    if (cs) {
+        s->declared = charset_norm(p, cs);
+        if (!s->declared) {
+            s->declared_bad = 1;
+            s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
+        }
+    }
+    else if (bad) {
+        s->declared_bad = 1;
         s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
     }
-    else if (*n) {
+    if (content_type) {
+        if (media_is(content_type, "application", "x-www-form-urlencoded")) {
+            s->structure = ST_FORM;
+        }
+        else if (media_is(content_type, "application", "json")
+                 || media_is(content_type, "application", "*+json")) {
+            s->structure = ST_JSON;
+        }
+        else if (media_is(content_type, "multipart", "*")) {
+            s->boundary = media_param(p, content_type, "boundary", NULL);
+            if (s->boundary && strlen(s->boundary) <= 70)
+                s->structure = ST_MULTIPART;
+            else
+                s->flags |= NOTARY_MATCH_F_MULTIPART_INVALID;
+        }
+        s->html = media_is(content_type, "text", "html");
+    }
+    if (s->declared) {
+        /* an unknown charset is flagged now, not when the body comes */
         const cs_entry *e = NULL;
-        if ((rv = charset_lookup(m, n, p, &e, &s->flags)) != APR_SUCCESS)
+        if ((rv = cs_entry_for(s, s->declared, &e)) != APR_SUCCESS)
             return rv;
-        if (!e)
-            s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
-        else if (e->ac)
-            s->ac = e->ac;
-        else if (apr_xlate_open(&s->xl, "UTF-8", e->decode_from, p) == APR_SUCCESS) {
-            s->xbuf = apr_palloc(p, XBUF_SIZE);
+        if (e && e->decode_from)
             s->flags |= NOTARY_MATCH_F_CHARSET_DECODED;
-        }
-        else {
-            s->xl = NULL;
-            s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
-        }
     }
+    s->sniff_need = (s->html && !s->declared && !s->declared_bad) ? SNIFF_META : SNIFF_BOM;
+    s->sniff = apr_palloc(p, s->sniff_need);
 
-    s->coding = coding_parse(content_encoding);
-    if (s->coding < 0) {
-        s->coding = CODING_NONE;
+    if ((rv = notary_codings_create(&s->cod, &kind, p, content_encoding, max_decoded,
+                                    content_in, enough, s)) != APR_SUCCESS)
+        return rv;
+    if (kind == NOTARY_CODINGS_UNSUPPORTED)
         s->flags |= NOTARY_MATCH_F_ENCODING_UNSUPPORTED;
+    if (s->cod) {
+        /* a body labelled gzip that is not, or breaks off: still matched as
+         * transmitted (compressed text does not spell rule texts by chance) */
+        view_init(&s->wire, s, m->base);
     }
-    if (s->coding != CODING_NONE)
-        s->zbuf = apr_palloc(p, ZBUF_SIZE + 1);
     if (flags)
         *flags = s->flags;
     *out = s;
@@ -904,10 +2401,12 @@ apr_status_t notary_match_stream_feed(notary_match_stream *s, const char *buf,
 {
     if (!s || !buf || !len || notary_match_stream_done(s))
         return APR_SUCCESS;
-    if (s->coding == CODING_NONE)
-        emit(s, buf, len);
+    if (s->cod) {
+        view_scan(&s->wire, (const unsigned char *)buf, len);
+        notary_codings_feed(s->cod, (const unsigned char *)buf, len);
+    }
     else
-        inflate_feed(s, (const unsigned char *)buf, len);
+        content_in(s, (const unsigned char *)buf, len);
     return APR_SUCCESS;
 }
 
@@ -915,12 +2414,20 @@ apr_status_t notary_match_stream_finish(notary_match_stream *s)
 {
     if (!s || s->finished)
         return APR_SUCCESS;
-    if (s->coding != CODING_NONE && s->any_input && !s->stopped && !all_found(s)
-        && !s->member_end)
-        decode_stop(s, NOTARY_MATCH_F_DECODE_ERROR,
-                    s->coding == CODING_GZIP ? "truncated gzip data" : "truncated deflate data");
-    if (s->xl && s->carry_len && !all_found(s))
-        s->flags |= NOTARY_MATCH_F_CHARSET_INVALID;
+    if (s->cod && !all_found(s)) {
+        notary_codings_finish(s->cod);
+        if (notary_codings_stopped(s->cod) == NOTARY_DECODE_LIMIT)
+            s->flags |= NOTARY_MATCH_F_DECODE_LIMIT;
+        else if (notary_codings_stopped(s->cod))
+            s->flags |= NOTARY_MATCH_F_DECODE_ERROR;
+    }
+    if (!s->sniffed)
+        sniff_decide(s);
+    if (!all_found(s)) {
+        text_brk(&s->raw.base);
+        if (s->st)
+            s->st->brk(s->st);
+    }
     s->finished = 1;
     return APR_SUCCESS;
 }
@@ -947,22 +2454,31 @@ int notary_match_stream_has(const notary_match_stream *s, int id)
 
 int notary_match_stream_done(const notary_match_stream *s)
 {
-    return !s || s->finished || s->stopped || all_found(s);
+    /* a coding that stopped still leaves the bytes as transmitted to read */
+    return !s || s->finished || all_found(s);
 }
 
 unsigned notary_match_stream_flags(const notary_match_stream *s)
 {
-    return s ? s->flags : 0;
+    unsigned f;
+    if (!s)
+        return 0;
+    f = s->flags;
+    if (s->cod && notary_codings_stopped(s->cod) == NOTARY_DECODE_LIMIT)
+        f |= NOTARY_MATCH_F_DECODE_LIMIT;
+    else if (s->cod && notary_codings_stopped(s->cod))
+        f |= NOTARY_MATCH_F_DECODE_ERROR;
+    return f;
 }
 
 const char *notary_match_stream_error(const notary_match_stream *s)
 {
-    return s ? s->error : NULL;
+    return s ? notary_codings_error(s->cod) : NULL;
 }
 
 apr_size_t notary_match_stream_decoded(const notary_match_stream *s)
 {
-    return s ? s->decoded : 0;
+    return s ? notary_codings_decoded(s->cod) : 0;
 }
 
 /* ==== media ranges ===================================================== */
@@ -1105,51 +2621,5 @@ int notary_media_range_match(const notary_media_range *r, const char *ct)
 
 const char *notary_media_charset(apr_pool_t *p, const char *ct)
 {
-    const char *s;
-
-    if (!ct || !(s = strchr(ct, ';')))
-        return NULL;
-    while (*s == ';') {
-        const char *name, *val;
-        int nl, vl;
-        s++;
-        while (is_ows(*s))
-            s++;
-        name = s;
-        nl = token_len(name);
-        s += nl;
-        while (is_ows(*s))
-            s++;
-        if (*s != '=')
-            return NULL;
-        s++;
-        while (is_ows(*s))
-            s++;
-        if (*s == '"') {
-            char *v = apr_palloc(p, strlen(s));
-            int n = 0;
-            for (s++; *s && *s != '"'; s++) {
-                if (*s == '\\' && s[1])
-                    s++;
-                v[n++] = *s;
-            }
-            if (*s != '"')
-                return NULL;
-            s++;
-            v[n] = '\0';
-            val = v;
-            vl = n;
-        }
-        else {
-            val = s;
-            vl = token_len(s);
-            s += vl;
-            val = apr_pstrmemdup(p, val, vl);
-        }
-        if (ieq(name, nl, "charset"))
-            return vl ? val : NULL;
-        while (is_ows(*s))
-            s++;
-    }
-    return NULL;
+    return media_param(p, ct, "charset", NULL);
 }

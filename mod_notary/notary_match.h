@@ -3,10 +3,11 @@
  * - A multi-pattern streaming matcher (Aho-Corasick compiled to a DFA over
  *   byte classes: one table lookup per body byte for all rules at once).
  *   Matching is on exact bytes: case-sensitive, no Unicode normalisation.
- * - Content-Encoding gzip / x-gzip / deflate (zlib-wrapped or raw) decoded
+ * - Content-Encoding gzip / deflate / br / zstd (notary_decode) decoded
  *   for matching only, bounded by a limit on decoded bytes.
  * - Charsets: rule texts are UTF-8; a body in another charset is matched in
  *   that charset (see notary_match_stream_start).
+ * - Form, multipart and JSON bodies matched as the text a person saw.
  * - Media ranges for `NotaryRecord ... type RANGE`.
  *
  * Nothing here alters a body: the caller relays its bytes itself, we only
@@ -49,6 +50,17 @@ typedef struct notary_match_stream notary_match_stream;
  * its pool (correct, only slower). Informational. */
 #define NOTARY_MATCH_F_CHARSET_UNCACHED      0x0040u
 
+/* A JSON body (application/json, *+json) is not valid JSON: its strings
+ * were unescaped as far as they could be; it is matched as transmitted
+ * too. The caller logs a warning. */
+#define NOTARY_MATCH_F_JSON_INVALID          0x0080u
+/* A multipart body without a usable boundary, with a part's headers
+ * beyond 8 KiB, or never closed: its parts are read as far as they could
+ * be; it is matched as transmitted too. */
+#define NOTARY_MATCH_F_MULTIPART_INVALID     0x0100u
+/* The charset came from a byte order mark or an HTML <meta>. Info. */
+#define NOTARY_MATCH_F_CHARSET_SNIFFED       0x0200u
+
 /* Most charsets kept compiled per matcher; beyond that, per stream. */
 #define NOTARY_MATCH_CHARSET_CACHE_MAX 32
 
@@ -70,33 +82,43 @@ apr_status_t notary_matcher_compile(notary_matcher *m);
 
 /* Start matching one message body.
  *
- * charset: the Content-Type's charset parameter (NULL, "", "utf-8",
- *   "us-ascii": the UTF-8 automaton). Case-insensitive; surrounding
- *   whitespace and quotes are ignored. For an ASCII-compatible stateless
- *   charset (Shift_JIS, EUC-JP, ISO-8859-x, windows-125x, GB18030, Big5 ...)
- *   the rule texts are transcoded once to that charset and the automaton is
- *   cached in the matcher (thread-safe, at most NOTARY_MATCH_CHARSET_CACHE_MAX
- *   charsets). A rule text that the charset cannot represent cannot match
- *   there. Where servers commonly mean a superset, the superset's bytes are
- *   matched too: Shift_JIS also as CP932, EUC-JP also as EUC-JP-MS,
- *   ISO-8859-1 also as windows-1252 (and the reverse).
- *   For stateful or non-ASCII-compatible charsets (ISO-2022-*, UTF-7,
- *   HZ, UTF-16/32, UCS-2/4, EBCDIC...) the body itself is decoded to UTF-8
- *   as it streams, and matched with the UTF-8 automaton.
- *   A charset iconv does not know: UTF-8 automaton, F_CHARSET_UNKNOWN.
- * content_encoding: the Content-Encoding header value. NULL, "" or
- *   "identity": none. "gzip", "x-gzip": gzip (multi-member ok). "deflate":
- *   zlib-wrapped or raw deflate, detected from the first two bytes.
- *   Anything else: F_ENCODING_UNSUPPORTED and the raw bytes are matched.
- * max_decoded: at most this many content-decoded bytes are examined
- *   (0: no limit). Has no effect without a content coding.
- * flags: if not NULL, receives the flags known at start (CHARSET_*,
- *   ENCODING_UNSUPPORTED), the same as notary_match_stream_flags() then.
+ * content_type: the Content-Type header value (NULL: none). From it:
+ * - the charset parameter, read as browsers read labels (WHATWG Encoding:
+ *   us-ascii and iso-8859-1 are windows-1252, shift_jis is CP932, gb2312
+ *   is GBK/GB18030, euc-kr is UHC, utf-16 is little-endian ...; NULL,
+ *   "" or utf-8: the UTF-8 automaton). Case-insensitive. A byte order
+ *   mark overrides it; for text/html without one, a <meta charset> in the
+ *   first 1024 bytes is looked for (the WHATWG prescan; those bytes are
+ *   held until then). For an ASCII-compatible charset whose bytes above
+ *   0x7f never combine with ASCII (ISO-8859-x, windows-125x, EUC-JP ...)
+ *   the rule texts are transcoded once and the automaton is cached in the
+ *   matcher (thread-safe, at most NOTARY_MATCH_CHARSET_CACHE_MAX). Other
+ *   charsets (Shift_JIS, Big5, GBK, UHC: trail bytes that can be ASCII;
+ *   ISO-2022-*, UTF-16/32, EBCDIC ...) are decoded to UTF-8 as the body
+ *   streams, so matches fall on character boundaries. Unknown to iconv:
+ *   the UTF-8 automaton, F_CHARSET_UNKNOWN.
+ * - the structure: application/x-www-form-urlencoded (each name and value
+ *   matched on its own after '+' and %XX, in the form's charset: the
+ *   charset parameter, else a leading "_charset_" field, else UTF-8),
+ *   multipart/STAR with a boundary (each part after its own
+ *   Content-Transfer-Encoding and charset, its headers never matched as
+ *   content, a nested multipart one level deep), application/json and
+ *   STAR+json (strings unescaped). This decoded view is matched besides
+ *   the raw one (the text in its charset): a match in either counts.
+ * content_encoding: the Content-Encoding header value: identity, gzip,
+ *   x-gzip, deflate (zlib or raw), br, zstd, stacked up to four; the
+ *   bytes as transmitted are matched as well (as UTF-8), so a body that is
+ *   mislabelled or breaks off still matches as far as it goes. Anything
+ *   else: F_ENCODING_UNSUPPORTED and the bytes as transmitted are matched.
+ * max_decoded: at most this many bytes leave any content decoder, the
+ *   last one's being the decoded body (0: no limit).
+ * flags: if not NULL, receives the flags known at start (CHARSET_UNKNOWN,
+ *   CHARSET_DECODED, ENCODING_UNSUPPORTED, MULTIPART_INVALID).
  *
  * Returns APR_SUCCESS (also with the flags above), or APR_EINVAL if m is
- * not compiled, or an APR error from the pool / iconv / zlib setup. */
+ * not compiled, or an APR error from the pool / iconv / decoder setup. */
 apr_status_t notary_match_stream_start(notary_match_stream **s, apr_pool_t *p,
-                                       notary_matcher *m, const char *charset,
+                                       notary_matcher *m, const char *content_type,
                                        const char *content_encoding,
                                        apr_size_t max_decoded, unsigned *flags);
 
@@ -116,8 +138,9 @@ int notary_match_stream_first(const notary_match_stream *s);
 /* 1 if id has matched so far. */
 int notary_match_stream_has(const notary_match_stream *s, int id);
 /* 1 if feeding more cannot change the result: every id that can match in
- * this stream's charset has matched, or decoding stopped (F_DECODE_LIMIT,
- * F_DECODE_ERROR), or the stream is finished. The flags say which. */
+ * the views in use has matched, or the stream is finished. (A content
+ * coding that stopped, F_DECODE_LIMIT or F_DECODE_ERROR, still leaves the
+ * bytes as transmitted to match.) */
 int notary_match_stream_done(const notary_match_stream *s);
 unsigned notary_match_stream_flags(const notary_match_stream *s);
 /* Why decoding stopped (F_DECODE_ERROR / F_DECODE_LIMIT), for the log;

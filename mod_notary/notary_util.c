@@ -167,6 +167,9 @@ unsigned char *notary_x509_der(apr_pool_t *p, X509 *x, apr_size_t *len)
 void notary_buf_append(apr_pool_t *p, char **buf, apr_size_t *len, apr_size_t *cap,
                        apr_size_t first, apr_size_t max, const char *d, apr_size_t n)
 {
+    if (!n) {
+        return;     /* *buf may still be NULL: NULL + 0 is undefined in C */
+    }
     if (*len + n > *cap) {
         apr_size_t c = *cap ? *cap * 2 : (first ? first : 64);
         char *nb;

@@ -19,6 +19,13 @@ static apr_pool_t *pool;
 #define KEIYAKU "\xe5\xa5\x91\xe7\xb4\x84\xe6\x9b\xb8\xe3\x81\xab\xe5\x90\x8c\xe6\x84\x8f\xe3\x81\x97\xe3\x81\xbe\xe3\x81\x99" /* 契約書に同意します */
 #define JA_BODY "<p>\xe4\xbb\xa5\xe4\xb8\x8b\xe3\x81\xae" KEIYAKU "\xe3\x80\x82</p>" /* <p>以下の…。</p> */
 
+/* A Content-Type naming charset cs (NULL: none), as the tests used to
+ * pass the charset alone. */
+static const char *ct_of(const char *cs)
+{
+    return cs ? apr_pstrcat(pool, "text/plain; charset=", cs, NULL) : NULL;
+}
+
 static notary_matcher *mk(const char *const *pats, const int *ids)
 {
     notary_matcher *m = NULL;
@@ -40,7 +47,7 @@ static notary_match_stream *run(notary_matcher *m, const char *cs, const char *c
 {
     notary_match_stream *s = NULL;
     apr_size_t off = 0;
-    if (notary_match_stream_start(&s, pool, m, cs, ce, max, NULL) != APR_SUCCESS)
+    if (notary_match_stream_start(&s, pool, m, ct_of(cs), ce, max, NULL) != APR_SUCCESS)
         return NULL;
     if (!chunk)
         chunk = len ? len : 1;
@@ -58,7 +65,7 @@ static notary_match_stream *run_split(notary_matcher *m, const char *cs, const c
                                       const char *data, apr_size_t len, apr_size_t at)
 {
     notary_match_stream *s = NULL;
-    if (notary_match_stream_start(&s, pool, m, cs, ce, 0, NULL) != APR_SUCCESS)
+    if (notary_match_stream_start(&s, pool, m, ct_of(cs), ce, 0, NULL) != APR_SUCCESS)
         return NULL;
     notary_match_stream_feed(s, data, at);
     notary_match_stream_feed(s, data + at, len - at);
@@ -126,7 +133,7 @@ static void test_multi(void)
        "his and hers in 'hishers'");
     {
         notary_match_stream *s2;
-        notary_match_stream_start(&s2, pool, m, NULL, NULL, 0, NULL);
+        notary_match_stream_start(&s2, pool, m, ct_of(NULL), NULL, 0, NULL);
         notary_match_stream_feed(s2, "his she", 7);
         ok(!notary_match_stream_done(s2), "not done while 'hers' is missing");
         notary_match_stream_feed(s2, " hers", 5);
@@ -164,11 +171,11 @@ static void test_edges(void)
         notary_matcher_create(&e, pool);
         is_int(notary_matcher_add(e, "x", 0, 1), APR_EINVAL, "add: empty pattern refused");
         is_int(notary_matcher_add(e, "x", 1, -1), APR_EINVAL, "add: negative id refused");
-        is_int(notary_match_stream_start(&es, pool, e, NULL, NULL, 0, NULL), APR_EINVAL,
+        is_int(notary_match_stream_start(&es, pool, e, ct_of(NULL), NULL, 0, NULL), APR_EINVAL,
                "stream on an uncompiled matcher refused");
         is_int(notary_matcher_compile(e), APR_SUCCESS, "empty set compiles");
         is_int(notary_matcher_add(e, "x", 1, 1), APR_EINVAL, "add after compile refused");
-        is_int(notary_match_stream_start(&es, pool, e, NULL, NULL, 0, NULL), APR_SUCCESS,
+        is_int(notary_match_stream_start(&es, pool, e, ct_of(NULL), NULL, 0, NULL), APR_SUCCESS,
                "stream on empty set");
         ok(notary_match_stream_done(es), "empty set: done at once");
         is_int(notary_match_stream_first(es), -1, "empty set: nothing");
@@ -238,7 +245,10 @@ static void check_charset(notary_matcher *m, const char *label, const char *cs,
     fl = notary_match_stream_flags(s);
     is_int(fl & ~NOTARY_MATCH_F_CHARSET_INVALID, want_flag, "%s: flags", label);
     s = run(m, NULL, NULL, 0, body, len, 0);
-    ok(!notary_match_stream_has(s, 1), "%s body matched as UTF-8: not found (no accident)", label);
+    if (len >= 2 && ((unsigned char)body[0] == 0xfe || (unsigned char)body[0] == 0xff))
+        ok(notary_match_stream_has(s, 1), "%s body without a label: its byte order mark read", label);
+    else
+        ok(!notary_match_stream_has(s, 1), "%s body matched as UTF-8: not found (no accident)", label);
 }
 
 static void test_charsets(void)
@@ -249,11 +259,14 @@ static void test_charsets(void)
     notary_match_stream *s;
     unsigned fl;
 
-    check_charset(m, "Shift_JIS", "Shift_JIS", 0);
+    /* trail bytes that can be ASCII: decoded on character boundaries */
+    check_charset(m, "Shift_JIS", "Shift_JIS", NOTARY_MATCH_F_CHARSET_DECODED);
     check_charset(m, "EUC-JP", "EUC-JP", 0);
-    check_charset(m, "CP932", "windows-31j", 0);
+    check_charset(m, "CP932", "windows-31j", NOTARY_MATCH_F_CHARSET_DECODED);
     check_charset(m, "ISO-2022-JP", "ISO-2022-JP", NOTARY_MATCH_F_CHARSET_DECODED);
-    check_charset(m, "UTF-16", "UTF-16", NOTARY_MATCH_F_CHARSET_DECODED);
+    /* glibc's UTF-16 starts with a byte order mark: it decides */
+    check_charset(m, "UTF-16", "UTF-16",
+                  NOTARY_MATCH_F_CHARSET_DECODED | NOTARY_MATCH_F_CHARSET_SNIFFED);
     check_charset(m, "UTF-16LE", "UTF-16LE", NOTARY_MATCH_F_CHARSET_DECODED);
     /* Japanese EBCDIC: not ASCII-compatible, found by probing, not by name */
     check_charset(m, "IBM939", "IBM939", NOTARY_MATCH_F_CHARSET_DECODED);
@@ -283,7 +296,7 @@ static void test_charsets(void)
         char *body = to_cs("ISO-8859-1", "Der Vertrag \xc3\xbc" "ber Waren", &len);
         notary_match_stream *ls;
         ok(body && len == strlen("Der Vertrag uber Waren"), "Latin-1 body is one byte per letter");
-        notary_match_stream_start(&ls, pool, l, "iso-8859-1", NULL, 0, &fl);
+        notary_match_stream_start(&ls, pool, l, ct_of("iso-8859-1"), NULL, 0, &fl);
         is_int(fl, 0, "iso-8859-1: no flags");
         notary_match_stream_feed(ls, body, len);
         ok(notary_match_stream_has(ls, 2), "ISO-8859-1 body: rule with umlaut found");
@@ -294,15 +307,15 @@ static void test_charsets(void)
     }
 
     s = NULL;
-    notary_match_stream_start(&s, pool, m, "x-klingon", NULL, 0, &fl);
+    notary_match_stream_start(&s, pool, m, ct_of("x-klingon"), NULL, 0, &fl);
     ok(fl & NOTARY_MATCH_F_CHARSET_UNKNOWN, "unknown charset flagged at start (flags %#x)", fl);
     notary_match_stream_feed(s, JA_BODY, strlen(JA_BODY));
     ok(notary_match_stream_has(s, 1), "unknown charset: matched as UTF-8");
-    notary_match_stream_start(&s, pool, m, "shift_jis//TRANSLIT", NULL, 0, &fl);
+    notary_match_stream_start(&s, pool, m, ct_of("shift_jis//TRANSLIT"), NULL, 0, &fl);
     ok(fl & NOTARY_MATCH_F_CHARSET_UNKNOWN, "iconv suffixes in a charset name are not passed on");
-    notary_match_stream_start(&s, pool, m, "US-ASCII", NULL, 0, &fl);
+    notary_match_stream_start(&s, pool, m, ct_of("US-ASCII"), NULL, 0, &fl);
     is_int(fl, 0, "us-ascii: the UTF-8 automaton, no flag");
-    notary_match_stream_start(&s, pool, m, "", NULL, 0, &fl);
+    notary_match_stream_start(&s, pool, m, ct_of(""), NULL, 0, &fl);
     is_int(fl, 0, "empty charset: UTF-8, no flag");
 
     {
@@ -320,12 +333,12 @@ static void test_charsets(void)
 static void test_cache_bound(void)
 {
     static const char *const names[] = {
-        "iso-8859-1", "iso-8859-2", "iso-8859-3", "iso-8859-4", "iso-8859-5",
-        "iso-8859-6", "iso-8859-7", "iso-8859-8", "iso-8859-9", "iso-8859-10",
-        "iso-8859-11", "iso-8859-13", "iso-8859-14", "iso-8859-15", "iso-8859-16",
+        "cp852", "iso-8859-2", "iso-8859-3", "iso-8859-4", "iso-8859-5",
+        "iso-8859-6", "iso-8859-7", "iso-8859-8", "cp855", "iso-8859-10",
+        "cp857", "iso-8859-13", "iso-8859-14", "iso-8859-15", "iso-8859-16",
         "windows-1250", "windows-1251", "windows-1252", "windows-1253", "windows-1254",
         "windows-1255", "windows-1256", "windows-1257", "windows-1258", "koi8-r",
-        "koi8-u", "cp437", "cp850", "cp866", "gb18030", "gbk", "big5", "euc-kr",
+        "koi8-u", "cp437", "cp850", "cp866", "gb18030", "cp860", "big5", "cp861",
         "cp949", "tis-620", "euc-jp", "shift_jis", NULL
     };
     static const char *const pats[] = { "contract", NULL };
@@ -365,7 +378,7 @@ static void *APR_THREAD_FUNC thr_main(apr_thread_t *t, void *data)
     a->found = 0;
     for (i = 0; i < 50; i++) {
         notary_match_stream *s;
-        notary_match_stream_start(&s, p, a->m, a->cs, NULL, 0, NULL);
+        notary_match_stream_start(&s, p, a->m, a->cs ? apr_pstrcat(p, "text/plain; charset=", a->cs, NULL) : NULL, NULL, 0, NULL);
         notary_match_stream_feed(s, a->body, a->len);
         a->found += notary_match_stream_has(s, 1);
         apr_pool_clear(p);
@@ -487,8 +500,8 @@ static void test_codings(void)
            "corrupt gzip flagged (%s)", notary_match_stream_error(s) ? notary_match_stream_error(s) : "no error");
         ok(notary_match_stream_done(s), "corrupt gzip: done (nothing more to learn)");
         s = run(m, NULL, "gzip", 0, "needle, not gzip", 16, 0);
-        ok((notary_match_stream_flags(s) & NOTARY_MATCH_F_DECODE_ERROR) && !notary_match_stream_has(s, 2),
-           "plain text declared gzip: error, not matched");
+        ok((notary_match_stream_flags(s) & NOTARY_MATCH_F_DECODE_ERROR) && notary_match_stream_has(s, 2),
+           "plain text declared gzip: error flagged, matched as transmitted");
         s = run(m, NULL, "deflate", 0, "n", 1, 0);
         ok(notary_match_stream_flags(s) & NOTARY_MATCH_F_DECODE_ERROR, "1-byte deflate body: truncated");
         s = run(m, NULL, "gzip", 0, "", 0, 0);
@@ -497,15 +510,17 @@ static void test_codings(void)
     {
         unsigned fl;
         const char *t = "a needle";
-        notary_match_stream_start(&s, pool, m, NULL, "br", 0, &fl);
-        ok(fl & NOTARY_MATCH_F_ENCODING_UNSUPPORTED, "br: unsupported flagged at start");
+        notary_match_stream_start(&s, pool, m, ct_of(NULL), "compress", 0, &fl);
+        ok(fl & NOTARY_MATCH_F_ENCODING_UNSUPPORTED, "compress: unsupported flagged at start");
         notary_match_stream_feed(s, t, strlen(t));
         ok(notary_match_stream_has(s, 2), "unsupported coding: raw bytes matched");
-        notary_match_stream_start(&s, pool, m, NULL, "gzip, gzip", 0, &fl);
-        ok(fl & NOTARY_MATCH_F_ENCODING_UNSUPPORTED, "stacked codings: unsupported");
-        notary_match_stream_start(&s, pool, m, NULL, "identity", 0, &fl);
+        notary_match_stream_start(&s, pool, m, ct_of(NULL), "gzip, gzip, gzip, gzip, gzip", 0, &fl);
+        ok(fl & NOTARY_MATCH_F_ENCODING_UNSUPPORTED, "five stacked codings: unsupported");
+        notary_match_stream_start(&s, pool, m, ct_of(NULL), "gzip, br", 0, &fl);
+        is_int(fl, 0, "gzip, br: both decoded");
+        notary_match_stream_start(&s, pool, m, ct_of(NULL), "identity", 0, &fl);
         is_int(fl, 0, "identity: nothing to decode");
-        notary_match_stream_start(&s, pool, m, NULL, " identity , gzip ", 0, &fl);
+        notary_match_stream_start(&s, pool, m, ct_of(NULL), " identity , gzip ", 0, &fl);
         is_int(fl, 0, "'identity, gzip': gzip");
     }
     {
@@ -547,7 +562,7 @@ static void test_bomb(void)
     double t_stream = 0, t0;
     int done_early = 0;
 
-    notary_match_stream_start(&s, pool, m, NULL, "gzip", limit, NULL);
+    notary_match_stream_start(&s, pool, m, ct_of(NULL), "gzip", limit, NULL);
     memset(&z, 0, sizeof(z));
     deflateInit2(&z, 9, Z_DEFLATED, 31, 9, Z_DEFAULT_STRATEGY);
     /* 1 GiB of zeros then the needle, compressed piece by piece; the stream
@@ -584,7 +599,8 @@ static void test_bomb(void)
     diag("bomb: %lu compressed bytes fed, stream spent %.3f s", (unsigned long)fed, t_stream);
     ok(notary_match_stream_flags(s) & NOTARY_MATCH_F_DECODE_LIMIT, "1 GiB bomb: decode limit flagged");
     is_int(notary_match_stream_decoded(s), limit, "bomb: decoded exactly up to the limit");
-    ok(done_early, "bomb: stream reports done after the limit");
+    ok(!done_early, "bomb: past the limit the bytes as transmitted are still matched "
+       "(not done), cheaply: see the time below");
     ok(!notary_match_stream_has(s, 1), "bomb: needle beyond the limit not found");
     ok(t_stream < 2.0, "bomb: the stream spent %.3f s (< 2 s)", t_stream);
 }
