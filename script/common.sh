@@ -7,7 +7,9 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   libssl-dev libjansson-dev libpq-dev zlib1g-dev
   postgresql postgresql-client openssl curl ca-certificates
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
-  python3 python3-jwt python3-cryptography"
+  python3 python3-jwt python3-cryptography
+  clang libclang-rt-dev"
+# clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
 
 notary_install_deps() {
     local missing="" p
