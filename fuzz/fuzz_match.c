@@ -183,8 +183,8 @@ static void same(const fuzz_case *fc, const verdict *a, const verdict *b, const 
                    a->has[i] ? "matched" : "did not match", b->has[i] ? "matched" : "did not match",
                    how);
     FUZZ_CHECK(a->first == b->first, "first rule %d whole, %d %s", a->first, b->first, how);
-    FUZZ_CHECK(a->start_flags == b->start_flags, "flags at start %#x, then %#x", a->start_flags,
-               b->start_flags);
+    FUZZ_CHECK(a->start_flags == b->start_flags, "flags at start %#x whole, %#x %s",
+               a->start_flags, b->start_flags, how);
     if (stopped_on_match(a) || stopped_on_match(b))
         return;
     FUZZ_CHECK(a->flags == b->flags, "flags %#x whole, %#x %s", a->flags, b->flags, how);
@@ -200,7 +200,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     verdict whole, cut, bytewise;
     apr_size_t *each;
     apr_size_t i;
-    int ncuts = 0, k;
+    int k;
 
     FUZZ_CHECK(notary_matcher_create(&m, p) == APR_SUCCESS, "matcher_create failed");
     if (!parse_case(p, m, (const char *)data, size, &fc))
@@ -209,12 +209,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     run(p, m, &fc, NULL, 0, &whole);
 
-    for (k = 0; k < fc.ncuts; k++) {
-        apr_size_t c = fc.cuts[k] % (fc.body_len + 1);
-        fc.cuts[ncuts++] = c;
-    }
-    qsort(fc.cuts, (size_t)ncuts, sizeof(fc.cuts[0]), cmp_size);
-    run(p, m, &fc, fc.cuts, ncuts, &cut);
+    for (k = 0; k < fc.ncuts; k++)
+        fc.cuts[k] %= fc.body_len + 1;
+    qsort(fc.cuts, (size_t)fc.ncuts, sizeof(fc.cuts[0]), cmp_size);
+    run(p, m, &fc, fc.cuts, fc.ncuts, &cut);
     same(&fc, &whole, &cut, "cut at the given points");
 
     if (fc.body_len > 1 && fc.body_len <= BYTEWISE_MAX) {
