@@ -9,7 +9,9 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
-  redis-server"
+  redis-server
+  clang libclang-rt-dev"
+# clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
 
 notary_install_deps() {
     local missing="" p
