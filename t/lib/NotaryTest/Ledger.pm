@@ -157,21 +157,24 @@ sub vm_kb {
     return undef;
 }
 
-# apachectl -k graceful on the notary; waits until a new generation serves
+# apachectl -k graceful on the notary (how => 'restart' for the hard
+# restart a test may use to show its check fails); waits until a new
+# generation serves
 sub graceful {
-    my $self = shift;
+    my ($self, %o) = @_;
+    my $how = $o{how} || 'graceful';
     my $t = $self->{t};
     my $conf = $t->dir . '/httpd.conf';
     my $gen_before = () = NotaryTest::_slurp($t->dir . '/logs/error-notary.log') =~ /resuming normal operations/g;
-    my $out = `$NotaryTest::HTTPD -f $conf -k graceful 2>&1`;
-    croak "graceful: $out" if $?;
+    my $out = `$NotaryTest::HTTPD -f $conf -k $how 2>&1`;
+    croak "$how: $out" if $?;
     my $deadline = time + 15;
     while (time < $deadline) {
         my $n = () = NotaryTest::_slurp($t->dir . '/logs/error-notary.log') =~ /resuming normal operations/g;
         return 1 if $n > $gen_before;
         sleep 0.1;
     }
-    croak "graceful: no new generation within 15 s";
+    croak "$how: no new generation within 15 s";
 }
 
 # Error-log lines at warn or above, counted by number (AHnnnnn, NOTARYnnnnn)
