@@ -76,7 +76,7 @@ for my $mode (qw(fast immediate)) {
 $t->restart(%conf, server_limit => 1, start_servers => 1);
 {
     my $tag = 'kill';
-    my @kids = $l->notary_children;
+    my @kids = $l->notary_children(1);
     is(scalar @kids, 1, 'one notary child serves every connection') or diag "children: @kids";
     # slow readers and writers: each 2 MiB transfer takes about half a second
     my $load = $l->start_load(tag => $tag, clients => 4, seconds => 40, max_requests => 60,
@@ -86,7 +86,8 @@ $t->restart(%conf, server_limit => 1, start_servers => 1);
         # once transfers complete, kill the child while the next ones run
         $l->wait_whole($tag, 4 * $round, 20);
         sleep 0.3;
-        my ($child) = $l->notary_children;
+        my ($child) = $l->notary_children(1);
+        die "no notary child to kill" unless $child && $child > 1;
         push @killed, [$child, time];
         kill 'KILL', $child or die "kill $child: $!";
     }
@@ -122,7 +123,7 @@ $t->restart(%conf);
     my @gen;
     for my $round (1, 2) {
         $l->wait_whole($tag, 8 * $round, 20);
-        my @before = $l->notary_children;
+        my @before = $l->notary_children(1);
         $l->graceful;
         push @gen, [time, \@before];
     }

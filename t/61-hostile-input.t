@@ -42,10 +42,10 @@ my $tok = $t->link_token(merchant => 'shop', consumer => 'alice');
 my $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
 is($r->{status}, 200, 'alice admitted (a contract session for the raw requests below)');
 
-my @kids0 = $l->notary_children;
+my @kids0 = $l->notary_children(2);
 sub children_alive {
     my ($what) = @_;
-    my @now = $l->notary_children;
+    my @now = $l->notary_children(scalar @kids0);
     my $log = NotaryTest::_slurp($t->dir . '/logs/error-notary.log');
     my @exits = $log =~ /(AH00052: child pid \d+ exit signal [^\n]*)/g;
     ok("@now" eq "@kids0" && !@exits, "$what: the notary's children are alive (pids @now)")
@@ -257,7 +257,7 @@ my $args = join '&', map { "a$_=$_" } 1 .. 10000;
 
 # the notary vhost's request-line limit raised: the notary's own parsers see them
 $t->restart(%conf, extra => $conf{extra} . "    LimitRequestLine 200000\n");
-@kids0 = $l->notary_children;
+@kids0 = $l->notary_children(2);
 {
     my $mark = log_mark();
     $t->refused_ok('a 64 KiB token: 403, token too large',

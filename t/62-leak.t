@@ -25,7 +25,7 @@ $t->start(extra => $t->db_directive(timeout => 10) . $l->rules
 my $tok = $t->link_token(merchant => 'shop', consumer => 'alice');
 my $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
 is($r->{status}, 200, 'alice admitted');
-my ($child) = $l->notary_children;
+my ($child) = $l->notary_children(1);
 ok($child, "one notary child ($child)");
 
 # $n requests over $clients keep-alive connections, alternately matched and
@@ -95,7 +95,7 @@ my $main_time = time - $t1;
 is($bad, 0, 'the next ' . ($TOTAL - $WARM) . ' all answered whole');
 my $rss100 = $series[-1];
 diag "VmRSS (kB) after each $WARM requests: @series";
-my ($same) = $l->notary_children;
+my ($same) = $l->notary_children(1);
 is($same, $child, 'the same child served them all');
 ok(defined $rss100 && $rss100 - $rss10 <= 2048,
    "VmRSS after $TOTAL requests stays within 2 MiB of where it was after $WARM: "

@@ -136,18 +136,24 @@ sub notary_parent {
     }
 }
 
-# the notary's children (processes whose parent is the notary's httpd)
+# the notary's children (processes whose parent is the notary's httpd);
+# $want: wait up to 15 s until there are that many (a parent just started
+# or just lost a child forks it a moment later)
 sub notary_children {
-    my $self = shift;
-    my $pp = $self->notary_parent;
-    my @k;
-    for my $st (glob '/proc/[0-9]*/stat') {
-        open my $f, '<', $st or next;
-        my $l = <$f> // next;
-        my ($pid, $ppid) = $l =~ /^(\d+) \(.*\) \S (\d+) /s or next;
-        push @k, $pid if $ppid == $pp;
+    my ($self, $want) = @_;
+    my $deadline = time + 15;
+    while (1) {
+        my $pp = $self->notary_parent;
+        my @k;
+        for my $st (glob '/proc/[0-9]*/stat') {
+            open my $f, '<', $st or next;
+            my $l = <$f> // next;
+            my ($pid, $ppid) = $l =~ /^(\d+) \(.*\) \S (\d+) /s or next;
+            push @k, $pid if $ppid == $pp && $pid > 1;
+        }
+        return sort { $a <=> $b } @k if !$want || @k >= $want || time > $deadline;
+        sleep 0.1;
     }
-    return sort { $a <=> $b } @k;
 }
 
 sub vm_kb {
