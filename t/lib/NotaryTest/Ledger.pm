@@ -184,11 +184,12 @@ sub graceful {
 }
 
 # Error-log lines at warn or above, counted by number (AHnnnnn, NOTARYnnnnn)
-# and level, in the notary's two logs; %o{since} => {file => offset}
+# and level, in the notary's two logs and the merchants' (marked so)
 sub log_numbers {
     my ($self, %o) = @_;
     my %n;
-    for my $f (qw(error-notary.log notary-error.log)) {
+    for my $f (qw(error-notary.log notary-error.log error-merchants.log)) {
+        my $who = $f eq 'error-merchants.log' ? 'merchants: ' : '';
         my $p = $self->{t}->dir . "/logs/$f";
         next unless -f $p;
         for (split /\n/, NotaryTest::_slurp($p)) {
@@ -196,7 +197,7 @@ sub log_numbers {
             next unless $lvl =~ /^(?:warn|error|crit|alert|emerg)$/;
             my ($num) = /\b((?:AH|NOTARY)\d{5}):/;
             $num //= 'unnumbered: ' . substr((/\] ([^\[\]]*)$/)[0] // $_, 0, 80);
-            $n{"$num ($lvl)"}++;
+            $n{"$who$num ($lvl)"}++;
         }
     }
     return \%n;
