@@ -93,6 +93,7 @@ $t->restart(%conf, server_limit => 1, start_servers => 1);
     }
     $l->wait_whole($tag, 4, 20, since => $killed[-1][1] + 1.5);
     $load->stop->wait;
+    is($load->{client_errors}, 0, 'SIGKILL: the 4 clients ran to the end');
     my $c = $l->reconcile(tag => $tag, name => 'SIGKILL mid-transfer',
         allow_undelivered => 'a record is committed before the final byte goes out; a child killed '
                            . 'between the commit and the final byte takes the rest with it');
@@ -129,6 +130,7 @@ $t->restart(%conf);
     }
     $l->wait_whole($tag, 8, 20, since => $gen[-1][0]);
     $load->stop->wait;
+    is($load->{client_errors}, 0, 'graceful x2: the 8 clients ran to the end');
     my $c = $l->reconcile(tag => $tag, name => 'graceful x2');
     my $e = $l->entries($tag);
     my @failed = grep { !($_->{dir} eq 'response' ? $_->{client_whole} : $_->{status} == 200) } values %$e;

@@ -373,6 +373,9 @@ sub start_load {
 
 sub _client_loop {
     my ($self, $file, $tag, $k, $tok, %o) = @_;
+    # a write to a connection whose child was killed fails with EPIPE; the
+    # signal would end the client silently
+    local $SIG{PIPE} = 'IGNORE';
     sysopen(my $log, $file, O_WRONLY | O_APPEND | O_CREAT, 0644) or die "$file: $!";
     my $deadline = time + ($o{seconds} || 5);
     my $max = $o{max_requests} || 1000;
