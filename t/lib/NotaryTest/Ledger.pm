@@ -159,7 +159,8 @@ sub notary_children {
 sub vm_kb {
     my ($pid, $field) = @_;
     open my $f, '<', "/proc/$pid/status" or return undef;
-    while (<$f>) { return $1 if /^\Q$field\E:\s+(\d+) kB/ }
+    # a lexical line: the caller's $_ may be the pid (for, map)
+    while (my $line = <$f>) { return $1 if $line =~ /^\Q$field\E:\s+(\d+) kB/ }
     return undef;
 }
 
