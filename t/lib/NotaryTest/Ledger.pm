@@ -449,6 +449,7 @@ sub wait_whole {
 # The ledger lines of a tag: id => {...}
 sub entries {
     my ($self, $tag) = @_;
+    local $_;
     my %e;
     for my $f (glob $self->{t}->dir . "/ledger-$tag-*.log") {
         open my $fh, '<', $f or die "$f: $!";
@@ -465,6 +466,7 @@ sub entries {
 
 sub sink_entries {
     my $self = shift;
+    local $_;
     my %s;
     return \%s unless -f $self->{sinklog};
     open my $fh, '<', $self->{sinklog} or die;
