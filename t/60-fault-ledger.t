@@ -18,7 +18,7 @@ use NotaryTest;
 use NotaryTest::Ledger;
 
 my $T0 = time;
-my $t = NotaryTest->new;
+my $t = NotaryTest->new(allow_log => [qw(NOTARY03006 NOTARY03011 AH01084 AH01097 AH01225)]);
 $t->add_merchant('shop', 'ec256');
 my $l = NotaryTest::Ledger->new($t, merchant => 'shop');
 my %conf = (extra => $t->db_directive(timeout => 5) . $l->rules);

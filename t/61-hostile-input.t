@@ -29,7 +29,7 @@ use NotaryTest;
 use NotaryTest::Ledger;
 
 my $T0 = time;
-my $t = NotaryTest->new;
+my $t = NotaryTest->new(allow_log => [qw(NOTARY02008 AH01095)]);
 my $m = $t->add_merchant('shop', 'ec256', extra => "    LimitRequestLine 200000\n");
 my $l = NotaryTest::Ledger->new($t, merchant => 'shop');
 my $REQ_KW = $NotaryTest::Ledger::REQ_KW;
@@ -46,7 +46,7 @@ my @kids0 = $l->notary_children(2);
 sub children_alive {
     my ($what) = @_;
     my @now = $l->notary_children(scalar @kids0);
-    my $log = NotaryTest::_slurp($t->dir . '/logs/error-notary.log');
+    my $log = NotaryTest::read_file($t->dir . '/logs/error-notary.log');
     my @exits = $log =~ /(AH00052: child pid \d+ exit signal [^\n]*)/g;
     ok("@now" eq "@kids0" && !@exits, "$what: the notary's children are alive (pids @now)")
         or diag "before: @kids0, now: @now; @exits";

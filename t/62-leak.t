@@ -78,7 +78,7 @@ sub run_batch {
 
 sub rss { NotaryTest::Ledger::vm_kb($child, 'VmRSS') }
 
-sub failures { -f $FAILS ? NotaryTest::_slurp($FAILS) : '' }
+sub failures { -f $FAILS ? NotaryTest::read_file($FAILS) : '' }
 
 my $t1 = time;
 # the first 10,000 on 12 connections at once: the worker threads, pooled

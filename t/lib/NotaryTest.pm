@@ -641,18 +641,21 @@ sub stop {
     $self->_stop_one('merchants');
 }
 
-# apachectl -k graceful (or another -k signal) on one role's httpd, with
-# the configuration rewritten first (%o as for start); returns once the new
+# apachectl -k graceful (or another -k signal: signal => 'restart') on one
+# role's httpd; with start options (%o as for start) the configuration is
+# rewritten first, without them it stays as started. Returns once the new
 # generation runs: its "resuming normal operations" line is in the log.
 sub graceful {
     my ($self, %o) = @_;
-    my $role = $o{role} || 'notary';
-    my $signal = $o{signal} || 'graceful';
+    my $role = delete $o{role} || 'notary';
+    my $signal = delete $o{signal} || 'graceful';
     my $log = "$self->{dir}/logs/error-$role.log";
     my $count = sub { scalar(() = (-f $log ? read_file($log) : '') =~ /resuming normal operations/g) };
     my $before = $count->();
-    $self->{fsize_limit} = $o{fsize_limit};
-    $self->write_conf(%o);
+    if (%o) {
+        $self->{fsize_limit} = $o{fsize_limit};
+        $self->write_conf(%o);
+    }
     my $conf = $self->_conf_of($role);
     my $out = `@{[$self->_env_prefix]}$HTTPD -f $conf -k $signal 2>&1`;
     croak "httpd ($role) -k $signal failed ($?): $out" if $?;

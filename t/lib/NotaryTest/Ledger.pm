@@ -60,14 +60,14 @@ sub new {
     for my $name (sort keys %sizes) {
         my $body = "<html><body><p>$RESP_KW ($name)</p>" . _pattern($sizes{$name}, $name);
         $body = substr($body, 0, $sizes{$name} - 1) . "\n";
-        NotaryTest::_write("$m->{docroot}/static/ledger-$name.html", $body);
+        NotaryTest::write_file("$m->{docroot}/static/ledger-$name.html", $body);
         $self->{docs}{$name} = { body => $body, len => length $body,
                                  sha => Digest::SHA::sha256_hex($body) };
     }
     # the merchant's sink: notes a request body only when it has all of it
     my $sinklog = $t->dir . '/logs/ledger-sink.log';
     $self->{sinklog} = $sinklog;
-    NotaryTest::_write($t->dir . '/cgi/ledger-sink', <<"EOF", 0755);
+    NotaryTest::write_file($t->dir . '/cgi/ledger-sink', <<"EOF", 0755);
 #!/usr/bin/perl
 use strict;
 use Digest::SHA;
@@ -169,19 +169,8 @@ sub vm_kb {
 # generation serves
 sub graceful {
     my ($self, %o) = @_;
-    my $how = $o{how} || 'graceful';
-    my $t = $self->{t};
-    my $conf = $t->dir . '/httpd.conf';
-    my $gen_before = () = NotaryTest::_slurp($t->dir . '/logs/error-notary.log') =~ /resuming normal operations/g;
-    my $out = `$NotaryTest::HTTPD -f $conf -k $how 2>&1`;
-    croak "$how: $out" if $?;
-    my $deadline = time + 15;
-    while (time < $deadline) {
-        my $n = () = NotaryTest::_slurp($t->dir . '/logs/error-notary.log') =~ /resuming normal operations/g;
-        return 1 if $n > $gen_before;
-        sleep 0.1;
-    }
-    croak "$how: no new generation within 15 s";
+    $self->{t}->graceful(signal => $o{how} || 'graceful');
+    return 1;
 }
 
 # Error-log lines at warn or above, counted by number (AHnnnnn, NOTARYnnnnn)
@@ -193,7 +182,7 @@ sub log_numbers {
         my $who = $f eq 'error-merchants.log' ? 'merchants: ' : '';
         my $p = $self->{t}->dir . "/logs/$f";
         next unless -f $p;
-        for (split /\n/, NotaryTest::_slurp($p)) {
+        for (split /\n/, NotaryTest::read_file($p)) {
             my ($lvl) = /^\[[^\]]*\] \[[^:\]]*:(\w+)\]/ or next;
             next unless $lvl =~ /^(?:warn|error|crit|alert|emerg)$/;
             my ($num) = /\b((?:AH|NOTARY)\d{5}):/;
