@@ -10,6 +10,11 @@
 #include "notary_decode.h"
 
 #define OBUF_SIZE 16384
+/* Each stage is given its input in blocks at fixed offsets of its stream:
+ * how much brotli or zstd outputs before reporting an error depends on the
+ * input one call sees, so the calls must not depend on how the body was
+ * cut, or a text before the error matches cut one way and not another. */
+#define DECODE_BLOCK 4096
 /* deflate that starts like a zlib header: input held while we find out */
 #define DEFLATE_PROBE_MAX 16384
 /* RFC 8878 section 3.1.1.1.2: HTTP decoders need not go beyond 8 MiB */
@@ -28,6 +33,8 @@ struct cstage {
     apr_size_t produced;
     int any_input;
     int ended;                  /* a member/frame/stream ended and nothing followed yet */
+    unsigned char *blk;         /* DECODE_BLOCK: input up to the next block edge */
+    apr_size_t blk_len;
     /* zlib */
     z_stream z;
     int z_inited;
@@ -317,29 +324,17 @@ static void zstd_run(cstage *s, const unsigned char *p, apr_size_t n)
     }
 }
 
-static void stage_feed(cstage *s, const unsigned char *p, apr_size_t n)
+/* One block (at most DECODE_BLOCK bytes) into the decoder. */
+static void stage_run(cstage *s, const unsigned char *p, apr_size_t n)
 {
-    if (!n || halt(s->c))
+    if (halt(s->c))
         return;
-    s->any_input = 1;
     switch (s->kind) {
-    case K_GZIP: {
-        /* zlib counts in uInt */
-        while (n && !halt(s->c)) {
-            apr_size_t k = n > 0x40000000u ? 0x40000000u : n;
-            zlib_run(s, p, k);
-            p += k;
-            n -= k;
-        }
+    case K_GZIP:
+        zlib_run(s, p, n);
         break;
-    }
     case K_DEFLATE:
-        while (n && !halt(s->c)) {
-            apr_size_t k = n > 0x40000000u ? 0x40000000u : n;
-            deflate_feed(s, p, k);
-            p += k;
-            n -= k;
-        }
+        deflate_feed(s, p, n);
         break;
     case K_BR:
         br_run(s, p, n);
@@ -348,6 +343,41 @@ static void stage_feed(cstage *s, const unsigned char *p, apr_size_t n)
         zstd_run(s, p, n);
         break;
     }
+}
+
+static void stage_feed(cstage *s, const unsigned char *p, apr_size_t n)
+{
+    if (!n || halt(s->c))
+        return;
+    s->any_input = 1;
+    while (n && !halt(s->c)) {
+        apr_size_t take = DECODE_BLOCK - s->blk_len;
+        if (!s->blk_len && n >= DECODE_BLOCK) {
+            stage_run(s, p, DECODE_BLOCK);  /* a whole block in place: no copy */
+            p += DECODE_BLOCK;
+            n -= DECODE_BLOCK;
+            continue;
+        }
+        if (take > n)
+            take = n;
+        memcpy(s->blk + s->blk_len, p, take);
+        s->blk_len += take;
+        p += take;
+        n -= take;
+        if (s->blk_len == DECODE_BLOCK) {
+            s->blk_len = 0;
+            stage_run(s, s->blk, DECODE_BLOCK);
+        }
+    }
+}
+
+/* End of input: the last, short block. */
+static void stage_flush(cstage *s)
+{
+    apr_size_t n = s->blk_len;
+    s->blk_len = 0;
+    if (n)
+        stage_run(s, s->blk, n);
 }
 
 static apr_status_t br_cleanup(void *data)
@@ -436,6 +466,7 @@ apr_status_t notary_codings_create(notary_codings **out, int *kind, apr_pool_t *
         s->idx = i;
         s->kind = kinds[n - 1 - i];     /* the last coding applied comes off first */
         s->obuf = apr_palloc(p, OBUF_SIZE);
+        s->blk = apr_palloc(p, DECODE_BLOCK);
         switch (s->kind) {
         case K_GZIP:
             if (!z_init(s, &s->z, 16 + MAX_WBITS))
@@ -480,6 +511,9 @@ void notary_codings_finish(notary_codings *c)
         return;
     for (i = 0; i < c->n && !halt(c); i++) {
         cstage *s = &c->st[i];
+        stage_flush(s);             /* into the next stage, flushed in turn */
+        if (halt(c))
+            break;
         if (s->kind == K_DEFLATE && s->df_mode == DF_UNDECIDED && s->probe_len >= 2)
             deflate_decide(s, DF_ZLIB);     /* no error seen: zlib, truncated */
         if (halt(c))

@@ -663,6 +663,10 @@ static apr_status_t charset_lookup(notary_matcher *m, const char *n,
 
 #define XBUF_SIZE 4096
 #define XCARRY_MAX 16
+/* iconv is given its input in blocks at fixed offsets of the text: where
+ * glibc reports an invalid sequence depends on how much input one call
+ * sees (UTF-7), so the calls must not depend on how the body was cut */
+#define XBLOCK 2048
 #define SNIFF_BOM 3
 #define SNIFF_META 1024         /* WHATWG prescan window */
 #define PART_HDR_MAX 8192
@@ -697,6 +701,8 @@ typedef struct {
     unsigned char carry[XCARRY_MAX];
     apr_size_t carry_len;
     unsigned char *xbuf;
+    unsigned char *blk;         /* XBLOCK: input up to the next block edge */
+    apr_size_t blk_len;
     unsigned char u0;           /* UTF-16: first byte of a code unit */
     int un;
     apr_uint32_t hi;            /* UTF-16: a high surrogate waiting */
@@ -984,12 +990,8 @@ static void xdec_drain(xdec *x, int final)
     }
 }
 
-static void xdec_feed(xdec *x, const unsigned char *p, apr_size_t n)
+static void xdec_conv(xdec *x, const unsigned char *p, apr_size_t n)
 {
-    if (x->utf16) {
-        utf16_feed(x, p, n);
-        return;
-    }
     /* a sequence cut by the previous piece: complete it byte by byte */
     while (x->carry_len && n) {
         x->carry[x->carry_len++] = *p++;
@@ -1017,6 +1019,33 @@ static void xdec_feed(xdec *x, const unsigned char *p, apr_size_t n)
     }
 }
 
+static void xdec_feed(xdec *x, const unsigned char *p, apr_size_t n)
+{
+    if (x->utf16) {
+        utf16_feed(x, p, n);
+        return;
+    }
+    while (n) {
+        apr_size_t take = XBLOCK - x->blk_len;
+        if (!x->blk_len && n >= XBLOCK) {
+            xdec_conv(x, p, XBLOCK);    /* a whole block in place: no copy */
+            p += XBLOCK;
+            n -= XBLOCK;
+            continue;
+        }
+        if (take > n)
+            take = n;
+        memcpy(x->blk + x->blk_len, p, take);
+        x->blk_len += take;
+        p += take;
+        n -= take;
+        if (x->blk_len == XBLOCK) {
+            x->blk_len = 0;
+            xdec_conv(x, x->blk, XBLOCK);
+        }
+    }
+}
+
 /* The text ends: what is pending is an error; the shift state resets. */
 static void xdec_end(xdec *x)
 {
@@ -1026,6 +1055,11 @@ static void xdec_end(xdec *x)
         x->hi = 0;
         x->un = 0;
         return;
+    }
+    if (x->blk_len) {
+        apr_size_t n = x->blk_len;
+        x->blk_len = 0;
+        xdec_conv(x, x->blk, n);
     }
     if (x->carry_len)
         xdec_drain(x, 1);
@@ -1055,6 +1089,7 @@ static int xdec_open(xdec *x, notary_match_stream *s, const cs_entry *e,
     if (apr_xlate_open(&x->xl, "UTF-8", e->decode_from, s->pool) != APR_SUCCESS)
         return 0;
     x->xbuf = apr_palloc(s->pool, XBUF_SIZE);
+    x->blk = apr_palloc(s->pool, XBLOCK);
     return 1;
 }
 
@@ -1109,6 +1144,8 @@ static apr_status_t text_set(text *t, const char *n)
 
     if (t->cs && n && !strcmp(t->cs, n))
         return APR_SUCCESS;
+    if (t->decode)
+        xdec_end(&t->x);            /* what the old charset holds is read in it */
     if (t->cs && ++t->switches > CS_SWITCH_MAX) {
         n = "";                     /* bounded work per stream */
         s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;

@@ -539,6 +539,78 @@ static void test_charsets(notary_matcher *m)
 #define MUTATIONS 150           /* per seed; -DMUTATIONS=N for a longer run */
 #endif
 
+/* A matcher of one rule (id 1), for the fuzzer's reproducers. */
+static notary_matcher *matcher1(const char *t, apr_size_t len)
+{
+    notary_matcher *m = NULL;
+    if (notary_matcher_create(&m, pool) != APR_SUCCESS
+        || notary_matcher_add(m, t, len, 1) != APR_SUCCESS
+        || notary_matcher_compile(m) != APR_SUCCESS)
+        return NULL;
+    return m;
+}
+
+/* A decoder error: where iconv reports an invalid byte (UTF-7) and how
+ * much brotli or zstd outputs before failing depend on how much input one
+ * call sees, so those are fed in blocks at fixed offsets: every cut must
+ * give the verdict of the whole body (the fuzzer's repro-* inputs, and
+ * bodies with the error beyond the first block). */
+static void test_error_splits(notary_matcher *m)
+{
+    static const struct { const char *label, *rule, *ct, *ce, *body; apr_size_t blen; } r[] = {
+        { "UTF-7 with an invalid byte", "s", "t;charset=utf7", NULL,
+          "+tEUCud0ds\x12s", 12 },
+        { "br failing part way (repro-br-error-output-split)", "\x81", "", "br",
+          "@\xe0\0\0$\x93\0K$\x93-K$\0\x93", 15 },
+        { "br failing part way (repro-br-error-verdict-split)", "\xe5", "", "br",
+          "\x1f\0\x01`\x1c\t6N\xd1" "c\xfej=^n~\x1e" "dn#W\xce\x06@b\xcelr3\x19Z\xf5\x06\x15qZ!\xf5\x06", 39 },
+        { "zstd failing part way (repro-zstd-error-output-split)", "\xa5", "", "zstd",
+          "(\xb5/\xfd\x04X\xe3\x01\x01\0\0B\x01\xe2", 14 },
+    };
+    size_t i;
+    for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+        notary_matcher *m1 = matcher1(r[i].rule, strlen(r[i].rule));
+        ok(m1 != NULL, "%s: matcher compiled", r[i].label);
+        if (m1)
+            check(r[i].label, m1, r[i].ct, r[i].ce, r[i].body, r[i].blen,
+                  run_whole(m1, r[i].ct, r[i].ce, r[i].body, r[i].blen).found, ANY);
+    }
+    {
+        /* past the first blocks: 9000 bytes of text, the rule text every
+         * 700 bytes, coded, then broken near the end */
+        apr_size_t n = 9000, i2, l1;
+        char *t = apr_palloc(pool, n), *z, *u;
+        unsigned seed = 7;
+        for (i2 = 0; i2 < n; i2++) {
+            seed = seed * 1103515245u + 12345u;
+            t[i2] = (char)('a' + (seed >> 16) % 26);
+        }
+        for (i2 = 100; i2 + sizeof(AGREE) < n; i2 += 700)
+            memcpy(t + i2, AGREE, sizeof(AGREE) - 1);
+        z = br(t, n, &l1);
+        ok(z != NULL && l1 > 4096, "br of 9000 bytes is more than a block (%lu)", (unsigned long)l1);
+        if (z && l1 > 300) {
+            z[l1 - 250] ^= 0x5a;
+            check("br broken beyond the first block", m, "text/plain", "br", z, l1,
+                  run_whole(m, "text/plain", "br", z, l1).found, ANY);
+        }
+        z = zstd(t, n, &l1);
+        if (z && l1 > 300) {
+            z[l1 - 250] ^= 0x5a;
+            check("zstd broken beyond the first block", m, "text/plain", "zstd", z, l1,
+                  run_whole(m, "text/plain", "zstd", z, l1).found, ANY);
+        }
+        /* UTF-7 with invalid bytes beyond the first iconv block */
+        u = apr_palloc(pool, 5000);
+        for (i2 = 0; i2 < 5000; i2++)
+            u[i2] = "+tEUCud0ds-I agree to the terms "[i2 % 32];
+        for (i2 = 2000; i2 < 5000; i2 += 333)
+            u[i2] = '\x12';
+        check("UTF-7 with invalid bytes beyond the first block", m, "text/plain; charset=utf-7",
+              NULL, u, 5000, run_whole(m, "text/plain; charset=utf-7", NULL, u, 5000).found, ANY);
+    }
+}
+
 /* Hostile bodies: seeds mutated at random (bytes flipped, inserted, cut
  * out), each fed whole and at random cuts: one verdict, no crash. */
 static void test_mutations(notary_matcher *m)
@@ -674,6 +746,7 @@ int main(void)
     test_codings(m);
     test_charsets(m);
     test_many_parts(m);
+    test_error_splits(m);
     test_mutations(m);
     test_util();
     return tap_done();

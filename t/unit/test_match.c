@@ -380,6 +380,8 @@ static void *APR_THREAD_FUNC thr_main(apr_thread_t *t, void *data)
         notary_match_stream *s;
         notary_match_stream_start(&s, p, a->m, a->cs ? apr_pstrcat(p, "text/plain; charset=", a->cs, NULL) : NULL, NULL, 0, NULL);
         notary_match_stream_feed(s, a->body, a->len);
+        /* a decoded charset is read in blocks: the verdict is the finish's */
+        notary_match_stream_finish(s);
         a->found += notary_match_stream_has(s, 1);
         apr_pool_clear(p);
     }
