@@ -244,6 +244,11 @@ int notary_route_translate(request_rec *r)
                                                        notary_token_status_str(ts), detail)
                                         : notary_token_status_str(ts));
         }
+        /* its records name it (the gate verifies it before any is made) */
+        ex->adm_token = token;
+        ex->adm_token_len = strlen(token);
+        ex->adm_jti = ex->token->jti;
+        ex->adm_exp = ex->token->exp;
     }
     else {
         switch (notary_session_find(ex)) {
