@@ -5,7 +5,8 @@
 # later in the contract session, without the token in its request -- and
 # the token is kept once in notary.admissions with its bytes, jti and exp.
 # Integrated (t/unit/test_log integrate: notary_log_integrate), the rows
-# pass `notary-verify audit`.
+# pass `notary-verify audit`. The merchant's backend receives
+# Notary-Exchange with the exchange id, never one the consumer sent.
 use strict;
 use warnings;
 use Test::More;
@@ -31,8 +32,10 @@ my $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer
 is($r->{status}, 200, 'alice admitted by her token (nothing recorded)');
 is($t->record_count, 0, '... no record for it');
 $r = $t->request(path => '/shop/echo?in=session', consumer => 'alice',
-                 data => 'sign here: CONTRACT-TERMS', headers => ['Content-Type: text/plain']);
+                 data => 'sign here: CONTRACT-TERMS',
+                 headers => ['Content-Type: text/plain', 'Notary-Exchange: forged-by-alice']);
 is($r->{status}, 200, 'a matched exchange in the contract session');
+my $echo_session = $r->{body};
 # and one whose own request carries the token
 $r = $t->request(path => "/shop/echo?in=token&notary_token=$tok", consumer => 'alice',
                  data => 'again: CONTRACT-TERMS', headers => ['Content-Type: text/plain']);
@@ -40,6 +43,20 @@ is($r->{status}, 200, 'a matched exchange with the token in its request');
 
 my @rows = $t->records("uri LIKE '/echo?in=%'");
 is(scalar @rows, 4, 'both exchanges recorded in both directions');
+
+# ---- the merchant's backend is told the exchange id (DESIGN.md "Headers")
+{
+    my ($xid) = map { $_->{exchange_id} } grep { $_->{uri} eq '/echo?in=session' } @rows;
+    my @seen = $echo_session =~ /^header notary-exchange: (.*)$/mg;
+    is_deeply(\@seen, [$xid], "the backend receives Notary-Exchange: the record's exchange id "
+              . "($xid), the consumer's forged one dropped") or diag($echo_session);
+    unlike($echo_session, qr/forged-by-alice/, '... nothing of the forged value reaches it');
+    $r = $t->request(path => '/shop/echo?unrecorded=1', consumer => 'alice',
+                     headers => ['Notary-Exchange: forged-again']);
+    like($r->{body}, qr/^header notary-exchange: [0-9a-f]{8,}$/m,
+         'an exchange without a record gets its id too') or diag($r->{body});
+    unlike($r->{body}, qr/forged-again/, '... never the consumer\'s');
+}
 
 my $dbh = $pg->dbh(user => 'auditor');
 my $audit = $dbh->selectall_hashref('SELECT id, salt, leaf_hash, token_sha256, token, '
