@@ -41,14 +41,20 @@ static void notary_register_hooks(apr_pool_t *p)
     ap_hook_post_config(notary_log_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(notary_record_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(notary_session_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(notary_log_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 
     /* connection A and the request: routing, early admission */
     APR_OPTIONAL_HOOK(ssl, pre_handshake, notary_route_pre_handshake, NULL, NULL,
                       APR_HOOK_MIDDLE);
     ap_hook_create_request(notary_record_create_request, NULL, NULL,
                            APR_HOOK_MIDDLE);
+    /* the log's public endpoints first: /.notary/ is never a merchant's */
+    ap_hook_translate_name(notary_log_translate, NULL, before_proxy,
+                           APR_HOOK_REALLY_FIRST);
     ap_hook_translate_name(notary_route_translate, NULL, before_proxy,
                            APR_HOOK_FIRST);
+    ap_hook_map_to_storage(notary_log_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(notary_log_handler, NULL, NULL, APR_HOOK_MIDDLE);
     /* after every other fixup (mod_headers included); these two in
      * either order */
     ap_hook_fixups(notary_route_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);

@@ -1,4 +1,6 @@
-/* mod_notary glue: the log integrator. Every NotaryLogInterval one httpd
+/* mod_notary glue: the log integrator, and the log's public endpoints
+ * (GET /.notary/log/checkpoint and /.notary/log/tile/..., C2SP tlog-tiles).
+ * Every NotaryLogInterval one httpd
  * child -- a mod_watchdog singleton, as mod_md's drive runs -- integrates
  * the records that have become final into the log (notary_log_integrate:
  * the tree, its tiles, a checkpoint signed with NotaryLogKey). One
@@ -11,7 +13,10 @@
 #include <http_config.h>
 #include <http_core.h>
 #include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
 #include <apr_hash.h>
+#include <apr_thread_mutex.h>
 #include <apr_optional.h>
 #include <apr_strings.h>
 
@@ -258,6 +263,182 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                          "the integrator of log %s with mod_watchdog", ig->origin);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
+    }
+    return OK;
+}
+
+/* ---------------------------------------------------------------------
+ * The public endpoints: GET /.notary/log/checkpoint and
+ * /.notary/log/tile/... on a notary vhost with a log. No client
+ * certificate needed: the log is public. Read through one connection per
+ * child and log database (the integrator's role may read the log tables),
+ * its statements bounded by statement_timeout.
+ */
+#define LOG_HANDLER "notary-log"
+#define LOG_PREFIX "/.notary/log/"
+
+typedef struct {
+    apr_thread_mutex_t *mu;
+    const char *conninfo;
+    long timeout_ms;
+    PGconn *conn;                  /* under mu */
+} log_reader;
+
+static apr_hash_t *log_readers;   /* per child: conninfo -> log_reader */
+
+static apr_status_t readers_close(void *data)
+{
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(NULL, log_readers); hi; hi = apr_hash_next(hi)) {
+        log_reader *lr = apr_hash_this_val(hi);
+        if (lr->conn) {
+            PQfinish(lr->conn);
+            lr->conn = NULL;
+        }
+    }
+    log_readers = NULL;
+    return APR_SUCCESS;
+}
+
+void notary_log_child_init(apr_pool_t *p, server_rec *s)
+{
+    apr_hash_t *readers = apr_hash_make(p);
+
+    for (; s; s = s->next) {
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+        const char *db;
+        log_reader *lr;
+        apr_status_t rv;
+
+        if (!notary_conf_engine(sc) || !sc->log_key
+            || apr_hash_get(readers, db = notary_conf_log_database(sc), APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        lr = apr_pcalloc(p, sizeof(*lr));
+        lr->conninfo = db;
+        lr->timeout_ms = (long)(notary_conf_db_timeout(sc) * 1000);
+        if ((rv = apr_thread_mutex_create(&lr->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "NOTARY04013: cannot create the "
+                         "log reader's mutex: /.notary/log/ is answered 503 in this child");
+            continue;
+        }
+        apr_hash_set(readers, db, APR_HASH_KEY_STRING, lr);
+    }
+    log_readers = readers;
+    apr_pool_cleanup_register(p, NULL, readers_close, apr_pool_cleanup_null);
+}
+
+/* translate: /.notary/log/... on a vhost with a log is ours, before any
+ * merchant routing ('.notary' is never a merchant: mod_notary_config.c) */
+int notary_log_translate(request_rec *r)
+{
+    notary_srv_conf *sc = ap_get_module_config(r->server->module_config, &notary_module);
+
+    if (!notary_conf_engine(sc) || !sc->log_key || r->proxyreq || !r->uri
+        || strncmp(r->uri, LOG_PREFIX, sizeof(LOG_PREFIX) - 1)) {
+        return DECLINED;
+    }
+    r->handler = LOG_HANDLER;
+    r->filename = apr_pstrcat(r->pool, LOG_HANDLER ":", r->uri, NULL);
+    return OK;
+}
+
+/* no file behind it: skip the directory walk */
+int notary_log_map_to_storage(request_rec *r)
+{
+    return r->handler && !strcmp(r->handler, LOG_HANDLER) ? OK : DECLINED;
+}
+
+/* The reader's connection, open; under lr->mu. */
+static PGconn *reader_conn(log_reader *lr, request_rec *r)
+{
+    const char *const kw[] = { "fallback_application_name", "options", "connect_timeout",
+                               "dbname", NULL };
+    const char *val[] = { "mod_notary log reader", NULL, NULL, lr->conninfo, NULL };
+
+    if (lr->conn && PQstatus(lr->conn) == CONNECTION_OK
+        && PQtransactionStatus(lr->conn) == PQTRANS_IDLE) {
+        return lr->conn;
+    }
+    if (lr->conn) {
+        PQfinish(lr->conn);
+    }
+    val[1] = apr_psprintf(r->pool, "-c statement_timeout=%ld", lr->timeout_ms);
+    val[2] = apr_psprintf(r->pool, "%ld", (lr->timeout_ms + 999) / 1000);
+    lr->conn = PQconnectdbParams(kw, val, 1);
+    if (!lr->conn || PQstatus(lr->conn) != CONNECTION_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04014: %s: cannot connect to "
+                      "the log database: %s", r->uri,
+                      lr->conn ? PQerrorMessage(lr->conn) : "out of memory");
+        if (lr->conn) {
+            PQfinish(lr->conn);
+            lr->conn = NULL;
+        }
+        return NULL;
+    }
+    return lr->conn;
+}
+
+int notary_log_handler(request_rec *r)
+{
+    notary_srv_conf *sc;
+    const char *path, *err = NULL;
+    log_reader *lr;
+    PGconn *conn;
+    unsigned char *data = NULL;
+    char *note = NULL;
+    apr_size_t len = 0;
+    apr_uint64_t size;
+    int found, is_checkpoint;
+
+    if (!r->handler || strcmp(r->handler, LOG_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    sc = ap_get_module_config(r->server->module_config, &notary_module);
+    path = r->uri + sizeof(LOG_PREFIX) - 1;
+    is_checkpoint = !strcmp(path, "checkpoint");
+    if (!is_checkpoint && strncmp(path, "tile/", 5)) {
+        return HTTP_NOT_FOUND;
+    }
+    if (!log_readers
+        || !(lr = apr_hash_get(log_readers, notary_conf_log_database(sc), APR_HASH_KEY_STRING))) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    apr_thread_mutex_lock(lr->mu);
+    if (!(conn = reader_conn(lr, r))) {
+        apr_thread_mutex_unlock(lr->mu);
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    found = is_checkpoint ? notary_log_checkpoint_get(conn, r->pool, &note, &len, &size, &err)
+                          : notary_log_tile_by_path(conn, r->pool, path, &data, &len, &err);
+    apr_thread_mutex_unlock(lr->mu);
+    if (found < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04015: %s: cannot read the log: "
+                      "%s", r->uri, err ? err : "unknown error");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (found == 0) {
+        return HTTP_NOT_FOUND;
+    }
+    if (is_checkpoint) {
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+        data = (unsigned char *)note;
+    }
+    else {
+        ap_set_content_type(r, "application/octet-stream");
+        /* a full tile never changes; a partial one is replaced by a longer */
+        apr_table_setn(r->headers_out, "Cache-Control", ap_strstr_c(path, ".p/")
+                       ? "no-cache" : "public, max-age=31536000, immutable");
+    }
+    ap_set_content_length(r, (apr_off_t)len);
+    if (!r->header_only && len) {
+        ap_rwrite(data, (int)len, r);
     }
     return OK;
 }

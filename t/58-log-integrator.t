@@ -5,7 +5,8 @@
 # origin, and `notary-verify audit` finds the database valid with the log's
 # vkey (derived here in Perl from the PEM key, C2SP signed-note). Start-up
 # refuses a key without an origin, a key that is not Ed25519, and
-# '.notary' as a merchant name.
+# '.notary' as a merchant name. GET /.notary/log/checkpoint and the tiles
+# (C2SP tlog-tiles) are public: served without a client certificate.
 use strict;
 use warnings;
 use Test::More;
@@ -111,5 +112,39 @@ like($t->notary_error_log, qr/NOTARY04008: log \Q$origin\E: this child integrate
      'the error log says which child integrates (info)') or diag($t->notary_error_log);
 $text = `$cmd 2>&1`;
 is($? >> 8, 0, 'audit still VALID') or diag($text);
+
+# ---- the public endpoints: no client certificate needed
+{
+    my $state = $pg->psql('SELECT checkpoint FROM notary.log_state');
+    $state =~ s/\n\z//;
+    my $res = $t->request(path => '/.notary/log/checkpoint');
+    is($res->{status}, 200, 'GET /.notary/log/checkpoint without a client certificate: 200');
+    is($res->{body}, $state, '... the latest signed checkpoint, byte for byte')
+        or diag($res->{body});
+    like($res->{headers}{'content-type'} // '', qr{^text/plain}, '... as text/plain');
+    like($res->{body}, qr/^\Q$origin\E\n8\n/, '... of the tree of 8');
+
+    my $leaves = join '', map { $_->[0] } @{ $pg->dbh(user => 'auditor')->selectall_arrayref(
+        'SELECT leaf_hash FROM notary.audit_rows WHERE leaf_index IS NOT NULL ORDER BY leaf_index') };
+    $res = $t->request(path => '/.notary/log/tile/0/000.p/8');
+    is($res->{status}, 200, 'GET /.notary/log/tile/0/000.p/8 (tlog-tiles, partial): 200');
+    ok($res->{body} eq $leaves, '... the 8 leaf hashes in log order (' . length($res->{body})
+       . ' bytes)');
+    is($res->{headers}{'cache-control'}, 'no-cache', '... a partial tile is not cached for long');
+    $res = $t->request(path => '/.notary/log/tile/0/000');
+    is($res->{status}, 404, 'a full tile the log does not have yet: 404');
+    $res = $t->request(path => '/.notary/log/tile/0/0.p/8');
+    is($res->{status}, 404, 'a non-canonical tile path: 404');
+    $res = $t->request(path => '/.notary/log/tile/entries/000.p/8');
+    is($res->{status}, 404, 'entry bundles are never served: 404');
+    $res = $t->request(path => '/.notary/log/other');
+    is($res->{status}, 404, 'anything else under /.notary/log/: 404');
+    $res = $t->request(path => '/.notary/log/checkpoint', method => 'POST', data => 'x');
+    is($res->{status}, 405, 'POST to the checkpoint: 405');
+    $res = $t->request(path => '/.notary/log/checkpoint', consumer => 'alice');
+    is($res->{status}, 200, 'the checkpoint with a client certificate too: 200');
+    $res = $t->request(path => '/shop/static/hello.txt', consumer => 'alice');
+    is($res->{status}, 200, 'merchants are relayed as before');
+}
 
 done_testing;
