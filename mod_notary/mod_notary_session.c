@@ -272,7 +272,7 @@ static int session_lookup(notary_exchange *ex, notary_session *out)
     rv = session_provider->retrieve(session_cache, ex->r->server, id,
                                     sizeof(id), buf, &len, ex->r->pool);
     session_unlock();
-    if (rv != APR_SUCCESS || len < offsetof(notary_session, token)) {
+    if (rv != APR_SUCCESS || len < offsetof(notary_session, token) || len > sizeof(*out)) {
         return 0;
     }
     memcpy(out, buf, len);

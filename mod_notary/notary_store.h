@@ -8,6 +8,10 @@
  * (service=... / PGSERVICE), client certificates (sslcert/sslkey) -- the
  * store passes the conninfo through unchanged.
  *
+ * Each row also names its admission token (notary_record.token) by
+ * SHA-256; the token goes into notary.admissions once, in the pipeline
+ * of the row's keys (sql/0003_evidence.sql), so no extra round trip.
+ *
  * Each row gets a random salt and its leaf hash (notary_leaf.h, computed
  * from the row exactly as stored) for the log of sql/0003_evidence.sql.
  *
