@@ -3,8 +3,9 @@
  * The work is in the glue files by concern: mod_notary_config.c
  * (directives, start-up checks), mod_notary_route.c (translate, fixups,
  * the consumer), mod_notary_session.c (contract sessions),
- * mod_notary_gate.c (connection B) and mod_notary_record.c (the record
- * filters); they share one exchange object (notary_exchange.c). */
+ * mod_notary_gate.c (connection B), mod_notary_record.c (the record
+ * filters) and mod_notary_log.c (the log integrator); they share one
+ * exchange object (notary_exchange.c). */
 #include <httpd.h>
 #include <http_config.h>
 #include <http_connection.h>
@@ -21,6 +22,7 @@
 #include "mod_notary_session.h"
 #include "mod_notary_gate.h"
 #include "mod_notary_record.h"
+#include "mod_notary_log.h"
 
 static void notary_register_hooks(apr_pool_t *p)
 {
@@ -34,16 +36,25 @@ static void notary_register_hooks(apr_pool_t *p)
     ap_hook_post_config(notary_session_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(notary_record_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(notary_config_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(notary_log_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* before mod_watchdog's (APR_HOOK_LAST), which starts what we register */
+    ap_hook_post_config(notary_log_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(notary_record_child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(notary_session_child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(notary_log_child_init, NULL, NULL, APR_HOOK_MIDDLE);
 
     /* connection A and the request: routing, early admission */
     APR_OPTIONAL_HOOK(ssl, pre_handshake, notary_route_pre_handshake, NULL, NULL,
                       APR_HOOK_MIDDLE);
     ap_hook_create_request(notary_record_create_request, NULL, NULL,
                            APR_HOOK_MIDDLE);
+    /* the log's public endpoints first: /.notary/ is never a merchant's */
+    ap_hook_translate_name(notary_log_translate, NULL, before_proxy,
+                           APR_HOOK_REALLY_FIRST);
     ap_hook_translate_name(notary_route_translate, NULL, before_proxy,
                            APR_HOOK_FIRST);
+    ap_hook_map_to_storage(notary_log_map_to_storage, NULL, NULL, APR_HOOK_FIRST);
+    ap_hook_handler(notary_log_handler, NULL, NULL, APR_HOOK_MIDDLE);
     /* after every other fixup (mod_headers included); these two in
      * either order */
     ap_hook_fixups(notary_route_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);

@@ -27,6 +27,7 @@ void *notary_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->token_max_age = NOTARY_UNSET;
     sc->max_record_size = NOTARY_UNSET;
     sc->db_timeout = NOTARY_UNSET;
+    sc->log_interval = NOTARY_UNSET;
     sc->rules = apr_array_make(p, 4, sizeof(notary_rule *));
     sc->merchants = apr_array_make(p, 4, sizeof(notary_merchant *));
     sc->merchant_by_name = apr_hash_make(p);
@@ -48,6 +49,10 @@ void *notary_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_VAL(token_max_age);
     MERGE_VAL(max_record_size);
     MERGE_VAL(db_timeout);
+    MERGE_PTR(log_key_file);
+    MERGE_PTR(log_origin);
+    MERGE_VAL(log_interval);
+    MERGE_PTR(log_database);
     /* Merchants belong to the vhost that registers them, never inherited:
      * a merchant must be reachable only through the vhost the operator chose. */
     mc->merchants = add->merchants;
@@ -83,6 +88,17 @@ apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc)
 {
     return sc->db_timeout != NOTARY_UNSET ? sc->db_timeout
                                           : NOTARY_DEFAULT_DB_TIMEOUT;
+}
+
+apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc)
+{
+    return sc->log_interval != NOTARY_UNSET ? sc->log_interval
+                                            : NOTARY_DEFAULT_LOG_INTERVAL;
+}
+
+const char *notary_conf_log_database(const notary_srv_conf *sc)
+{
+    return sc->log_database ? sc->log_database : sc->database;
 }
 
 /* ---------------------------------------------------------------------
@@ -158,16 +174,16 @@ static const char *set_engine(cmd_parms *cmd, void *dc, int on)
     return NULL;
 }
 
-static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
+/* Reject a malformed conninfo at apachectl -t, not at the first use. */
+static const char *check_conninfo(cmd_parms *cmd, const char *arg)
 {
     char *errmsg = NULL;
     PQconninfoOption *opts;
 
-    /* Reject a malformed conninfo at apachectl -t, not at the first record. */
     opts = PQconninfoParse(arg, &errmsg);
     if (!opts) {
         const char *msg = apr_psprintf(cmd->pool,
-            "NotaryDatabase: not a valid libpq connection string: %s",
+            "%s: not a valid libpq connection string: %s", cmd->cmd->name,
             errmsg ? errmsg : "out of memory");
         if (errmsg) {
             PQfreemem(errmsg);
@@ -175,7 +191,57 @@ static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
         return msg;
     }
     PQconninfoFree(opts);
+    return NULL;
+}
+
+static const char *set_database(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = check_conninfo(cmd, arg);
+
+    if (err) {
+        return err;
+    }
     cmd_conf(cmd)->database = arg;
+    return NULL;
+}
+
+static const char *set_log_database(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *err = check_conninfo(cmd, arg);
+
+    if (err) {
+        return err;
+    }
+    cmd_conf(cmd)->log_database = arg;
+    return NULL;
+}
+
+static const char *set_log_key(cmd_parms *cmd, void *dc, const char *arg)
+{
+    cmd_conf(cmd)->log_key_file = ap_server_root_relative(cmd->pool, arg);
+    if (!cmd_conf(cmd)->log_key_file) {
+        return apr_psprintf(cmd->pool, "NotaryLogKey: invalid path '%s'", arg);
+    }
+    return NULL;
+}
+
+static const char *set_log_origin(cmd_parms *cmd, void *dc, const char *arg)
+{
+    const char *c;
+
+    /* a C2SP checkpoint's first line and a signed-note key name: no
+     * spaces, no '+', printable */
+    for (c = arg; *c; c++) {
+        if (*c <= ' ' || *c >= 0x7f || *c == '+') {
+            break;
+        }
+    }
+    if (!*arg || *c) {
+        return apr_psprintf(cmd->pool, "NotaryLogOrigin: '%s' is not a log origin: "
+                            "printable ASCII without spaces or '+' (e.g. "
+                            "notary.example.com/log)", arg);
+    }
+    cmd_conf(cmd)->log_origin = arg;
     return NULL;
 }
 
@@ -208,6 +274,10 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
     if (!valid_name(name)) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: invalid merchant name "
                             "'%s': use letters, digits, '-', '.', '_', '~'", name);
+    }
+    if (!strcmp(name, ".notary")) {
+        return "NotaryMerchant: '.notary' is not a merchant name: /.notary/ on the "
+               "notary vhost is the notary's own (receipts, the log)";
     }
     if (apr_hash_get(sc->merchant_by_name, name, APR_HASH_KEY_STRING)) {
         const notary_merchant *prev =
@@ -401,6 +471,11 @@ static const char *set_db_timeout(cmd_parms *cmd, void *dc, const char *arg)
     return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->db_timeout);
 }
 
+static const char *set_log_interval(cmd_parms *cmd, void *dc, const char *arg)
+{
+    return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->log_interval);
+}
+
 /* post_config: one matcher per merchant and direction, rules in conf order */
 static const char *compile_rules(apr_pool_t *p, server_rec *s)
 {
@@ -579,5 +654,17 @@ const command_rec notary_cmds[] = {
     AP_INIT_TAKE1("NotarySessionCache", set_session_cache, NULL, RSRC_CONF,
         "NotarySessionCache PROVIDER[:ARGS] - mod_socache provider for "
         "contract sessions shared by all children (default shmcb, global only)"),
+    AP_INIT_TAKE1("NotaryLogKey", set_log_key, NULL, RSRC_CONF,
+        "NotaryLogKey FILE - Ed25519 private key (PEM) that signs the log's "
+        "checkpoints and promises; turns the log integrator on (no default)"),
+    AP_INIT_TAKE1("NotaryLogOrigin", set_log_origin, NULL, RSRC_CONF,
+        "NotaryLogOrigin NAME - the log's origin, its checkpoints' first line "
+        "and key name (no default; required with NotaryLogKey)"),
+    AP_INIT_TAKE1("NotaryLogInterval", set_log_interval, NULL, RSRC_CONF,
+        "NotaryLogInterval SECONDS - how often new records are integrated into "
+        "the log (default 1)"),
+    AP_INIT_TAKE1("NotaryLogIntegratorDatabase", set_log_database, NULL, RSRC_CONF,
+        "NotaryLogIntegratorDatabase \"CONNINFO\" - libpq connection string of "
+        "the log integrator, a notary_integrator role (default: NotaryDatabase)"),
     { NULL }
 };

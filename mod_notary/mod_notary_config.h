@@ -21,6 +21,7 @@
 #define NOTARY_DEFAULT_TOKEN_MAX_AGE 900
 #define NOTARY_DEFAULT_MAX_RECORD_SIZE (64 * 1024 * 1024)
 #define NOTARY_DEFAULT_DB_TIMEOUT 10          /* seconds */
+#define NOTARY_DEFAULT_LOG_INTERVAL 1         /* seconds */
 /* a record's body stays in memory up to this, then goes to a temp file */
 #define NOTARY_SPOOL_MEMORY (256 * 1024)
 /* a message's relay is held back until commit up to this many bytes (so a
@@ -72,6 +73,12 @@ typedef struct notary_srv_conf {
     notary_store *store;          /* per child, set in child_init */
     apr_array_header_t *merchants;  /* notary_merchant *, vhost only */
     apr_hash_t *merchant_by_name;
+    /* the log (mod_notary_log.c) */
+    const char *log_key_file;     /* NotaryLogKey: Ed25519 private key, PEM */
+    const char *log_origin;       /* NotaryLogOrigin: the checkpoints' origin line */
+    apr_int64_t log_interval;     /* NotaryLogInterval, seconds; NOTARY_UNSET */
+    const char *log_database;     /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
+    struct notary_note_key *log_key;  /* loaded at start-up (check_config) */
     server_rec *s;
 } notary_srv_conf;
 
@@ -85,6 +92,9 @@ apr_off_t notary_conf_max_record_size(const notary_srv_conf *sc);
 int notary_conf_engine(const notary_srv_conf *sc);
 
 apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc);
+apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc);
+/* the integrator's conninfo: NotaryLogIntegratorDatabase, else NotaryDatabase */
+const char *notary_conf_log_database(const notary_srv_conf *sc);
 /* NotarySessionCache: "provider[:args]", NULL = shmcb */
 const char *notary_conf_session_cache(void);
 

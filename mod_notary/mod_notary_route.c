@@ -244,6 +244,11 @@ int notary_route_translate(request_rec *r)
                                                        notary_token_status_str(ts), detail)
                                         : notary_token_status_str(ts));
         }
+        /* its records name it (the gate verifies it before any is made) */
+        ex->adm_token = token;
+        ex->adm_token_len = strlen(token);
+        ex->adm_jti = ex->token->jti;
+        ex->adm_exp = ex->token->exp;
     }
     else {
         switch (notary_session_find(ex)) {
@@ -287,7 +292,8 @@ int notary_route_translate(request_rec *r)
 }
 
 /* Runs after every other fixup (mod_headers included): the backend sees our
- * Client-Cert, never the consumer's, and the gate can find this request. */
+ * Client-Cert and Notary-Exchange, never the consumer's, and the gate can
+ * find this request. */
 int notary_route_fixups(request_rec *r)
 {
     notary_exchange *ex = notary_exchange_get(r);
@@ -302,6 +308,12 @@ int notary_route_fixups(request_rec *r)
     apr_table_unset(r->headers_in, "Client-Cert-Chain");
     cc = notary_conn_get(r->connection, 1)->consumer;
     apr_table_setn(r->headers_in, "Client-Cert", cc->client_cert_header);
+    /* the merchant learns the exchange its records (and the parties'
+     * receipts) are filed under; the consumer cannot name one */
+    apr_table_unset(r->headers_in, "Notary-Exchange");
+    if (*notary_exchange_id(ex)) {      /* "": no id (logged; nothing recorded) */
+        apr_table_setn(r->headers_in, "Notary-Exchange", notary_exchange_id(ex));
+    }
     if (ex->merchant->rules[NOTARY_DIR_RESPONSE]
         && ex->merchant->rules[NOTARY_DIR_RESPONSE]->matcher) {
         /* response rules read the body: ask only for codings they can read */

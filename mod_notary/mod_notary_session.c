@@ -110,7 +110,7 @@ static void session_retained_drop(session_retained *rd, server_rec *s)
 static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                               server_rec *s)
 {
-    static struct ap_socache_hints hints = {32, sizeof(notary_session),
+    static struct ap_socache_hints hints = {32, offsetof(notary_session, token) + 512,
                                             900 * APR_USEC_PER_SEC};
     const char *spec = notary_conf_session_cache() ? notary_conf_session_cache()
                                                    : "shmcb";
@@ -272,29 +272,50 @@ static int session_lookup(notary_exchange *ex, notary_session *out)
     rv = session_provider->retrieve(session_cache, ex->r->server, id,
                                     sizeof(id), buf, &len, ex->r->pool);
     session_unlock();
-    if (rv != APR_SUCCESS || len != sizeof(notary_session)) {
+    if (rv != APR_SUCCESS || len < offsetof(notary_session, token) || len > sizeof(*out)) {
         return 0;
     }
-    memcpy(out, buf, sizeof(*out));
+    memcpy(out, buf, len);
+    if (len != NOTARY_SESSION_SIZE(out)) {
+        return 0;   /* an entry of another version of this struct */
+    }
     out->jti[sizeof(out->jti) - 1] = '\0';
     return 1;
 }
 
-static void session_store(notary_exchange *ex,
-                          const unsigned char backend_sha256[32])
+/* The session of the exchange's verified token. */
+static void session_fill(notary_exchange *ex, const unsigned char backend_sha256[32],
+                         notary_session *sess)
+{
+    memset(sess, 0, offsetof(notary_session, token));
+    sess->exp = ex->token->exp;
+    memcpy(sess->backend_sha256, backend_sha256, 32);
+    if (ex->token->jti) {
+        apr_cpystrn(sess->jti, ex->token->jti, sizeof(sess->jti));
+    }
+    /* notary_token_parse refused a longer one */
+    sess->token_len = ex->adm_token_len <= sizeof(sess->token)
+                      ? (apr_uint32_t)ex->adm_token_len : 0;
+    memcpy(sess->token, ex->adm_token, sess->token_len);
+}
+
+/* The exchange is admitted by the session's token: its records name it. */
+static void session_admission(notary_exchange *ex, const notary_session *sess)
+{
+    ex->adm_token = sess->token_len ? apr_pmemdup(ex->r->pool, sess->token, sess->token_len)
+                                    : NULL;
+    ex->adm_token_len = sess->token_len;
+    ex->adm_jti = sess->jti[0] ? apr_pstrdup(ex->r->pool, sess->jti) : NULL;
+    ex->adm_exp = sess->exp;
+}
+
+static void session_store(notary_exchange *ex, const notary_session *sess)
 {
     unsigned char id[32];
-    notary_session sess;
     apr_status_t rv;
 
     if (!session_cache) {
         return;
-    }
-    memset(&sess, 0, sizeof(sess));
-    sess.exp = ex->token->exp;
-    memcpy(sess.backend_sha256, backend_sha256, 32);
-    if (ex->token->jti) {
-        apr_cpystrn(sess.jti, ex->token->jti, sizeof(sess.jti));
     }
     session_id(ex, id);
     if ((rv = session_lock()) != APR_SUCCESS) {
@@ -303,8 +324,8 @@ static void session_store(notary_exchange *ex,
         return;
     }
     rv = session_provider->store(session_cache, ex->r->server, id, sizeof(id),
-                                 apr_time_from_sec(sess.exp),
-                                 (unsigned char *)&sess, sizeof(sess),
+                                 apr_time_from_sec(sess->exp),
+                                 (unsigned char *)sess, NOTARY_SESSION_SIZE(sess),
                                  ex->r->pool);
     session_unlock();
     if (rv != APR_SUCCESS) {
@@ -329,7 +350,7 @@ static void memo_set(notary_exchange *ex, const notary_session *sess)
 
     cc->sess_merchant = ex->merchant;
     cc->sess_server = ex->r->server;
-    cc->sess = *sess;
+    memcpy(&cc->sess, sess, NOTARY_SESSION_SIZE(sess));
 }
 
 notary_session_found notary_session_find(notary_exchange *ex)
@@ -349,6 +370,7 @@ notary_session_found notary_session_find(notary_exchange *ex)
     }
     ex->have_session = 1;
     memcpy(ex->session_backend_sha256, sess.backend_sha256, 32);
+    session_admission(ex, &sess);
     memo_set(ex, &sess);
     return NOTARY_SESSION_FOUND;
 }
@@ -357,10 +379,8 @@ void notary_session_open(notary_exchange *ex, const unsigned char backend_sha256
 {
     notary_session sess;
 
-    session_store(ex, backend_sha256);
-    memset(&sess, 0, sizeof(sess));
-    sess.exp = ex->token->exp;
-    memcpy(sess.backend_sha256, backend_sha256, 32);
+    session_fill(ex, backend_sha256, &sess);
+    session_store(ex, &sess);
     memo_set(ex, &sess);
     /* the consumer's key is in the line's context */
     NOTARY_XLOG(APLOG_INFO, 0, ex, NULL, "NOTARY02013: contract session "
@@ -378,6 +398,7 @@ int notary_session_refresh(notary_exchange *ex, const unsigned char backend_sha2
         || memcmp(fresh.backend_sha256, backend_sha256, 32)) {
         return 0;
     }
-    memo_of(ex)->sess = fresh;
+    memo_set(ex, &fresh);
+    session_admission(ex, &fresh);
     return 1;
 }

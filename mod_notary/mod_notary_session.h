@@ -2,13 +2,24 @@
 #ifndef MOD_NOTARY_SESSION_H
 #define MOD_NOTARY_SESSION_H
 
+#include <stddef.h>
 #include <httpd.h>
 
+#include "notary_token.h"
+
+/* What the cache keeps per consumer and merchant. The admission token's
+ * bytes go with it, so that every record of the session names the token
+ * and can carry its admission row (a session's first record may come
+ * long after the request that brought the token); cached as long as the
+ * token is (NOTARY_SESSION_SIZE), not the whole buffer. */
 typedef struct {
     apr_int64_t exp;
     unsigned char backend_sha256[32];
     char jti[128];
+    apr_uint32_t token_len;
+    char token[NOTARY_TOKEN_MAX_LEN];
 } notary_session;
+#define NOTARY_SESSION_SIZE(s) (offsetof(notary_session, token) + (s)->token_len)
 
 struct notary_exchange;
 

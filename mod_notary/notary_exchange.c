@@ -542,6 +542,10 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
     rec.body_len = blen;
     rec.body_sha256 = rec.body_file ? NULL : sha;
     rec.exchange_id = notary_exchange_id(ex);
+    rec.token = ex->adm_token;
+    rec.token_len = ex->adm_token_len;
+    rec.token_jti = ex->adm_jti;
+    rec.token_exp = ex->adm_exp;
     if (!ex->sc->store) {
         err = "no record store in this process";
         rv = APR_EGENERAL;

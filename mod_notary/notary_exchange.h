@@ -108,6 +108,11 @@ struct notary_exchange {
     int have_session;                   /* a contract session was found */
     unsigned char session_backend_sha256[32];
     int admitted;
+    /* the admission token's bytes as received (this request's, or its
+     * contract session's), for the records: NULL if none */
+    const char *adm_token; apr_size_t adm_token_len;
+    const char *adm_jti;                /* NULL if the token has none */
+    apr_int64_t adm_exp;
     /* merchant: the key its backend presented on connection B */
     const unsigned char *merchant_spki; apr_size_t merchant_spki_len;
     unsigned char merchant_spki_sha256[32];

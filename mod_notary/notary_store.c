@@ -160,8 +160,9 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
     step_t step;
 
     *why = NULL;
-    /* keys this connection has not registered yet go first, committed on
-     * their own (harmless: keys are never deleted), and statement_timeout
+    /* keys and the admission this connection has not registered yet go
+     * first, committed on their own (harmless: neither is ever deleted, and
+     * a token kept is one the gate verified), and statement_timeout
      * is fitted to the time left (the 90 % rule, notary_store_int.h); one
      * round trip, next to a body of more than 256 KiB */
     if ((step = notary_store_pipeline(st->conns, sc, &sp, 1, 0, deadline, res)) != STEP_OK) {
@@ -530,7 +531,7 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
     }
     memset(&me, 0, sizeof(me));
     me.deadline = apr_time_now() + st->timeout;
-    if ((rv = notary_store_build_params(rec, &me.sp, err)) != APR_SUCCESS) {
+    if ((rv = notary_store_build_params(rec, &me.sp, errpool, err)) != APR_SUCCESS) {
         goto not_queued;
     }
     me.rec = rec;

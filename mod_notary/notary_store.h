@@ -8,6 +8,13 @@
  * (service=... / PGSERVICE), client certificates (sslcert/sslkey) -- the
  * store passes the conninfo through unchanged.
  *
+ * Each row also names its admission token (notary_record.token) by
+ * SHA-256; the token goes into notary.admissions once, in the pipeline
+ * of the row's keys (sql/0003_evidence.sql), so no extra round trip.
+ *
+ * Each row gets a random salt and its leaf hash (notary_leaf.h, computed
+ * from the row exactly as stored) for the log of sql/0003_evidence.sql.
+ *
  * Rows go straight into the tables of sql/0002_writer_path.sql: each
  * connection registers a key in notary.keys once (in the transaction of
  * the first row naming it; before a COPY, in its own), rows go into notary.records by key digest,
@@ -46,6 +53,13 @@ typedef struct notary_record {
                                         * body_file it may be NULL: the store
                                         * hashes the bytes as it sends them */
     const char *exchange_id;           /* (exchange_id, direction) is unique */
+    /* the admission token that let the consumer in, its bytes as received
+     * (NULL: none): the row names it by SHA-256 and its leaf commits to it;
+     * the token itself is kept once in notary.admissions, sent in the same
+     * transaction as the row (or, for a COPY, with its keys) */
+    const char *token; apr_size_t token_len;
+    const char *token_jti;             /* may be NULL */
+    apr_int64_t token_exp;             /* NumericDate, seconds */
     int announced;                     /* counted by notary_store_expect(+1):
                                         * the insert takes it off the count */
 } notary_record;

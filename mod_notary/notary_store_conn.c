@@ -17,10 +17,11 @@
 #define STMT_KEY   "notary_key"
 #define STMT_CHECK "notary_committed"
 #define STMT_GUARD "notary_guard"
+#define STMT_ADM   "notary_admission"
 
 static const char row_sql[] =
     "INSERT INTO notary.records " ROW_COLUMNS " VALUES ($1, $2, $3, $4, $5, "
-    "$6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    "$6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 /* The time guard, the last statement before a transaction's commit: it
  * fails, and so the transaction rolls back, once the transaction is older
  * than $1 ms (the 90 % rule, notary_store_int.h). A cast of a text that is
@@ -33,18 +34,26 @@ static const char guard_sql[] =
     "' ms at ' || clock_timestamp() || ', rolled back')::int END";
 static const char key_sql[] =
     "INSERT INTO notary.keys (sha256, der) VALUES ($1, $2) ON CONFLICT DO NOTHING";
-/* the row's fields without the body, in the same order */
+/* each verified admission token once (sql/0003_evidence.sql); its CHECK
+ * ties the digest to the bytes */
+static const char adm_sql[] =
+    "INSERT INTO notary.admissions (token_sha256, token, jti, exp) VALUES ($1, $2, $3, $4) "
+    "ON CONFLICT DO NOTHING";
+/* the row's fields of version 2 without the body, in the same order (the
+ * salt, on a retry the same, is not needed to tell this message apart) */
 static const char check_sql[] =
     "SELECT notary.record_committed($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, "
     "$11, $12, $13)";
 
 static const Oid guard_types[1] = { OID_INT4 };
 static const int guard_formats[1] = { 1 };
-static const Oid check_types[NPARAMS - 1] = {
+static const Oid adm_types[4] = { OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TIMESTAMPTZ };
+static const int adm_formats[4] = { 1, 1, 0, 1 };
+static const Oid check_types[NPARAMS_CHECK - 1] = {
     OID_TIMESTAMPTZ, OID_TEXT, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
     OID_TEXT, OID_INT4, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT
 };
-static const int check_formats[NPARAMS - 1] = {
+static const int check_formats[NPARAMS_CHECK - 1] = {
     1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 0
 };
 static const Oid key_types[2] = { OID_BYTEA, OID_BYTEA };
@@ -67,6 +76,7 @@ static void keys_forget(store_conn *sc)
         sc->known[i].der = NULL;
     }
     sc->nknown = sc->next_known = 0;
+    sc->nknown_adm = sc->next_known_adm = 0;
 }
 
 static apr_status_t slot_construct(void **res, void *params, apr_pool_t *p)
@@ -254,7 +264,10 @@ static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadli
         || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_KEY, key_sql, 2, key_types),
                             deadline, "preparing the key INSERT", errpool, err))
            != APR_SUCCESS
-        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_CHECK, check_sql, NPARAMS - 1,
+        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_ADM, adm_sql, 4, adm_types),
+                            deadline, "preparing the admission INSERT", errpool, err))
+           != APR_SUCCESS
+        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_CHECK, check_sql, NPARAMS_CHECK - 1,
                                               check_types),
                             deadline, "preparing the retry check", errpool, err))
            != APR_SUCCESS
@@ -303,6 +316,30 @@ static void key_learn(store_conn *sc, const unsigned char md[32],
     sc->next_known = (sc->next_known + 1) % KNOWN_KEYS;
     if (sc->nknown < KNOWN_KEYS) {
         sc->nknown++;
+    }
+}
+
+static int adm_known(const store_conn *sc, const unsigned char md[32])
+{
+    int i;
+
+    for (i = 0; i < sc->nknown_adm; i++) {
+        if (!memcmp(sc->known_adm[i], md, 32)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void adm_learn(store_conn *sc, const unsigned char md[32])
+{
+    if (adm_known(sc, md)) {
+        return;
+    }
+    memcpy(sc->known_adm[sc->next_known_adm], md, 32);
+    sc->next_known_adm = (sc->next_known_adm + 1) % KNOWN_KEYS;
+    if (sc->nknown_adm < KNOWN_KEYS) {
+        sc->nknown_adm++;
     }
 }
 
@@ -355,6 +392,11 @@ static int fresh_key_cmp(const void *a, const void *b)
     return memcmp(((const fresh_key *)a)->md, ((const fresh_key *)b)->md, 32);
 }
 
+static int adm_cmp(const void *a, const void *b)
+{
+    return memcmp((*(const store_params *const *)a)->token_md,
+                  (*(const store_params *const *)b)->token_md, 32);
+}
 
 /* The n-row INSERT (n >= 2): one statement per batch, so PostgreSQL sets
  * up one executor and reads the table's CHECK expressions once, not per
@@ -381,6 +423,8 @@ typedef struct {
     store_plan plan;
     fresh_key fresh[2 * STORE_BATCH_MAX];   /* keys it registers, each once */
     int nfresh;
+    const store_params *adm[STORE_BATCH_MAX];  /* admissions it sends, each once */
+    int nadm;
     int restoring;          /* its SET brings back the full statement_timeout */
 } pipeline;
 
@@ -404,6 +448,7 @@ static step_t pipeline_send(const store_conns *cs, store_conn *sc,
 
     pl->plan.n = 0;
     pl->nfresh = 0;
+    pl->nadm = 0;
     pl->restoring = 0;
     if (PQenterPipelineMode(conn) != 1) {
         return STEP_CONN_LOST;
@@ -480,6 +525,31 @@ static step_t pipeline_send(const store_conns *cs, store_conn *sc,
         }
         plan_add(&pl->plan, PLAN_KEY);
     }
+    /* the admission tokens not sent on this connection yet, each once and
+     * in digest order (as the keys, for the same reason); with the rows,
+     * so no round trip of their own */
+    for (i = 0; i < n; i++) {
+        const store_params *sp = sps[i];
+        if (!sp->has_token || adm_known(sc, sp->token_md)) {
+            continue;
+        }
+        for (j = 0; j < pl->nadm && memcmp(pl->adm[j]->token_md, sp->token_md, 32); j++) {
+        }
+        if (j == pl->nadm) {
+            pl->adm[pl->nadm++] = sp;
+        }
+    }
+    qsort(pl->adm, pl->nadm, sizeof(pl->adm[0]), adm_cmp);
+    for (j = 0; j < pl->nadm; j++) {
+        const store_params *sp = pl->adm[j];
+        const char *av[4] = { (const char *)sp->token_md, sp->token, sp->token_jti,
+                              (const char *)sp->token_exp };
+        int al[4] = { 32, sp->token_len, 0, 8 };
+        if (!PQsendQueryPrepared(conn, STMT_ADM, 4, av, al, adm_formats, 0)) {
+            return STEP_CONN_LOST;
+        }
+        plan_add(&pl->plan, PLAN_ADMISSION);
+    }
     if (with_rows && !multi) {
         const store_params *sp = sps[0];   /* n == 1 */
         if (!PQsendQueryPrepared(conn, STMT_ROW, NPARAMS, sp->values, sp->lengths,
@@ -546,24 +616,27 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
     for (j = 0; j < pl.nfresh; j++) {
         key_learn(sc, pl.fresh[j].md, pl.fresh[j].der, pl.fresh[j].len);
     }
+    for (j = 0; j < pl.nadm; j++) {
+        adm_learn(sc, pl.adm[j]->token_md);
+    }
     return STEP_OK;
 }
 
 step_t notary_store_committed_before(store_conn *sc, const store_params *sp,
                                       apr_time_t deadline, int *same, PGresult **res)
 {
-    const char *v[NPARAMS - 1];
-    int l[NPARAMS - 1], i, j;
+    const char *v[NPARAMS_CHECK - 1];
+    int l[NPARAMS_CHECK - 1], i, j;
     step_t step;
 
-    for (i = 0, j = 0; i < NPARAMS; i++) {
+    for (i = 0, j = 0; i < NPARAMS_CHECK; i++) {
         if (i != P_BODY) {
             v[j] = sp->values[i];
             l[j++] = sp->lengths[i];
         }
     }
     *same = 0;
-    if (!PQsendQueryPrepared(sc->conn, STMT_CHECK, NPARAMS - 1, v, l, check_formats, 0)) {
+    if (!PQsendQueryPrepared(sc->conn, STMT_CHECK, NPARAMS_CHECK - 1, v, l, check_formats, 0)) {
         return STEP_CONN_LOST;
     }
     step = notary_store_finish_command(sc->conn, deadline, res);

@@ -8,7 +8,9 @@
 #include <apr_strings.h>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
+#include "notary_leaf.h"
 #include "notary_store_int.h"
 
 /* PostgreSQL's epoch (2000-01-01 UTC) in apr_time_t (usec since 1970) */
@@ -21,11 +23,12 @@ static const char copy_sql[] =
 
 const Oid notary_store_row_types[NPARAMS] = {
     OID_TIMESTAMPTZ, OID_TEXT, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_TEXT, OID_TEXT,
-    OID_TEXT, OID_INT4, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_TEXT
+    OID_TEXT, OID_INT4, OID_TEXT, OID_BYTEA, OID_BYTEA, OID_BYTEA, OID_TEXT,
+    OID_BYTEA, OID_BYTEA, OID_BYTEA
 };
 /* bytea, int4 and timestamptz go binary; text as text */
 const int notary_store_row_formats[NPARAMS] = {
-    1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0
+    1, 0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 1, 0, 1, 1, 1
 };
 
 static void put_be64(unsigned char *b, apr_uint64_t v)
@@ -49,14 +52,51 @@ const char *notary_store_record_incomplete(const notary_record *rec)
     if (!rec->body_sha256 && !rec->body_file) return "body_sha256 is missing";
     if (!rec->body && !rec->body_file && rec->body_len) return "body is missing";
     if (!rec->headers && rec->headers_len) return "headers are missing";
+    if (!rec->token && rec->token_len)     return "token is missing";
     if (rec->body_len > 0x7fffffff || rec->headers_len > 0x7fffffff
-        || rec->sender_key_len > 0x7fffffff || rec->receiver_key_len > 0x7fffffff)
+        || rec->sender_key_len > 0x7fffffff || rec->receiver_key_len > 0x7fffffff
+        || rec->token_len > 0x7fffffff)
         return "a field is larger than libpq can send (2 GB)";
     return NULL;
 }
 
+int notary_store_leaf(store_params *sp, apr_pool_t *p)
+{
+    const notary_record *rec = sp->rec;
+    notary_leaf_record lr;
+    notary_leaf_entry e;
+    int req = !strcmp(rec->direction, "request");
+
+    /* the row exactly as stored: the time in µs (timestamptz keeps µs),
+     * NULL headers stored as empty, the keys and the body by digest */
+    memset(&lr, 0, sizeof(lr));
+    lr.direction = req ? NOTARY_LEAF_REQUEST : NOTARY_LEAF_RESPONSE;
+    lr.recorded_at_us = (apr_int64_t)rec->recorded_at;
+    lr.status = req ? 0 : rec->status;
+    lr.salt = sp->salt;
+    lr.sender_key_sha256 = sp->key_md[0];
+    lr.receiver_key_sha256 = sp->key_md[1];
+    notary_leaf_meta_set(&lr.meta.merchant, &lr.meta.merchant_len, rec->merchant);
+    notary_leaf_meta_set(&lr.meta.rule, &lr.meta.rule_len, rec->rule);
+    notary_leaf_meta_set(&lr.meta.method, &lr.meta.method_len, rec->method);
+    notary_leaf_meta_set(&lr.meta.uri, &lr.meta.uri_len, rec->uri);
+    notary_leaf_meta_set(&lr.meta.content_type, &lr.meta.content_type_len, rec->content_type);
+    notary_leaf_meta_set(&lr.meta.exchange_id, &lr.meta.exchange_id_len, rec->exchange_id);
+    lr.headers = (const unsigned char *)sp->values[10];
+    lr.headers_len = (apr_size_t)sp->lengths[10];
+    lr.body_sha256 = (const unsigned char *)sp->values[P_SHA];
+    lr.token_sha256 = sp->has_token ? sp->token_md : NULL;   /* NULL: 32 zero bytes */
+    if (!lr.body_sha256 || notary_leaf_from_record(p, &lr, &e) != 0) {
+        return -1;
+    }
+    notary_leaf_hash(&e, sp->leaf);
+    sp->values[P_LEAF] = (const char *)sp->leaf;
+    sp->lengths[P_LEAF] = 32;
+    return 0;
+}
+
 apr_status_t notary_store_build_params(const notary_record *rec, store_params *sp,
-                                       const char **err)
+                                       apr_pool_t *p, const char **err)
 {
     unsigned int md_len;
 
@@ -83,6 +123,7 @@ apr_status_t notary_store_build_params(const notary_record *rec, store_params *s
     put_be32(sp->status, (apr_uint32_t)rec->status);
 
     memset(sp->lengths, 0, sizeof(sp->lengths));
+    sp->values[P_LEAF] = sp->values[P_TOKEN] = NULL;
     sp->values[0]  = (const char *)sp->ts;            sp->lengths[0] = 8;
     sp->values[1]  = rec->direction;
     sp->values[2]  = rec->merchant;
@@ -97,6 +138,33 @@ apr_status_t notary_store_build_params(const notary_record *rec, store_params *s
     sp->values[P_BODY] = rec->body ? rec->body : "";    sp->lengths[P_BODY] = (int)rec->body_len;
     sp->values[P_SHA] = (const char *)rec->body_sha256; sp->lengths[P_SHA] = 32;
     sp->values[P_XID] = rec->exchange_id;
+
+    /* the leaf: a fresh salt, so that a leaf of a short, guessable
+     * message reveals nothing (docs/evidence.md) */
+    sp->rec = rec;
+    if (RAND_bytes(sp->salt, (int)sizeof(sp->salt)) != 1) {
+        *err = "record not stored: no random salt (OpenSSL RAND_bytes)";
+        return APR_EGENERAL;
+    }
+    sp->values[P_SALT] = (const char *)sp->salt;  sp->lengths[P_SALT] = 16;
+    sp->has_token = rec->token != NULL;
+    if (sp->has_token) {
+        if (!EVP_Digest(rec->token, rec->token_len, sp->token_md, &md_len, EVP_sha256(), NULL)) {
+            *err = "record not stored: SHA-256 of the admission token failed (OpenSSL)";
+            return APR_EGENERAL;
+        }
+        sp->token = rec->token;
+        sp->token_len = (int)rec->token_len;
+        sp->token_jti = rec->token_jti;
+        put_be64(sp->token_exp, (apr_uint64_t)(rec->token_exp * APR_INT64_C(1000000)
+                                               - PG_EPOCH_USEC));
+        sp->values[P_TOKEN] = (const char *)sp->token_md;  sp->lengths[P_TOKEN] = 32;
+    }
+    /* a body in a file without its digest: the COPY hashes it, then the leaf */
+    if (sp->values[P_SHA] && notary_store_leaf(sp, p) != 0) {
+        *err = "record not stored: its leaf entry cannot be built";
+        return APR_EINVAL;
+    }
     return APR_SUCCESS;
 }
 
@@ -248,6 +316,10 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
             else {
                 /* also what a retry check compares */
                 sp->values[P_SHA] = (const char *)sp->body_md;
+                if (notary_store_leaf(sp, errpool) != 0) {
+                    *why = "its leaf entry cannot be built";
+                    step = STEP_SERVER_ERROR;
+                }
             }
         }
         EVP_MD_CTX_free(md);
@@ -257,13 +329,23 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
     }
 
     idlen = strlen(sp->values[P_XID]);
-    b = head = idlen + 64 <= COPY_CHUNK ? buf : apr_palloc(errpool, idlen + 64);
+    b = head = idlen + 200 <= COPY_CHUNK ? buf : apr_palloc(errpool, idlen + 200);
     b = put_field_len(b, 32);
     memcpy(b, sp->values[P_SHA], 32);
     b += 32;
     b = put_field_len(b, (apr_int32_t)idlen);
     memcpy(b, sp->values[P_XID], idlen);
     b += idlen;
+    /* the leaf columns: salt, leaf_hash, token_sha256 (or NULL) */
+    for (i = P_SALT; i < NPARAMS; i++) {
+        if (!sp->values[i]) {
+            b = put_field_len(b, -1);
+            continue;
+        }
+        b = put_field_len(b, (apr_int32_t)sp->lengths[i]);
+        memcpy(b, sp->values[i], sp->lengths[i]);
+        b += sp->lengths[i];
+    }
     b[0] = (char)0xff; b[1] = (char)0xff;     /* file trailer: -1 */
     b += 2;
     return copy_put(conn, head, b - head, deadline);

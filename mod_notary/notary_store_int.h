@@ -25,14 +25,21 @@
 #define OID_TEXT         25
 #define OID_TIMESTAMPTZ  1184
 
-/* The row as the writer inserts it (schema version 2): keys by digest. */
-#define NPARAMS   14
+/* The row as the writer inserts it (schema version 3): keys by digest,
+ * the leaf columns last (a COPY sends them after the body, whose digest
+ * the leaf needs). The retry check (record_committed) takes the first
+ * NPARAMS_CHECK without the body. */
+#define NPARAMS   17
+#define NPARAMS_CHECK 14
 #define P_BODY    11
 #define P_SHA     12
 #define P_XID     13
+#define P_SALT    14
+#define P_LEAF    15
+#define P_TOKEN   16
 #define ROW_COLUMNS "(recorded_at, direction, merchant, sender_key_sha256, " \
     "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
-    "body, body_sha256, exchange_id)"
+    "body, body_sha256, exchange_id, salt, leaf_hash, token_sha256)"
 
 /* The most records one transaction commits (group commit); a connection
  * prepares one INSERT per batch size (notary_store_conn.c). */
@@ -55,6 +62,13 @@ typedef struct store_params {
     const unsigned char *key_der[2];
     int key_len[2];
     unsigned char body_md[32];          /* when the store hashes the body */
+    /* the leaf (notary_store_leaf) and the admission */
+    const notary_record *rec;
+    unsigned char salt[16], leaf[32];
+    unsigned char token_md[32], token_exp[8];
+    const char *token_jti;
+    int has_token, token_len;
+    const char *token;
 } store_params;
 
 /* network byte order, as PostgreSQL's binary formats want it */
@@ -101,6 +115,10 @@ typedef struct store_conn {
      * taken on trust. Forgotten with the connection. */
     known_key known[KNOWN_KEYS];
     int nknown, next_known;
+    /* admission tokens (by SHA-256) this connection has seen committed:
+     * their rows need no INSERT (admissions are never deleted) */
+    unsigned char known_adm[KNOWN_KEYS][32];
+    int nknown_adm, next_known_adm;
     /* bit n: "notary_rows_<n>", the n-row INSERT, is prepared here */
     apr_uint64_t rows_prepared;
     int timeout_unsure;           /* statement_timeout may not be the store's */
@@ -141,9 +159,14 @@ extern const Oid notary_store_row_types[NPARAMS];
 extern const int notary_store_row_formats[NPARAMS];
 /* NULL, or why the record cannot be stored (nothing is sent then). */
 const char *notary_store_record_incomplete(const notary_record *rec);
-/* The statement's parameters; the record must be complete. */
+/* The statement's parameters; the record must be complete. The salt is
+ * drawn here; the leaf is computed here when the body's digest is known,
+ * else by the COPY once it has hashed the body (notary_store_leaf). */
 apr_status_t notary_store_build_params(const notary_record *rec, store_params *sp,
-                                       const char **err);
+                                       apr_pool_t *p, const char **err);
+/* The row's leaf hash from its parameters as stored (the body's digest in
+ * values[P_SHA]); 0, or -1 if the entry cannot be built. */
+int notary_store_leaf(store_params *sp, apr_pool_t *p);
 /* The row of a record whose body is in `file` (len bytes) by COPY, its
  * keys registered already; buf holds COPY_CHUNK bytes. STEP_OK once
  * committed; *in_doubt while its COMMIT is unanswered; *why says what
@@ -196,12 +219,14 @@ typedef enum {
     PLAN_SET,              /* SET statement_timeout */
     PLAN_PREPARE,          /* PREPARE of the n-row INSERT */
     PLAN_KEY,              /* one key's INSERT */
+    PLAN_ADMISSION,        /* one admission token's INSERT */
     PLAN_ROWS,             /* the INSERT of the row or rows */
     PLAN_GUARD             /* the time guard, last before the commit */
 } plan_query;
 
-/* a SET, a PREPARE, two keys per row, the rows' INSERT, the guard */
-#define PLAN_MAX (4 + 2 * STORE_BATCH_MAX)
+/* a SET, a PREPARE, two keys and an admission per row, the rows'
+ * INSERT, the guard */
+#define PLAN_MAX (4 + 3 * STORE_BATCH_MAX)
 
 /* One pipelined transaction as sent (notary_store_conn.c), and what
  * reading its results found. */

@@ -815,7 +815,11 @@ static int audit_read(audit_ctx *a)
 
     a->upper = PQexecParams(a->conn, "SELECT level, idx, width, hashes FROM notary.log_tiles WHERE level > 0 "
                             "ORDER BY level, idx", 0, NULL, NULL, NULL, NULL, 1);
-    if (!a->upper || PQresultStatus(a->upper) != PGRES_TUPLES_OK) return pq_fail(a, a->upper, "reading notary.log_tiles");
+    if (!a->upper || PQresultStatus(a->upper) != PGRES_TUPLES_OK) {
+        PGresult *u = a->upper;
+        a->upper = NULL;
+        return pq_fail(a, u, "reading notary.log_tiles");
+    }
 
     r = PQexec(a->conn, "DECLARE audit NO SCROLL CURSOR FOR SELECT * FROM notary.audit_rows "
                "ORDER BY leaf_index NULLS LAST, id");
@@ -910,8 +914,9 @@ static void audit_rows_against_log(audit_ctx *a)
                         other ? "; the log's leaf here is " : "", other ? row_name(p, other) : "");
             }
             else if (r->has_leaf && memcmp(r->stored_leaf, lh, 32) == 0) {
-                finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " was changed after it went into the log: "
-                        "its fields no longer hash to the log's leaf", row_name(p, r), r->index);
+                finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " does not hash to the log's leaf, which "
+                        "is its stored leaf_hash: changed after it went into the log (or written with a leaf "
+                        "not its own)", row_name(p, r), r->index);
             }
             else {
                 finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " is not the record the log holds there "

@@ -412,12 +412,14 @@ static void *APR_THREAD_FUNC work(apr_thread_t *t, void *arg)
 
             if (rv == NOTARY_LOG_ADDED) wk->added += (int)(b.new_size - b.old_size);
             else if (rv == NOTARY_LOG_BUSY) wk->busy++;
-            else if (rv == NOTARY_LOG_ERROR) { wk->errors++; wk->err = apr_pstrdup(p, err); }
+            else if (rv == NOTARY_LOG_ERROR) {
+                wk->errors++;
+                if (!wk->err) wk->err = strdup(err ? err : "?");   /* outlives the pool; the first says why */
+            }
             if (*wk->stop && rv == NOTARY_LOG_IDLE) idle_after_stop++;
             if (rv != NOTARY_LOG_ADDED) apr_sleep(2000);
             apr_pool_clear(p);
         }
-        if (wk->err) wk->err = strdup(wk->err);
     }
     PQfinish(c);
     apr_pool_destroy(p);

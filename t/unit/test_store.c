@@ -29,6 +29,7 @@
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 
+#include "notary_leaf.h"
 #include "notary_store.h"
 #include "tap.h"
 
@@ -126,6 +127,69 @@ static apr_uint64_t be64(const char *p)
     return v;
 }
 
+/* The row's leaf columns: a 16-byte salt, the token's digest (NULL without
+ * one), its admission kept with the token's bytes, and a leaf_hash equal to
+ * the leaf recomputed here from the record as given (its DER keys and body
+ * bytes, not the stored digests) with the stored salt. */
+static void check_leaf(apr_pool_t *p, const rec_buf *b, const char *what)
+{
+    const char *vals[2] = { b->rec.exchange_id, b->rec.direction };
+    notary_leaf_record lr;
+    notary_leaf_entry e;
+    unsigned char leaf[32], tmd[32];
+    PGresult *r;
+
+    r = PQexecParams(reader,
+        "SELECT salt, leaf_hash, token_sha256, token, leaf_index FROM notary.audit_rows "
+        "WHERE exchange_id = $1 AND direction = $2", 2, NULL, vals, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        ok(0, "%s: its audit row read back (%s)", what, PQresultErrorMessage(r));
+        PQclear(r);
+        return;
+    }
+    ok(!PQgetisnull(r, 0, 0) && PQgetlength(r, 0, 0) == NOTARY_LEAF_SALT_LEN,
+       "%s: a 16-byte salt stored (got %d bytes)", what, PQgetlength(r, 0, 0));
+    ok(PQgetisnull(r, 0, 4), "%s: leaf_index NULL until integrated", what);
+    if (b->rec.token) {
+        sha256(b->rec.token, b->rec.token_len, tmd);
+        ok(bytes_eq(r, 0, 2, tmd, 32), "%s: token_sha256 is SHA-256 of the token", what);
+        ok(bytes_eq(r, 0, 3, b->rec.token, b->rec.token_len),
+           "%s: the admission keeps the token's bytes", what);
+    }
+    else {
+        ok(PQgetisnull(r, 0, 2), "%s: token_sha256 NULL without a token", what);
+    }
+    memset(&lr, 0, sizeof(lr));
+    lr.direction = !strcmp(b->rec.direction, "request") ? NOTARY_LEAF_REQUEST
+                                                        : NOTARY_LEAF_RESPONSE;
+    lr.recorded_at_us = b->rec.recorded_at;
+    lr.status = b->rec.status;
+    lr.salt = (const unsigned char *)PQgetvalue(r, 0, 0);
+    lr.sender_spki = b->rec.sender_key;       lr.sender_spki_len = b->rec.sender_key_len;
+    lr.receiver_spki = b->rec.receiver_key;   lr.receiver_spki_len = b->rec.receiver_key_len;
+    notary_leaf_meta_set(&lr.meta.merchant, &lr.meta.merchant_len, b->rec.merchant);
+    notary_leaf_meta_set(&lr.meta.rule, &lr.meta.rule_len, b->rec.rule);
+    notary_leaf_meta_set(&lr.meta.method, &lr.meta.method_len, b->rec.method);
+    notary_leaf_meta_set(&lr.meta.uri, &lr.meta.uri_len, b->rec.uri);
+    notary_leaf_meta_set(&lr.meta.content_type, &lr.meta.content_type_len,
+                         b->rec.content_type);
+    notary_leaf_meta_set(&lr.meta.exchange_id, &lr.meta.exchange_id_len, b->rec.exchange_id);
+    lr.headers = (const unsigned char *)(b->rec.headers ? b->rec.headers : "");
+    lr.headers_len = b->rec.headers_len;
+    lr.body = (const unsigned char *)b->rec.body;
+    lr.body_len = b->rec.body_len;
+    lr.token = (const unsigned char *)b->rec.token;
+    lr.token_len = b->rec.token_len;
+    if (PQgetlength(r, 0, 0) != NOTARY_LEAF_SALT_LEN || notary_leaf_from_record(p, &lr, &e)) {
+        ok(0, "%s: its leaf entry can be rebuilt", what);
+        PQclear(r);
+        return;
+    }
+    notary_leaf_hash(&e, leaf);
+    ok(bytes_eq(r, 0, 1, leaf, 32), "%s: leaf_hash is the leaf of the row as given", what);
+    PQclear(r);
+}
+
 static void check_row(apr_pool_t *p, const rec_buf *b, const char *what)
 {
     PGresult *r;
@@ -174,6 +238,7 @@ static void check_row(apr_pool_t *p, const rec_buf *b, const char *what)
            "%s: recorded_at to the microsecond", what);
     ok(bytes_eq(r, 0, 11, b->rec.uri, strlen(b->rec.uri)), "%s: uri", what);
     PQclear(r);
+    check_leaf(p, b, what);
 }
 
 /* ---- concurrency --------------------------------------------------------- */
@@ -1001,6 +1066,47 @@ static void phase_basic(apr_pool_t *p, const char *conninfo)
     make_record(&b, p, "request", "empty", "", 0);
     rv = notary_store_insert(st, &b.rec, p, &err);
     ok(rv == APR_SUCCESS, "empty body inserted (rv %d, err %s)", rv, err ? err : "-");
+    check_row(p, &b, "empty body");
+
+    {
+        /* an admission token: named by the rows of its exchange, kept once */
+        static const char tok[] = "eyJhbGciOiJFZERTQSJ9.eyJhdWQiOiJub3RhcnkuZXhhbXBsZSJ9.c2ln";
+        rec_buf t2;
+        PGresult *r;
+        make_record(&b, p, "request", "tok", "<contract/>", 11);
+        b.rec.token = tok;
+        b.rec.token_len = sizeof(tok) - 1;
+        b.rec.token_jti = "jti-1";
+        b.rec.token_exp = 1700000900;
+        rv = notary_store_insert(st, &b.rec, p, &err);
+        ok(rv == APR_SUCCESS, "request with an admission token (rv %d, err %s)", rv,
+           err ? err : "-");
+        check_row(p, &b, "with a token");
+        make_record(&t2, p, "response", "tok", "<ok/>", 5);
+        t2.rec.token = tok;
+        t2.rec.token_len = sizeof(tok) - 1;
+        t2.rec.token_jti = "jti-1";
+        t2.rec.token_exp = 1700000900;
+        rv = notary_store_insert(st, &t2.rec, p, &err);
+        ok(rv == APR_SUCCESS, "its response, the same token (rv %d, err %s)", rv,
+           err ? err : "-");
+        check_row(p, &t2, "the same token");
+        if (reader) {
+            r = PQexecParams(reader,
+                "SELECT count(*), min(token_jti), min((extract(epoch FROM r.token_exp))::bigint) "
+                "FROM notary.report_rows r WHERE r.exchange_id LIKE $1",
+                1, NULL, (const char *[]){ apr_pstrcat(p, run_id, "-tok", NULL) }, NULL, NULL, 0);
+            ok(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "2")
+               && !strcmp(PQgetvalue(r, 0, 1), "jti-1")
+               && !strcmp(PQgetvalue(r, 0, 2), "1700000900"),
+               "both rows show the admission's jti and exp (got %s, %s, %s: %s)",
+               PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "-",
+               PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 1) : "-",
+               PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 2) : "-",
+               PQresultErrorMessage(r));
+            PQclear(r);
+        }
+    }
 
     /* identical again (what a retry after a lost answer sends): no 2nd row */
     rv = notary_store_insert(st, &req.rec, p, &err);
@@ -1071,6 +1177,9 @@ static void phase_basic(apr_pool_t *p, const char *conninfo)
         }
         f = b.rec.body_file;
         b.rec.body_sha256 = NULL;                     /* the store hashes it */
+        b.rec.token = "file.token.bytes";             /* its admission rides with the keys */
+        b.rec.token_len = 16;
+        b.rec.token_exp = 1700000900;
         rv = notary_store_insert(st, &b.rec, p, &err);
         ok(rv == APR_SUCCESS, "file body inserted by COPY (rv %d, err %s)", rv, err ? err : "-");
         b.rec.body = big;

@@ -1,0 +1,444 @@
+/* mod_notary glue: the log integrator, and the log's public endpoints
+ * (GET /.notary/log/checkpoint and /.notary/log/tile/..., C2SP tlog-tiles).
+ * Every NotaryLogInterval one httpd
+ * child -- a mod_watchdog singleton, as mod_md's drive runs -- integrates
+ * the records that have become final into the log (notary_log_integrate:
+ * the tree, its tiles, a checkpoint signed with NotaryLogKey). One
+ * integrator per log database, however many vhosts name it. Several
+ * httpd servers on one database need no coordination here: the database
+ * lets one integrate at a time (NOTARY_LOG_BUSY for the others).
+ *
+ * Glue: it reads the configuration and runs the core (notary_log.c). */
+#include <httpd.h>
+#include <http_config.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_protocol.h>
+#include <http_request.h>
+#include <apr_hash.h>
+#include <apr_thread_mutex.h>
+#include <apr_optional.h>
+#include <apr_strings.h>
+
+#include <mod_watchdog.h>
+
+#include <libpq-fe.h>
+
+#include "mod_notary_config.h"
+#include "mod_notary_log.h"
+#include "notary_log.h"
+#include "notary_note.h"
+
+APLOG_USE_MODULE(notary);
+
+#define LOG_WATCHDOG_NAME "_notary_log_"
+/* leaves per batch, and batches per round: a backlog (a restart, a burst)
+ * is worked off in a few rounds, each transaction stays short */
+#define LOG_BATCH_MAX 4096
+#define LOG_BATCHES_PER_ROUND 16
+
+/* One log database and who integrates into it. Allocated in pconf; each
+ * child has its copy, only the watchdog's singleton child uses it. */
+typedef struct {
+    server_rec *s;                 /* the first vhost that names it (logs) */
+    const char *conninfo;
+    const notary_note_key *key;
+    const char *origin;
+    apr_interval_time_t interval, timeout;
+    PGconn *conn;                  /* the singleton child's, kept */
+    char last_err[256];            /* logged once until it changes */
+} log_integrator;
+
+static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *wd_get_instance;
+static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *wd_register_callback;
+
+int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
+                            apr_pool_t *ptemp, server_rec *s)
+{
+    const char *detail = NULL;
+
+    for (; s; s = s->next) {
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+
+        if (!notary_conf_engine(sc) || !sc->log_key_file) {
+            continue;
+        }
+        if (!sc->log_origin) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04001: "
+                         "NotaryLogKey on %s:%u needs NotaryLogOrigin (the name the "
+                         "checkpoints are signed under)", s->server_hostname,
+                         (unsigned)s->port);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (!notary_conf_log_database(sc)) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04002: "
+                         "NotaryLogKey on %s:%u needs NotaryDatabase or "
+                         "NotaryLogIntegratorDatabase (where is the log?)",
+                         s->server_hostname, (unsigned)s->port);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        /* read as root at start-up: the children need not read the file */
+        sc->log_key = notary_note_key_from_pem_file(pconf, sc->log_origin, sc->log_key_file,
+                                                    &detail);
+        if (!sc->log_key) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04003: "
+                         "NotaryLogKey %s: %s", sc->log_key_file,
+                         detail ? detail : "not an Ed25519 private key in PEM");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
+/* The integrator's connection, opened if needed; NULL when it cannot be
+ * (logged once per different reason). */
+static PGconn *integrator_conn(log_integrator *ig)
+{
+    /* before dbname: the operator's conninfo may override them */
+    const char *const kw[] = { "fallback_application_name", "connect_timeout", "dbname",
+                               NULL };
+    const char *val[] = { "mod_notary log", NULL, ig->conninfo, NULL };
+    char secs[16];
+
+    if (ig->conn && PQstatus(ig->conn) == CONNECTION_OK) {
+        return ig->conn;
+    }
+    if (ig->conn) {
+        PQfinish(ig->conn);
+    }
+    apr_snprintf(secs, sizeof(secs), "%ld", (long)apr_time_sec(ig->timeout));
+    val[1] = secs;
+    ig->conn = PQconnectdbParams(kw, val, 1);
+    if (!ig->conn || PQstatus(ig->conn) != CONNECTION_OK) {
+        const char *msg = ig->conn ? PQerrorMessage(ig->conn) : "out of memory";
+        if (strncmp(ig->last_err, msg, sizeof(ig->last_err) - 1)) {
+            apr_cpystrn(ig->last_err, msg, sizeof(ig->last_err));
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04004: log %s: the "
+                         "integrator cannot connect to its database: %s; records "
+                         "wait to be integrated", ig->origin, msg);
+        }
+        if (ig->conn) {
+            PQfinish(ig->conn);
+            ig->conn = NULL;
+        }
+        return NULL;
+    }
+    return ig->conn;
+}
+
+/* One round: batches until nothing final is left (or the round's bound). */
+static void integrate_round(log_integrator *ig, apr_pool_t *p)
+{
+    notary_log_batch b;
+    const char *err = NULL;
+    PGconn *conn;
+    int i, rv = NOTARY_LOG_IDLE;
+
+    if (!(conn = integrator_conn(ig))) {
+        return;
+    }
+    for (i = 0; i < LOG_BATCHES_PER_ROUND; i++) {
+        err = NULL;
+        rv = notary_log_integrate(conn, p, ig->key, LOG_BATCH_MAX, ig->timeout, &b, &err);
+        if (rv != NOTARY_LOG_ADDED) {
+            break;
+        }
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04005: log %s: integrated "
+                     "%" APR_UINT64_T_FMT " records, tree size %" APR_UINT64_T_FMT,
+                     ig->origin, b.new_size - b.old_size, b.new_size);
+    }
+    if (rv == NOTARY_LOG_ERROR) {
+        if (!err) {
+            err = "unknown error";
+        }
+        if (strncmp(ig->last_err, err, sizeof(ig->last_err) - 1)) {
+            apr_cpystrn(ig->last_err, err, sizeof(ig->last_err));
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04006: log %s: "
+                         "integration failed: %s; tried again every %" APR_TIME_T_FMT
+                         " s", ig->origin, err, apr_time_sec(ig->interval));
+        }
+        return;
+    }
+    if (ig->last_err[0]) {
+        ig->last_err[0] = '\0';
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04007: log %s: "
+                     "integrating again", ig->origin);
+    }
+}
+
+static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
+{
+    log_integrator *ig = data;
+
+    switch (state) {
+    case AP_WATCHDOG_STATE_STARTING:
+        ig->conn = NULL;
+        ig->last_err[0] = '\0';
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04008: log %s: this "
+                     "child integrates, every %" APR_TIME_T_FMT " s", ig->origin,
+                     apr_time_sec(ig->interval));
+        break;
+    case AP_WATCHDOG_STATE_RUNNING:
+        /* pool is the call's own, destroyed after it */
+        integrate_round(ig, pool);
+        break;
+    case AP_WATCHDOG_STATE_STOPPING:
+        if (ig->conn) {
+            PQfinish(ig->conn);
+            ig->conn = NULL;
+        }
+        break;
+    }
+    /* never an error: mod_watchdog would not call us again */
+    return APR_SUCCESS;
+}
+
+int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
+                           apr_pool_t *ptemp, server_rec *s)
+{
+    apr_hash_t *by_db = apr_hash_make(ptemp);
+    server_rec *main_s = s;
+    ap_watchdog_t *wd = NULL;
+    apr_hash_index_t *hi;
+    apr_status_t rv;
+
+    /* the first of httpd's two config passes starts nothing */
+    if (ap_state_query(AP_SQ_MAIN_STATE) == AP_SQ_MS_CREATE_PRE_CONFIG) {
+        return OK;
+    }
+    for (; s; s = s->next) {
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+        const char *db;
+        log_integrator *ig;
+
+        if (!notary_conf_engine(sc) || !sc->log_key) {
+            continue;
+        }
+        db = notary_conf_log_database(sc);
+        if ((ig = apr_hash_get(by_db, db, APR_HASH_KEY_STRING))) {
+            /* one database, one log: the same key and origin */
+            if (strcmp(ig->origin, sc->log_origin)
+                || strcmp(notary_note_vkey(ptemp, ig->key), notary_note_vkey(ptemp, sc->log_key))) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04009: %s:%u and %s:%u "
+                             "integrate into the same log database with different "
+                             "NotaryLogOrigin or NotaryLogKey: one database holds one log",
+                             ig->s->server_hostname, (unsigned)ig->s->port,
+                             s->server_hostname, (unsigned)s->port);
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+            if (apr_time_from_sec(notary_conf_log_interval(sc)) < ig->interval) {
+                ig->interval = apr_time_from_sec(notary_conf_log_interval(sc));
+            }
+            continue;
+        }
+        ig = apr_pcalloc(pconf, sizeof(*ig));
+        ig->s = s;
+        ig->conninfo = db;
+        ig->key = sc->log_key;
+        ig->origin = sc->log_origin;
+        ig->interval = apr_time_from_sec(notary_conf_log_interval(sc));
+        ig->timeout = apr_time_from_sec(notary_conf_db_timeout(sc));
+        apr_hash_set(by_db, db, APR_HASH_KEY_STRING, ig);
+    }
+    if (!apr_hash_count(by_db)) {
+        return OK;
+    }
+    wd_get_instance = APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_get_instance);
+    wd_register_callback = APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
+    if (!wd_get_instance || !wd_register_callback) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_s, "NOTARY04010: NotaryLogKey needs "
+                     "mod_watchdog (LoadModule watchdog_module, unless built in)");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    /* a singleton: one child of this server runs it at a time */
+    if ((rv = wd_get_instance(&wd, LOG_WATCHDOG_NAME, 0, 1, pconf)) != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_CRIT, rv, main_s, "NOTARY04011: cannot create the "
+                     "log integrator's watchdog");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    for (hi = apr_hash_first(ptemp, by_db); hi; hi = apr_hash_next(hi)) {
+        log_integrator *ig = apr_hash_this_val(hi);
+        if ((rv = wd_register_callback(wd, ig->interval, ig, log_watchdog)) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_CRIT, rv, ig->s, "NOTARY04012: cannot register "
+                         "the integrator of log %s with mod_watchdog", ig->origin);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+    return OK;
+}
+
+/* ---------------------------------------------------------------------
+ * The public endpoints: GET /.notary/log/checkpoint and
+ * /.notary/log/tile/... on a notary vhost with a log. No client
+ * certificate needed: the log is public. Read through one connection per
+ * child and log database (the integrator's role may read the log tables),
+ * its statements bounded by statement_timeout.
+ */
+#define LOG_HANDLER "notary-log"
+#define LOG_PREFIX "/.notary/log/"
+
+typedef struct {
+    apr_thread_mutex_t *mu;
+    const char *conninfo;
+    long timeout_ms;
+    PGconn *conn;                  /* under mu */
+} log_reader;
+
+static apr_hash_t *log_readers;   /* per child: conninfo -> log_reader */
+
+static apr_status_t readers_close(void *data)
+{
+    apr_hash_index_t *hi;
+
+    for (hi = apr_hash_first(NULL, log_readers); hi; hi = apr_hash_next(hi)) {
+        log_reader *lr = apr_hash_this_val(hi);
+        if (lr->conn) {
+            PQfinish(lr->conn);
+            lr->conn = NULL;
+        }
+    }
+    log_readers = NULL;
+    return APR_SUCCESS;
+}
+
+void notary_log_child_init(apr_pool_t *p, server_rec *s)
+{
+    apr_hash_t *readers = apr_hash_make(p);
+
+    for (; s; s = s->next) {
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+        const char *db;
+        log_reader *lr;
+        apr_status_t rv;
+
+        if (!notary_conf_engine(sc) || !sc->log_key
+            || apr_hash_get(readers, db = notary_conf_log_database(sc), APR_HASH_KEY_STRING)) {
+            continue;
+        }
+        lr = apr_pcalloc(p, sizeof(*lr));
+        lr->conninfo = db;
+        lr->timeout_ms = (long)(notary_conf_db_timeout(sc) * 1000);
+        if ((rv = apr_thread_mutex_create(&lr->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "NOTARY04013: cannot create the "
+                         "log reader's mutex: /.notary/log/ is answered 503 in this child");
+            continue;
+        }
+        apr_hash_set(readers, db, APR_HASH_KEY_STRING, lr);
+    }
+    log_readers = readers;
+    apr_pool_cleanup_register(p, NULL, readers_close, apr_pool_cleanup_null);
+}
+
+/* translate: /.notary/log/... on a vhost with a log is ours, before any
+ * merchant routing ('.notary' is never a merchant: mod_notary_config.c) */
+int notary_log_translate(request_rec *r)
+{
+    notary_srv_conf *sc = ap_get_module_config(r->server->module_config, &notary_module);
+
+    if (!notary_conf_engine(sc) || !sc->log_key || r->proxyreq || !r->uri
+        || strncmp(r->uri, LOG_PREFIX, sizeof(LOG_PREFIX) - 1)) {
+        return DECLINED;
+    }
+    r->handler = LOG_HANDLER;
+    r->filename = apr_pstrcat(r->pool, LOG_HANDLER ":", r->uri, NULL);
+    return OK;
+}
+
+/* no file behind it: skip the directory walk */
+int notary_log_map_to_storage(request_rec *r)
+{
+    return r->handler && !strcmp(r->handler, LOG_HANDLER) ? OK : DECLINED;
+}
+
+/* The reader's connection, open; under lr->mu. */
+static PGconn *reader_conn(log_reader *lr, request_rec *r)
+{
+    const char *const kw[] = { "fallback_application_name", "options", "connect_timeout",
+                               "dbname", NULL };
+    const char *val[] = { "mod_notary log reader", NULL, NULL, lr->conninfo, NULL };
+
+    if (lr->conn && PQstatus(lr->conn) == CONNECTION_OK
+        && PQtransactionStatus(lr->conn) == PQTRANS_IDLE) {
+        return lr->conn;
+    }
+    if (lr->conn) {
+        PQfinish(lr->conn);
+    }
+    val[1] = apr_psprintf(r->pool, "-c statement_timeout=%ld", lr->timeout_ms);
+    val[2] = apr_psprintf(r->pool, "%ld", (lr->timeout_ms + 999) / 1000);
+    lr->conn = PQconnectdbParams(kw, val, 1);
+    if (!lr->conn || PQstatus(lr->conn) != CONNECTION_OK) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04014: %s: cannot connect to "
+                      "the log database: %s", r->uri,
+                      lr->conn ? PQerrorMessage(lr->conn) : "out of memory");
+        if (lr->conn) {
+            PQfinish(lr->conn);
+            lr->conn = NULL;
+        }
+        return NULL;
+    }
+    return lr->conn;
+}
+
+int notary_log_handler(request_rec *r)
+{
+    notary_srv_conf *sc;
+    const char *path, *err = NULL;
+    log_reader *lr;
+    PGconn *conn;
+    unsigned char *data = NULL;
+    char *note = NULL;
+    apr_size_t len = 0;
+    apr_uint64_t size;
+    int found, is_checkpoint;
+
+    if (!r->handler || strcmp(r->handler, LOG_HANDLER)) {
+        return DECLINED;
+    }
+    r->allowed |= (AP_METHOD_BIT << M_GET);
+    if (r->method_number != M_GET) {
+        return HTTP_METHOD_NOT_ALLOWED;
+    }
+    sc = ap_get_module_config(r->server->module_config, &notary_module);
+    path = r->uri + sizeof(LOG_PREFIX) - 1;
+    is_checkpoint = !strcmp(path, "checkpoint");
+    if (!is_checkpoint && strncmp(path, "tile/", 5)) {
+        return HTTP_NOT_FOUND;
+    }
+    if (!log_readers
+        || !(lr = apr_hash_get(log_readers, notary_conf_log_database(sc), APR_HASH_KEY_STRING))) {
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    apr_thread_mutex_lock(lr->mu);
+    if (!(conn = reader_conn(lr, r))) {
+        apr_thread_mutex_unlock(lr->mu);
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    found = is_checkpoint ? notary_log_checkpoint_get(conn, r->pool, &note, &len, &size, &err)
+                          : notary_log_tile_by_path(conn, r->pool, path, &data, &len, &err);
+    apr_thread_mutex_unlock(lr->mu);
+    if (found < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04015: %s: cannot read the log: "
+                      "%s", r->uri, err ? err : "unknown error");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (found == 0) {
+        return HTTP_NOT_FOUND;
+    }
+    if (is_checkpoint) {
+        ap_set_content_type(r, "text/plain; charset=utf-8");
+        apr_table_setn(r->headers_out, "Cache-Control", "no-cache");
+        data = (unsigned char *)note;
+    }
+    else {
+        ap_set_content_type(r, "application/octet-stream");
+        /* a full tile never changes; a partial one is replaced by a longer */
+        apr_table_setn(r->headers_out, "Cache-Control", ap_strstr_c(path, ".p/")
+                       ? "no-cache" : "public, max-age=31536000, immutable");
+    }
+    ap_set_content_length(r, (apr_off_t)len);
+    if (!r->header_only && len) {
+        ap_rwrite(data, (int)len, r);
+    }
+    return OK;
+}
