@@ -173,7 +173,7 @@ static apr_status_t setup_step(const store_conns *cs, store_conn *sc, int ok,
         state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         *err = apr_psprintf(errpool, "record store: %s failed%s: %s", what,
                             step == STEP_SERVER_ERROR && state && !strncmp(state, "42", 2)
-                                ? " (is sql/ applied to this database, version 2 or later?)" : "",
+                                ? " (is sql/ applied to this database, version 3 or later?)" : "",
                             step == STEP_SERVER_ERROR ? notary_store_result_msg(errpool, res)
                             : step == STEP_TIMEOUT
                                 ? apr_psprintf(errpool, "no answer within %" APR_TIME_T_FMT
