@@ -19,7 +19,7 @@ SSL_CTX *SSL_CTX_new(const SSL_METHOD *method)
     SSL_CTX *ctx;
 
     if (!real) {
-        real = (SSL_CTX *(*)(const SSL_METHOD *))dlsym(RTLD_NEXT, "SSL_CTX_new");
+        real = (SSL_CTX * (*)(const SSL_METHOD *)) dlsym(RTLD_NEXT, "SSL_CTX_new");
         if (!real) {
             fprintf(stderr, "client_cert_shim: no SSL_CTX_new to wrap\n");
             abort();

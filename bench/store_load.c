@@ -41,8 +41,10 @@ static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *arg)
         rec.recorded_at = apr_time_now();
         rec.direction = "response";
         rec.merchant = "bench";
-        rec.sender_key = key1; rec.sender_key_len = sizeof(key1);
-        rec.receiver_key = key2; rec.receiver_key_len = sizeof(key2);
+        rec.sender_key = key1;
+        rec.sender_key_len = sizeof(key1);
+        rec.receiver_key = key2;
+        rec.receiver_key_len = sizeof(key2);
         rec.rule = "* type */*";
         rec.method = "GET";
         rec.uri = "/bench";
@@ -50,7 +52,8 @@ static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *arg)
         rec.content_type = "application/octet-stream";
         rec.headers = "Content-Type: application/octet-stream";
         rec.headers_len = strlen(rec.headers);
-        rec.body = body; rec.body_len = body_len;
+        rec.body = body;
+        rec.body_len = body_len;
         rec.body_sha256 = body_sha;
         rec.exchange_id = apr_psprintf(p, "sl-%d-%ld-%lu-%" APR_TIME_T_FMT,
                                        (int)getpid(), id, n++, apr_time_now());

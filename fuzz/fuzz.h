@@ -13,14 +13,15 @@
 
 /* An invariant of the code under test failed: say which, then abort so the
  * fuzzer keeps the input as a crash. */
-#define FUZZ_CHECK(cond, ...) do { \
-    if (!(cond)) { \
-        fprintf(stderr, "FUZZ INVARIANT FAILED at %s:%d: %s\n  ", __FILE__, __LINE__, #cond); \
-        fprintf(stderr, __VA_ARGS__); \
-        fprintf(stderr, "\n"); \
-        abort(); \
-    } \
-} while (0)
+#define FUZZ_CHECK(cond, ...) \
+    do { \
+        if (!(cond)) { \
+            fprintf(stderr, "FUZZ INVARIANT FAILED at %s:%d: %s\n  ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__); \
+            fprintf(stderr, "\n"); \
+            abort(); \
+        } \
+    } while (0)
 
 static apr_pool_t *fuzz_root;
 

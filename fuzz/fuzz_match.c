@@ -40,9 +40,9 @@ typedef struct {
 typedef struct {
     int has[MAX_RULES];
     int first;
-    unsigned start_flags;   /* known before any body byte */
+    unsigned start_flags; /* known before any body byte */
     unsigned flags;
-    int done_early;     /* done() before finish */
+    int done_early; /* done() before finish */
     apr_size_t decoded;
 } verdict;
 
@@ -95,7 +95,7 @@ static int parse_case(apr_pool_t *p, notary_matcher *m, const char *d, apr_size_
         apr_size_t vl = len ? len - 1 : 0;
 
         if (len == 0) {
-            fc->body = line + 1;    /* the empty line: the body follows */
+            fc->body = line + 1; /* the empty line: the body follows */
             break;
         }
         switch (line[0]) {
@@ -141,7 +141,8 @@ static void run(apr_pool_t *p, notary_matcher *m, const fuzz_case *fc,
     int i;
 
     FUZZ_CHECK(stream_start(&s, p, m, fc->content_type, fc->content_encoding,
-                            fc->max_decoded, &v->start_flags) == APR_SUCCESS,
+                            fc->max_decoded, &v->start_flags)
+                   == APR_SUCCESS,
                "stream_start failed for Content-Type '%s', Content-Encoding '%s'",
                fc->content_type ? fc->content_type : "(none)",
                fc->content_encoding ? fc->content_encoding : "(none)");

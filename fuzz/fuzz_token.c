@@ -31,9 +31,14 @@
 #define NOW APR_INT64_C(1700000000)
 #define MAX_AGE 900
 
-static const struct { const char *alg, *file; } signers[] = {
-    { "RS256", "rsa2048.pem" }, { "PS256", "rsa2048.pem" }, { "ES256", "p256.pem" },
-    { "ES384", "p384.pem" }, { "EdDSA", "ed25519.pem" },
+static const struct {
+    const char *alg, *file;
+} signers[] = {
+    { "RS256", "rsa2048.pem" },
+    { "PS256", "rsa2048.pem" },
+    { "ES256", "p256.pem" },
+    { "ES384", "p384.pem" },
+    { "EdDSA", "ed25519.pem" },
 };
 #define NSIGNERS (sizeof(signers) / sizeof(signers[0]))
 /* One key per file: RS256 and PS256 share the RSA key. */

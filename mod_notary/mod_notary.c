@@ -26,8 +26,8 @@
 
 static void notary_register_hooks(apr_pool_t *p)
 {
-    static const char *const before_proxy[] = {"mod_proxy.c", "mod_rewrite.c",
-                                               "mod_alias.c", NULL};
+    static const char *const before_proxy[] = { "mod_proxy.c", "mod_rewrite.c",
+                                                "mod_alias.c", NULL };
 
     /* start-up (hooks of one kind here do not depend on each other's order) */
     ap_hook_pre_config(notary_config_pre_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -89,13 +89,14 @@ static void notary_register_hooks(apr_pool_t *p)
 
 AP_DECLARE_MODULE(notary) = {
     STANDARD20_MODULE_STUFF,
-    NULL,                      /* per-directory config: none (see fixups) */
+    NULL, /* per-directory config: none (see fixups) */
     NULL,
     notary_create_srv_conf,
     notary_merge_srv_conf,
     notary_cmds,
     notary_register_hooks
 #if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
-    , AP_MODULE_FLAG_ALWAYS_MERGE
+    ,
+    AP_MODULE_FLAG_ALWAYS_MERGE
 #endif
 };

@@ -141,7 +141,7 @@ static const char *define_worker(cmd_parms *cmd, notary_merchant *m)
     worker = get_worker(cmd->temp_pool, NULL, pconf, m->url,
                         AP_PROXY_WORKER_IS_PREFIX);
     if (worker) {
-        return NULL;   /* same backend as another merchant: share its pool */
+        return NULL; /* same backend as another merchant: share its pool */
     }
     err = define_worker(cmd->pool, &worker, NULL, pconf, m->url,
                         AP_PROXY_WORKER_IS_PREFIX);
@@ -183,8 +183,8 @@ static const char *check_conninfo(cmd_parms *cmd, const char *arg)
     opts = PQconninfoParse(arg, &errmsg);
     if (!opts) {
         const char *msg = apr_psprintf(cmd->pool,
-            "%s: not a valid libpq connection string: %s", cmd->cmd->name,
-            errmsg ? errmsg : "out of memory");
+                                       "%s: not a valid libpq connection string: %s", cmd->cmd->name,
+                                       errmsg ? errmsg : "out of memory");
         if (errmsg) {
             PQfreemem(errmsg);
         }
@@ -238,8 +238,9 @@ static const char *set_log_origin(cmd_parms *cmd, void *dc, const char *arg)
     }
     if (!*arg || *c) {
         return apr_psprintf(cmd->pool, "NotaryLogOrigin: '%s' is not a log origin: "
-                            "printable ASCII without spaces or '+' (e.g. "
-                            "notary.example.com/log)", arg);
+                                       "printable ASCII without spaces or '+' (e.g. "
+                                       "notary.example.com/log)",
+                            arg);
     }
     cmd_conf(cmd)->log_origin = arg;
     return NULL;
@@ -273,7 +274,8 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
     }
     if (!valid_name(name)) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: invalid merchant name "
-                            "'%s': use letters, digits, '-', '.', '_', '~'", name);
+                                       "'%s': use letters, digits, '-', '.', '_', '~'",
+                            name);
     }
     if (!strcmp(name, ".notary")) {
         return "NotaryMerchant: '.notary' is not a merchant name: /.notary/ on the "
@@ -283,7 +285,7 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
         const notary_merchant *prev =
             apr_hash_get(sc->merchant_by_name, name, APR_HASH_KEY_STRING);
         return apr_psprintf(cmd->pool, "NotaryMerchant: merchant '%s' is "
-                            "already registered on this virtual host (at %s)",
+                                       "already registered on this virtual host (at %s)",
                             name, prev->defined_at);
     }
 
@@ -293,17 +295,19 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
     if (apr_uri_parse(cmd->pool, url, &m->uri) != APR_SUCCESS
         || !m->uri.scheme || !m->uri.hostname || !*m->uri.hostname) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: '%s' is not an "
-                            "absolute URL (expected https://host[:port][/path])",
+                                       "absolute URL (expected https://host[:port][/path])",
                             url);
     }
     if (strcasecmp(m->uri.scheme, "https")) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: '%s' must be an "
-                            "https URL: the merchant is authenticated by the "
-                            "key its TLS server presents", url);
+                                       "https URL: the merchant is authenticated by the "
+                                       "key its TLS server presents",
+                            url);
     }
     if (m->uri.user || m->uri.password || m->uri.query || m->uri.fragment) {
         return apr_psprintf(cmd->pool, "NotaryMerchant: '%s' must not carry "
-                            "user info, a query or a fragment", url);
+                                       "user info, a query or a fragment",
+                            url);
     }
     if (m->uri.port_str) {
         /* apr_uri_parse wraps ports above 65535 silently */
@@ -311,7 +315,8 @@ static const char *add_merchant(cmd_parms *cmd, void *dc,
         apr_int64_t port = apr_strtoi64(m->uri.port_str, &end, 10);
         if (!*m->uri.port_str || *end || port < 1 || port > 65535) {
             return apr_psprintf(cmd->pool, "NotaryMerchant: '%s' has an "
-                                "invalid port", url);
+                                           "invalid port",
+                                url);
         }
     }
     /* Canonical form without trailing '/': the request's "/rest" is appended. */
@@ -343,7 +348,8 @@ static const char *set_token_param(cmd_parms *cmd, void *dc, const char *arg)
     }
     if (!*arg || *s) {
         return apr_psprintf(cmd->pool, "NotaryTokenParam: '%s' is not a plain "
-                            "query parameter name (letters, digits, -._~)", arg);
+                                       "query parameter name (letters, digits, -._~)",
+                            arg);
     }
     cmd_conf(cmd)->token_param = arg;
     return NULL;
@@ -358,7 +364,7 @@ static const char *parse_seconds(cmd_parms *cmd, const char *arg,
 
     if (*end || end == arg || v < 1 || v > max) {
         return apr_psprintf(cmd->pool, "%s: '%s' is not a number of seconds "
-                            "between 1 and %" APR_INT64_T_FMT,
+                                       "between 1 and %" APR_INT64_T_FMT,
                             cmd->directive->directive, arg, max);
     }
     *out = v;
@@ -393,7 +399,8 @@ static const char *add_record_rule(cmd_parms *cmd, void *dc, const char *args)
     }
     if (*line) {
         return apr_psprintf(cmd->pool, "NotaryRecord: unexpected '%s' after "
-                            "the direction", line);
+                                       "the direction",
+                            line);
     }
     rule = apr_pcalloc(cmd->pool, sizeof(*rule));
     rule->id = sc->rules->nelts;
@@ -404,8 +411,9 @@ static const char *add_record_rule(cmd_parms *cmd, void *dc, const char *args)
     if (strcmp(name, "*")) {
         if (!apr_hash_get(sc->merchant_by_name, name, APR_HASH_KEY_STRING)) {
             return apr_psprintf(cmd->pool, "NotaryRecord: unknown merchant "
-                                "'%s' (register it with NotaryMerchant on this "
-                                "virtual host before this line, or use *)", name);
+                                           "'%s' (register it with NotaryMerchant on this "
+                                           "virtual host before this line, or use *)",
+                                name);
         }
         rule->merchant = apr_pstrdup(cmd->pool, name);
     }
@@ -420,12 +428,14 @@ static const char *add_record_rule(cmd_parms *cmd, void *dc, const char *args)
         rule->kind = NOTARY_RULE_TYPE;
         if (!notary_media_range_parse(cmd->pool, what, &rule->range, &err)) {
             return apr_psprintf(cmd->pool, "NotaryRecord: '%s' is not a media "
-                                "range: %s", what, err ? err : "malformed");
+                                           "range: %s",
+                                what, err ? err : "malformed");
         }
     }
     else {
         return apr_psprintf(cmd->pool, "NotaryRecord: unknown condition '%s' "
-                            "(use contains or type)", kind);
+                                       "(use contains or type)",
+                            kind);
     }
     if (!*dir) {
         rule->dirs[NOTARY_DIR_REQUEST] = rule->dirs[NOTARY_DIR_RESPONSE] = 1;
@@ -438,7 +448,8 @@ static const char *add_record_rule(cmd_parms *cmd, void *dc, const char *args)
     }
     else {
         return apr_psprintf(cmd->pool, "NotaryRecord: '%s' is not a direction "
-                            "(request or response)", dir);
+                                       "(request or response)",
+                            dir);
     }
     APR_ARRAY_PUSH(sc->rules, notary_rule *) = rule;
     return NULL;
@@ -452,15 +463,25 @@ static const char *set_max_record_size(cmd_parms *cmd, void *dc, const char *arg
 
     if (*end && !end[1]) {
         switch (apr_toupper(*end)) {
-        case 'K': mult = 1024; end++; break;
-        case 'M': mult = 1024 * 1024; end++; break;
-        case 'G': mult = 1024 * 1024 * 1024; end++; break;
+        case 'K':
+            mult = 1024;
+            end++;
+            break;
+        case 'M':
+            mult = 1024 * 1024;
+            end++;
+            break;
+        case 'G':
+            mult = 1024 * 1024 * 1024;
+            end++;
+            break;
         }
     }
     /* PostgreSQL's bytea holds at most 1 GB */
     if (*end || end == arg || v <= 0 || v > (APR_INT64_C(1) << 30) / mult) {
         return apr_psprintf(cmd->pool, "NotaryMaxRecordSize: '%s' is not a "
-                            "size between 1 and 1G (bytes, or with K, M, G)", arg);
+                                       "size between 1 and 1G (bytes, or with K, M, G)",
+                            arg);
     }
     cmd_conf(cmd)->max_record_size = (apr_off_t)(v * mult);
     return NULL;
@@ -489,7 +510,7 @@ static const char *compile_rules(apr_pool_t *p, server_rec *s)
         }
         if (!sc->database) {
             return apr_psprintf(p, "NotaryRecord on %s:%u needs NotaryDatabase "
-                                "(where would the records go?)",
+                                   "(where would the records go?)",
                                 s->server_hostname, (unsigned)s->port);
         }
         for (i = 0; i < sc->merchants->nelts; i++) {
@@ -506,7 +527,7 @@ static const char *compile_rules(apr_pool_t *p, server_rec *s)
                         rs = apr_pcalloc(p, sizeof(*rs));
                         rs->types = apr_array_make(p, 2, sizeof(notary_rule *));
                         rs->by_id = apr_pcalloc(p, sizeof(notary_rule *)
-                                                   * sc->rules->nelts);
+                                                       * sc->rules->nelts);
                     }
                     rs->by_id[rule->id] = rule;
                     if (rule->kind == NOTARY_RULE_TYPE) {
@@ -521,13 +542,15 @@ static const char *compile_rules(apr_pool_t *p, server_rec *s)
                                            strlen(rule->text), rule->id)
                         != APR_SUCCESS) {
                         return apr_psprintf(p, "NotaryRecord %s: cannot add the "
-                                            "text", rule->as_written);
+                                               "text",
+                                            rule->as_written);
                     }
                 }
                 if (rs && rs->matcher
                     && notary_matcher_compile(rs->matcher) != APR_SUCCESS) {
                     return apr_psprintf(p, "NotaryRecord: the rules of merchant "
-                                        "'%s' are too large to compile", m->name);
+                                           "'%s' are too large to compile",
+                                        m->name);
                 }
                 m->rules[d] = rs;
             }
@@ -557,8 +580,8 @@ int notary_config_post_config(apr_pool_t *pconf, apr_pool_t *plog,
                                                    &notary_module);
         if (notary_conf_engine(sc) && sc->merchants->nelts == 0) {
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "NOTARY01105: "
-                         "NotaryEngine On but no NotaryMerchant on %s:%d: "
-                         "every request will be answered 404",
+                                                          "NotaryEngine On but no NotaryMerchant on %s:%d: "
+                                                          "every request will be answered 404",
                          s->server_hostname, s->port);
         }
     }
@@ -576,7 +599,9 @@ int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
 
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                     "NOTARY01107: " "%s", err);
+                     "NOTARY01107: "
+                     "%s",
+                     err);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     /* The record filters read HTTP/1.1 messages, and the contract session
@@ -592,7 +617,8 @@ int notary_config_check_config(apr_pool_t *pconf, apr_pool_t *plog,
             const char *proto = APR_ARRAY_IDX(core->protocols, i, const char *);
             if (!ap_cstr_casecmp(proto, "h2") || !ap_cstr_casecmp(proto, "h2c")) {
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL,
-                             "NOTARY01108: " "Protocols lists %s for the notary "
+                             "NOTARY01108: "
+                             "Protocols lists %s for the notary "
                              "vhost %s:%d (%s:%d): mod_notary relays and records "
                              "HTTP/1.1 only; set 'Protocols http/1.1' there",
                              proto, vs->server_hostname ? vs->server_hostname : "*",
@@ -618,8 +644,9 @@ static const char *set_session_cache(cmd_parms *cmd, void *dc, const char *arg)
     if (!ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, name,
                             AP_SOCACHE_PROVIDER_VERSION)) {
         return apr_psprintf(cmd->pool, "NotarySessionCache: unknown socache "
-                            "provider '%s' (load mod_socache_%s before this "
-                            "line)", name, name);
+                                       "provider '%s' (load mod_socache_%s before this "
+                                       "line)",
+                            name, name);
     }
     session_cache_spec = arg;
     return NULL;
@@ -627,44 +654,44 @@ static const char *set_session_cache(cmd_parms *cmd, void *dc, const char *arg)
 
 const command_rec notary_cmds[] = {
     AP_INIT_FLAG("NotaryEngine", set_engine, NULL, RSRC_CONF,
-        "NotaryEngine On|Off - relay registered merchants on this virtual "
-        "host as a notary (default Off)"),
+                 "NotaryEngine On|Off - relay registered merchants on this virtual "
+                 "host as a notary (default Off)"),
     AP_INIT_TAKE1("NotaryDatabase", set_database, NULL, RSRC_CONF,
-        "NotaryDatabase \"CONNINFO\" - libpq connection string of the record "
-        "store (no default)"),
+                  "NotaryDatabase \"CONNINFO\" - libpq connection string of the record "
+                  "store (no default)"),
     AP_INIT_TAKE2("NotaryMerchant", add_merchant, NULL, RSRC_CONF,
-        "NotaryMerchant NAME https://host[:port][/path] - relay /NAME/... on "
-        "this virtual host to the merchant's backend (virtual host only)"),
+                  "NotaryMerchant NAME https://host[:port][/path] - relay /NAME/... on "
+                  "this virtual host to the merchant's backend (virtual host only)"),
     AP_INIT_TAKE1("NotaryTokenParam", set_token_param, NULL, RSRC_CONF,
-        "NotaryTokenParam NAME - query parameter carrying the contract token "
-        "(default notary_token)"),
+                  "NotaryTokenParam NAME - query parameter carrying the contract token "
+                  "(default notary_token)"),
     AP_INIT_TAKE1("NotaryTokenMaxAge", set_token_max_age, NULL, RSRC_CONF,
-        "NotaryTokenMaxAge SECONDS - longest token lifetime (exp - iat) "
-        "accepted (default 900)"),
+                  "NotaryTokenMaxAge SECONDS - longest token lifetime (exp - iat) "
+                  "accepted (default 900)"),
     AP_INIT_RAW_ARGS("NotaryRecord", add_record_rule, NULL, RSRC_CONF,
-        "NotaryRecord NAME|* contains \"TEXT\" [request|response] or "
-        "NotaryRecord NAME|* type MEDIA-RANGE [request|response] - record the "
-        "messages that match (virtual host only)"),
+                     "NotaryRecord NAME|* contains \"TEXT\" [request|response] or "
+                     "NotaryRecord NAME|* type MEDIA-RANGE [request|response] - record the "
+                     "messages that match (virtual host only)"),
     AP_INIT_TAKE1("NotaryMaxRecordSize", set_max_record_size, NULL, RSRC_CONF,
-        "NotaryMaxRecordSize BYTES - largest body recorded; a larger matched "
-        "message is refused (default 64M)"),
+                  "NotaryMaxRecordSize BYTES - largest body recorded; a larger matched "
+                  "message is refused (default 64M)"),
     AP_INIT_TAKE1("NotaryDatabaseTimeout", set_db_timeout, NULL, RSRC_CONF,
-        "NotaryDatabaseTimeout SECONDS - longest a record may take to commit, "
-        "queued time and connecting included (default 10)"),
+                  "NotaryDatabaseTimeout SECONDS - longest a record may take to commit, "
+                  "queued time and connecting included (default 10)"),
     AP_INIT_TAKE1("NotarySessionCache", set_session_cache, NULL, RSRC_CONF,
-        "NotarySessionCache PROVIDER[:ARGS] - mod_socache provider for "
-        "contract sessions shared by all children (default shmcb, global only)"),
+                  "NotarySessionCache PROVIDER[:ARGS] - mod_socache provider for "
+                  "contract sessions shared by all children (default shmcb, global only)"),
     AP_INIT_TAKE1("NotaryLogKey", set_log_key, NULL, RSRC_CONF,
-        "NotaryLogKey FILE - Ed25519 private key (PEM) that signs the log's "
-        "checkpoints and promises; turns the log integrator on (no default)"),
+                  "NotaryLogKey FILE - Ed25519 private key (PEM) that signs the log's "
+                  "checkpoints and promises; turns the log integrator on (no default)"),
     AP_INIT_TAKE1("NotaryLogOrigin", set_log_origin, NULL, RSRC_CONF,
-        "NotaryLogOrigin NAME - the log's origin, its checkpoints' first line "
-        "and key name (no default; required with NotaryLogKey)"),
+                  "NotaryLogOrigin NAME - the log's origin, its checkpoints' first line "
+                  "and key name (no default; required with NotaryLogKey)"),
     AP_INIT_TAKE1("NotaryLogInterval", set_log_interval, NULL, RSRC_CONF,
-        "NotaryLogInterval SECONDS - how often new records are integrated into "
-        "the log (default 1)"),
+                  "NotaryLogInterval SECONDS - how often new records are integrated into "
+                  "the log (default 1)"),
     AP_INIT_TAKE1("NotaryLogIntegratorDatabase", set_log_database, NULL, RSRC_CONF,
-        "NotaryLogIntegratorDatabase \"CONNINFO\" - libpq connection string of "
-        "the log integrator, a notary_integrator role (default: NotaryDatabase)"),
+                  "NotaryLogIntegratorDatabase \"CONNINFO\" - libpq connection string of "
+                  "the log integrator, a notary_integrator role (default: NotaryDatabase)"),
     { NULL }
 };

@@ -20,8 +20,8 @@
 #define NOTARY_DEFAULT_TOKEN_PARAM "notary_token"
 #define NOTARY_DEFAULT_TOKEN_MAX_AGE 900
 #define NOTARY_DEFAULT_MAX_RECORD_SIZE (64 * 1024 * 1024)
-#define NOTARY_DEFAULT_DB_TIMEOUT 10          /* seconds */
-#define NOTARY_DEFAULT_LOG_INTERVAL 1         /* seconds */
+#define NOTARY_DEFAULT_DB_TIMEOUT 10  /* seconds */
+#define NOTARY_DEFAULT_LOG_INTERVAL 1 /* seconds */
 /* a record's body stays in memory up to this, then goes to a temp file */
 #define NOTARY_SPOOL_MEMORY (256 * 1024)
 /* a message's relay is held back until commit up to this many bytes (so a
@@ -30,55 +30,56 @@
 /* decoded (gzip/deflate) bytes examined for matching, per message */
 #define NOTARY_MAX_DECODED (64 * 1024 * 1024)
 
-#define NOTARY_DIR_REQUEST  0
+#define NOTARY_DIR_REQUEST 0
 #define NOTARY_DIR_RESPONSE 1
 
-typedef enum { NOTARY_RULE_CONTAINS, NOTARY_RULE_TYPE } notary_rule_kind;
+typedef enum { NOTARY_RULE_CONTAINS,
+               NOTARY_RULE_TYPE } notary_rule_kind;
 
 typedef struct notary_rule {
-    int id;                      /* order in httpd.conf, per vhost */
-    const char *merchant;        /* NULL: every merchant ("*") */
+    int id;               /* order in httpd.conf, per vhost */
+    const char *merchant; /* NULL: every merchant ("*") */
     notary_rule_kind kind;
-    const char *text;            /* contains: UTF-8 text */
-    notary_media_range *range;   /* type */
-    int dirs[2];                 /* applies to request / response */
-    const char *as_written;      /* the directive's arguments, verbatim */
+    const char *text;          /* contains: UTF-8 text */
+    notary_media_range *range; /* type */
+    int dirs[2];               /* applies to request / response */
+    const char *as_written;    /* the directive's arguments, verbatim */
 } notary_rule;
 
 /* The rules that apply to one merchant in one direction, compiled. */
 typedef struct notary_ruleset {
-    notary_matcher *matcher;     /* contains rules (pattern id = rule id); NULL if none */
-    apr_array_header_t *types;   /* const notary_rule *: type rules */
-    const notary_rule **by_id;   /* rule id -> rule */
+    notary_matcher *matcher;   /* contains rules (pattern id = rule id); NULL if none */
+    apr_array_header_t *types; /* const notary_rule *: type rules */
+    const notary_rule **by_id; /* rule id -> rule */
 } notary_ruleset;
 
 extern module AP_MODULE_DECLARE_DATA notary_module;
 
 typedef struct notary_merchant {
-    const char *name;        /* first path segment on the notary vhost */
-    const char *url;         /* https://host[:port][/base], no trailing '/' */
+    const char *name; /* first path segment on the notary vhost */
+    const char *url;  /* https://host[:port][/base], no trailing '/' */
     apr_uri_t uri;
-    const char *defined_at;  /* "file:line" for messages */
-    notary_ruleset *rules[2];  /* request, response; NULL: nothing recorded */
+    const char *defined_at;   /* "file:line" for messages */
+    notary_ruleset *rules[2]; /* request, response; NULL: nothing recorded */
 } notary_merchant;
 
 typedef struct notary_srv_conf {
-    int engine;                   /* NOTARY_UNSET, 0, 1 */
-    const char *database;         /* libpq conninfo */
+    int engine;           /* NOTARY_UNSET, 0, 1 */
+    const char *database; /* libpq conninfo */
     const char *token_param;
-    apr_int64_t token_max_age;    /* seconds; NOTARY_UNSET */
-    apr_off_t max_record_size;    /* bytes; NOTARY_UNSET */
-    apr_int64_t db_timeout;       /* seconds; NOTARY_UNSET */
-    apr_array_header_t *rules;    /* notary_rule *, vhost only */
-    notary_store *store;          /* per child, set in child_init */
-    apr_array_header_t *merchants;  /* notary_merchant *, vhost only */
+    apr_int64_t token_max_age;     /* seconds; NOTARY_UNSET */
+    apr_off_t max_record_size;     /* bytes; NOTARY_UNSET */
+    apr_int64_t db_timeout;        /* seconds; NOTARY_UNSET */
+    apr_array_header_t *rules;     /* notary_rule *, vhost only */
+    notary_store *store;           /* per child, set in child_init */
+    apr_array_header_t *merchants; /* notary_merchant *, vhost only */
     apr_hash_t *merchant_by_name;
     /* the log (mod_notary_log.c) */
-    const char *log_key_file;     /* NotaryLogKey: Ed25519 private key, PEM */
-    const char *log_origin;       /* NotaryLogOrigin: the checkpoints' origin line */
-    apr_int64_t log_interval;     /* NotaryLogInterval, seconds; NOTARY_UNSET */
-    const char *log_database;     /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
-    struct notary_note_key *log_key;  /* loaded at start-up (check_config) */
+    const char *log_key_file;        /* NotaryLogKey: Ed25519 private key, PEM */
+    const char *log_origin;          /* NotaryLogOrigin: the checkpoints' origin line */
+    apr_int64_t log_interval;        /* NotaryLogInterval, seconds; NOTARY_UNSET */
+    const char *log_database;        /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
+    struct notary_note_key *log_key; /* loaded at start-up (check_config) */
     server_rec *s;
 } notary_srv_conf;
 

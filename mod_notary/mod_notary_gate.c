@@ -34,10 +34,11 @@ APLOG_USE_MODULE(notary);
  * Backend connections (connection B).
  */
 struct notary_backend {
-    notary_exchange *ex;    /* exchange being relayed now, NULL between;
+    notary_exchange *ex; /* exchange being relayed now, NULL between;
                              * we exist only on connections that carried one */
-    EVP_PKEY *key;          /* presented in this connection's handshake */
-    const unsigned char *spki; apr_size_t spki_len;
+    EVP_PKEY *key;       /* presented in this connection's handshake */
+    const unsigned char *spki;
+    apr_size_t spki_len;
     unsigned char spki_sha256[32];
     apr_bucket_brigade *bb;
 };
@@ -61,11 +62,12 @@ int notary_gate_bind_outgoing(conn_rec *c, ap_conf_vector_t *dir_conf,
     notary_backend *nb = backend_get(c, ex != NULL);
 
     ap_log_cerror(APLOG_MARK, APLOG_TRACE2, 0, c, "notary: bind_outgoing "
-                  "request %pp (enable %d)", ex ? (void *)ex->r : NULL, enable_ssl);
+                                                  "request %pp (enable %d)",
+                  ex ? (void *)ex->r : NULL, enable_ssl);
     if (nb) {
         nb->ex = ex;
     }
-    return DECLINED;   /* mod_ssl does the binding */
+    return DECLINED; /* mod_ssl does the binding */
 }
 
 static apr_status_t backend_key_free(void *key)
@@ -156,7 +158,7 @@ static int gate_commit_request(notary_exchange *ex, apr_bucket_brigade *bb)
         return 0;
     }
     if (!notary_msg_commit(m, rule, "refused with 503, the merchant's "
-                           "connection closed")) {
+                                    "connection closed")) {
         notary_msg_transit(m, NOTARY_MSG_FAILED);
         notary_exchange_refuse(ex, HTTP_SERVICE_UNAVAILABLE,
                                "the request matched a recording rule and its "
@@ -235,8 +237,8 @@ apr_status_t notary_gate_out(ap_filter_t *f, apr_bucket_brigade *bb)
             /* fail closed: bytes on a notary connection with no request
              * bound to them are never relayed */
             ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, f->c, "NOTARY02015: "
-                          "data on a merchant connection without an admitted "
-                          "request: dropped");
+                                                          "data on a merchant connection without an admitted "
+                                                          "request: dropped");
             apr_brigade_cleanup(bb);
             return APR_EACCES;
         }

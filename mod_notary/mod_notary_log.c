@@ -40,17 +40,17 @@ APLOG_USE_MODULE(notary);
 /* One log database and who integrates into it. Allocated in pconf; each
  * child has its copy, only the watchdog's singleton child uses it. */
 typedef struct {
-    server_rec *s;                 /* the first vhost that names it (logs) */
+    server_rec *s; /* the first vhost that names it (logs) */
     const char *conninfo;
     const notary_note_key *key;
     const char *origin;
     apr_interval_time_t interval, timeout;
-    PGconn *conn;                  /* the singleton child's, kept */
-    char last_err[256];            /* logged once until it changes */
+    PGconn *conn;       /* the singleton child's, kept */
+    char last_err[256]; /* logged once until it changes */
 } log_integrator;
 
-static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) *wd_get_instance;
-static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) *wd_register_callback;
+static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) * wd_get_instance;
+static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) * wd_register_callback;
 
 int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                             apr_pool_t *ptemp, server_rec *s)
@@ -65,15 +65,16 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
         if (!sc->log_origin) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04001: "
-                         "NotaryLogKey on %s:%u needs NotaryLogOrigin (the name the "
-                         "checkpoints are signed under)", s->server_hostname,
+                                                                          "NotaryLogKey on %s:%u needs NotaryLogOrigin (the name the "
+                                                                          "checkpoints are signed under)",
+                         s->server_hostname,
                          (unsigned)s->port);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         if (!notary_conf_log_database(sc)) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04002: "
-                         "NotaryLogKey on %s:%u needs NotaryDatabase or "
-                         "NotaryLogIntegratorDatabase (where is the log?)",
+                                                                          "NotaryLogKey on %s:%u needs NotaryDatabase or "
+                                                                          "NotaryLogIntegratorDatabase (where is the log?)",
                          s->server_hostname, (unsigned)s->port);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -82,7 +83,8 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
                                                     &detail);
         if (!sc->log_key) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04003: "
-                         "NotaryLogKey %s: %s", sc->log_key_file,
+                                                                          "NotaryLogKey %s: %s",
+                         sc->log_key_file,
                          detail ? detail : "not an Ed25519 private key in PEM");
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -114,8 +116,9 @@ static PGconn *integrator_conn(log_integrator *ig)
         if (strncmp(ig->last_err, msg, sizeof(ig->last_err) - 1)) {
             apr_cpystrn(ig->last_err, msg, sizeof(ig->last_err));
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04004: log %s: the "
-                         "integrator cannot connect to its database: %s; records "
-                         "wait to be integrated", ig->origin, msg);
+                                                          "integrator cannot connect to its database: %s; records "
+                                                          "wait to be integrated",
+                         ig->origin, msg);
         }
         if (ig->conn) {
             PQfinish(ig->conn);
@@ -144,7 +147,7 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
             break;
         }
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04005: log %s: integrated "
-                     "%" APR_UINT64_T_FMT " records, tree size %" APR_UINT64_T_FMT,
+                                                        "%" APR_UINT64_T_FMT " records, tree size %" APR_UINT64_T_FMT,
                      ig->origin, b.new_size - b.old_size, b.new_size);
     }
     if (rv == NOTARY_LOG_ERROR) {
@@ -154,15 +157,16 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
         if (strncmp(ig->last_err, err, sizeof(ig->last_err) - 1)) {
             apr_cpystrn(ig->last_err, err, sizeof(ig->last_err));
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04006: log %s: "
-                         "integration failed: %s; tried again every %" APR_TIME_T_FMT
-                         " s", ig->origin, err, apr_time_sec(ig->interval));
+                                                          "integration failed: %s; tried again every %" APR_TIME_T_FMT " s",
+                         ig->origin, err, apr_time_sec(ig->interval));
         }
         return;
     }
     if (ig->last_err[0]) {
         ig->last_err[0] = '\0';
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04007: log %s: "
-                     "integrating again", ig->origin);
+                                                         "integrating again",
+                     ig->origin);
     }
 }
 
@@ -175,7 +179,8 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
         ig->conn = NULL;
         ig->last_err[0] = '\0';
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04008: log %s: this "
-                     "child integrates, every %" APR_TIME_T_FMT " s", ig->origin,
+                                                       "child integrates, every %" APR_TIME_T_FMT " s",
+                     ig->origin,
                      apr_time_sec(ig->interval));
         break;
     case AP_WATCHDOG_STATE_RUNNING:
@@ -220,8 +225,8 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             if (strcmp(ig->origin, sc->log_origin)
                 || strcmp(notary_note_vkey(ptemp, ig->key), notary_note_vkey(ptemp, sc->log_key))) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04009: %s:%u and %s:%u "
-                             "integrate into the same log database with different "
-                             "NotaryLogOrigin or NotaryLogKey: one database holds one log",
+                                                           "integrate into the same log database with different "
+                                                           "NotaryLogOrigin or NotaryLogKey: one database holds one log",
                              ig->s->server_hostname, (unsigned)ig->s->port,
                              s->server_hostname, (unsigned)s->port);
                 return HTTP_INTERNAL_SERVER_ERROR;
@@ -247,20 +252,21 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
     wd_register_callback = APR_RETRIEVE_OPTIONAL_FN(ap_watchdog_register_callback);
     if (!wd_get_instance || !wd_register_callback) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, main_s, "NOTARY04010: NotaryLogKey needs "
-                     "mod_watchdog (LoadModule watchdog_module, unless built in)");
+                                                        "mod_watchdog (LoadModule watchdog_module, unless built in)");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     /* a singleton: one child of this server runs it at a time */
     if ((rv = wd_get_instance(&wd, LOG_WATCHDOG_NAME, 0, 1, pconf)) != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, main_s, "NOTARY04011: cannot create the "
-                     "log integrator's watchdog");
+                                                         "log integrator's watchdog");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     for (hi = apr_hash_first(ptemp, by_db); hi; hi = apr_hash_next(hi)) {
         log_integrator *ig = apr_hash_this_val(hi);
         if ((rv = wd_register_callback(wd, ig->interval, ig, log_watchdog)) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, ig->s, "NOTARY04012: cannot register "
-                         "the integrator of log %s with mod_watchdog", ig->origin);
+                                                            "the integrator of log %s with mod_watchdog",
+                         ig->origin);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
     }
@@ -281,10 +287,10 @@ typedef struct {
     apr_thread_mutex_t *mu;
     const char *conninfo;
     long timeout_ms;
-    PGconn *conn;                  /* under mu */
+    PGconn *conn; /* under mu */
 } log_reader;
 
-static apr_hash_t *log_readers;   /* per child: conninfo -> log_reader */
+static apr_hash_t *log_readers; /* per child: conninfo -> log_reader */
 
 static apr_status_t readers_close(void *data)
 {
@@ -320,7 +326,7 @@ void notary_log_child_init(apr_pool_t *p, server_rec *s)
         lr->timeout_ms = (long)(notary_conf_db_timeout(sc) * 1000);
         if ((rv = apr_thread_mutex_create(&lr->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "NOTARY04013: cannot create the "
-                         "log reader's mutex: /.notary/log/ is answered 503 in this child");
+                                                       "log reader's mutex: /.notary/log/ is answered 503 in this child");
             continue;
         }
         apr_hash_set(readers, db, APR_HASH_KEY_STRING, lr);
@@ -369,7 +375,8 @@ static PGconn *reader_conn(log_reader *lr, request_rec *r)
     lr->conn = PQconnectdbParams(kw, val, 1);
     if (!lr->conn || PQstatus(lr->conn) != CONNECTION_OK) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04014: %s: cannot connect to "
-                      "the log database: %s", r->uri,
+                                                   "the log database: %s",
+                      r->uri,
                       lr->conn ? PQerrorMessage(lr->conn) : "out of memory");
         if (lr->conn) {
             PQfinish(lr->conn);
@@ -419,7 +426,8 @@ int notary_log_handler(request_rec *r)
     apr_thread_mutex_unlock(lr->mu);
     if (found < 0) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04015: %s: cannot read the log: "
-                      "%s", r->uri, err ? err : "unknown error");
+                                                   "%s",
+                      r->uri, err ? err : "unknown error");
         return HTTP_SERVICE_UNAVAILABLE;
     }
     if (found == 0) {
@@ -433,8 +441,7 @@ int notary_log_handler(request_rec *r)
     else {
         ap_set_content_type(r, "application/octet-stream");
         /* a full tile never changes; a partial one is replaced by a longer */
-        apr_table_setn(r->headers_out, "Cache-Control", ap_strstr_c(path, ".p/")
-                       ? "no-cache" : "public, max-age=31536000, immutable");
+        apr_table_setn(r->headers_out, "Cache-Control", ap_strstr_c(path, ".p/") ? "no-cache" : "public, max-age=31536000, immutable");
     }
     ap_set_content_length(r, (apr_off_t)len);
     if (!r->header_only && len) {

@@ -101,8 +101,7 @@ static int too_large(notary_msg *m, const notary_rule *rule)
 
     /* a number per direction: what becomes of the message differs */
     NOTARY_XLOG(APLOG_ERR, 0, ex, m, "%s: %s of exchange %s matched rule '%s' "
-                "but is larger than NotaryMaxRecordSize (%" APR_OFF_T_FMT
-                " bytes): %s, never recorded in part",
+                                     "but is larger than NotaryMaxRecordSize (%" APR_OFF_T_FMT " bytes): %s, never recorded in part",
                 request ? "NOTARY03009" : "NOTARY03008", notary_dir_name(m->dir),
                 notary_exchange_id(ex), rule->as_written,
                 notary_conf_max_record_size(ex->sc), outcome(m, status));
@@ -144,10 +143,10 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
         m->held = apr_brigade_create(r->pool, f->c->bucket_alloc);
         m->clen = notary_body_length(r->headers_in);
         if (!notary_msg_start(m, apr_table_get(r->headers_in, "Content-Type"),
-                       apr_table_get(r->headers_in, "Content-Encoding"),
-                       /* taken once 8 KiB came: a client announcing a large
+                              apr_table_get(r->headers_in, "Content-Encoding"),
+                              /* taken once 8 KiB came: a client announcing a large
                         * body and stalling must not pin a buffer that size */
-                       m->clen, 0)) {
+                              m->clen, 0)) {
             return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
                                   "the request could not be examined for recording");
         }
@@ -179,7 +178,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
             }
             if ((rv = notary_msg_feed(m, d, len)) != APR_SUCCESS) {
                 NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03010: cannot keep "
-                            "the request body for its record; %s",
+                                                     "the request body for its record; %s",
                             outcome(m, HTTP_INTERNAL_SERVER_ERROR));
                 return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
                                       "the request could not be kept for its record");
@@ -192,14 +191,14 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
         if (rule && notary_spool_over_limit(m->spool)) {
             int st = too_large(m, rule);
             return refuse_request(m, st, "the request matched a recording "
-                                  "rule but is larger than the notary may "
-                                  "record (NotaryMaxRecordSize)");
+                                         "rule but is larger than the notary may "
+                                         "record (NotaryMaxRecordSize)");
         }
         /* previously held bytes go first */
         APR_BRIGADE_PREPEND(bb, m->held);
         if (m->eos) {
             if (!rule) {
-                notary_msg_transit(m, NOTARY_MSG_PASSED);   /* nothing to record */
+                notary_msg_transit(m, NOTARY_MSG_PASSED); /* nothing to record */
             }
             return APR_SUCCESS;
         }
@@ -249,8 +248,7 @@ static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
     body = apr_pstrcat(r->pool, "notary refused the response: ", reason, "\n",
                        NULL);
     head = apr_psprintf(r->pool, "HTTP/1.1 %s\r\nContent-Type: text/plain; "
-                        "charset=utf-8\r\nContent-Length: %" APR_SIZE_T_FMT
-                        "\r\nConnection: close\r\n\r\n",
+                                 "charset=utf-8\r\nContent-Length: %" APR_SIZE_T_FMT "\r\nConnection: close\r\n\r\n",
                         ap_get_status_line(status), strlen(body));
     bb = apr_brigade_create(r->pool, c->bucket_alloc);
     apr_brigade_puts(bb, NULL, NULL, head);
@@ -334,10 +332,9 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         m->held_head = apr_brigade_create(r->pool, f->c->bucket_alloc);
         m->rest = apr_brigade_create(r->pool, f->c->bucket_alloc);
         m->clen = notary_body_length(r->headers_out);
-        if (!notary_msg_start(m, r->content_type ? r->content_type
-                                          : apr_table_get(r->headers_out, "Content-Type"),
-                       apr_table_get(r->headers_out, "Content-Encoding"),
-                       m->clen, 1)) {
+        if (!notary_msg_start(m, r->content_type ? r->content_type : apr_table_get(r->headers_out, "Content-Type"),
+                              apr_table_get(r->headers_out, "Content-Encoding"),
+                              m->clen, 1)) {
             return fail_response(f, m, HTTP_INTERNAL_SERVER_ERROR,
                                  "the response could not be examined for recording");
         }
@@ -375,7 +372,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
             }
             else if ((rv = notary_msg_feed(m, d, len)) != APR_SUCCESS) {
                 NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03013: cannot keep "
-                            "the response body for its record; %s",
+                                                     "the response body for its record; %s",
                             outcome(m, HTTP_SERVICE_UNAVAILABLE));
                 return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE,
                                      "the response could not be kept for its record");
@@ -400,8 +397,8 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
     if (rule && m->broken) {
         /* never recorded as if whole, never delivered as if whole */
         NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03017: response of exchange "
-                    "%s matched rule '%s' but the merchant's backend broke off "
-                    "before its end: not recorded, connection aborted",
+                                            "%s matched rule '%s' but the merchant's backend broke off "
+                                            "before its end: not recorded, connection aborted",
                     notary_exchange_id(m->ex), rule->as_written);
         return abort_response(f, m);
     }
@@ -512,7 +509,7 @@ static apr_status_t notary_store_child_init(apr_pool_t *p, server_rec *s)
                                      apr_time_from_sec(60), timeout);
             if (rv != APR_SUCCESS) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY03014: "
-                             "cannot create the record store for this child");
+                                                            "cannot create the record store for this child");
                 return rv;
             }
             apr_hash_set(stores, key, APR_HASH_KEY_STRING, st);
@@ -552,4 +549,3 @@ int notary_record_create_request(request_rec *r)
     }
     return OK;
 }
-

@@ -121,10 +121,11 @@ static int split_token(request_rec *r, const char *param, const char *args,
         if ((len == plen || (len > plen && p[plen] == '='))
             && !strncmp(p, param, plen)) {
             if (*token) {
-                return HTTP_BAD_REQUEST;   /* two tokens: which one counts? */
+                return HTTP_BAD_REQUEST; /* two tokens: which one counts? */
             }
             *token = len > plen ? apr_pstrmemdup(r->pool, p + plen + 1,
-                                                 len - plen - 1) : "";
+                                                 len - plen - 1)
+                                : "";
         }
         else if (len) {
             if (o != out) {
@@ -160,7 +161,8 @@ int notary_route_translate(request_rec *r)
      * decoded that in place, and forwarding it would decode it again at the
      * merchant (notary_target.h says why). */
     if (notary_target_split(r->pool, r->unparsed_uri, &name, &rest,
-                            &target_err) != APR_SUCCESS) {
+                            &target_err)
+        != APR_SUCCESS) {
         name = NULL;
     }
     /* A request the server's own configuration made -- an internal
@@ -210,12 +212,14 @@ int notary_route_translate(request_rec *r)
     if (!ex->merchant) {
         return notary_refuse(ex, HTTP_NOT_FOUND, "NOTARY02004",
                              apr_psprintf(r->pool, "no merchant '%s' is registered on "
-                                          "this notary", ap_escape_html(r->pool, name)));
+                                                   "this notary",
+                                          ap_escape_html(r->pool, name)));
     }
 
     if (r->args && *r->args) {
         if ((st = split_token(r, notary_conf_token_param(sc), r->args,
-                              &token, &args)) != 0) {
+                              &token, &args))
+            != 0) {
             return notary_refuse(ex, st, "NOTARY02006",
                                  "more than one contract token in the request");
         }
@@ -273,9 +277,9 @@ int notary_route_translate(request_rec *r)
         && ex->merchant->uri.path[strlen(ex->merchant->uri.path) - 1] == '/') {
         /* the URL's trailing '/' was dropped from the worker URL too */
         ex->backend_uri = apr_pstrcat(r->pool,
-            apr_pstrmemdup(r->pool, ex->merchant->uri.path,
-                           strlen(ex->merchant->uri.path) - 1),
-            rest, args && *args ? "?" : "", args, NULL);
+                                      apr_pstrmemdup(r->pool, ex->merchant->uri.path,
+                                                     strlen(ex->merchant->uri.path) - 1),
+                                      rest, args && *args ? "?" : "", args, NULL);
     }
     /* rest has no dot segments left, so base + rest stays in the base;
      * checked all the same, since leaving it is another merchant's space */
@@ -311,7 +315,7 @@ int notary_route_fixups(request_rec *r)
     /* the merchant learns the exchange its records (and the parties'
      * receipts) are filed under; the consumer cannot name one */
     apr_table_unset(r->headers_in, "Notary-Exchange");
-    if (*notary_exchange_id(ex)) {      /* "": no id (logged; nothing recorded) */
+    if (*notary_exchange_id(ex)) { /* "": no id (logged; nothing recorded) */
         apr_table_setn(r->headers_in, "Notary-Exchange", notary_exchange_id(ex));
     }
     if (ex->merchant->rules[NOTARY_DIR_RESPONSE]

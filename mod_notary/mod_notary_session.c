@@ -25,12 +25,12 @@ APLOG_USE_MODULE(notary);
  * own that no generation clears, found again through httpd's retained data.
  * The provider is looked up anew each generation: its module is reloaded. */
 typedef struct {
-    apr_pool_t *pool;              /* unmanaged: never cleared by httpd */
-    const char *spec;              /* "provider[:args]" the cache was made for */
+    apr_pool_t *pool; /* unmanaged: never cleared by httpd */
+    const char *spec; /* "provider[:args]" the cache was made for */
     const char *provider_name;
     ap_socache_instance_t *cache;
-    apr_global_mutex_t *mutex;     /* NULL for a provider safe without one */
-    pid_t parent;                  /* the process that made them */
+    apr_global_mutex_t *mutex; /* NULL for a provider safe without one */
+    pid_t parent;              /* the process that made them */
 } session_retained;
 
 #define SESSION_RETAINED_KEY "mod_notary-session-cache"
@@ -60,7 +60,7 @@ static apr_status_t session_generation_end(void *data)
         && rd->parent == getpid() && rd->mutex) {
         apr_global_mutex_destroy(rd->mutex);
         rd->mutex = NULL;
-        rd->cache = NULL;          /* unusable without its lock */
+        rd->cache = NULL; /* unusable without its lock */
     }
     session_provider = NULL;
     session_cache = NULL;
@@ -93,8 +93,9 @@ static void session_retained_drop(session_retained *rd, server_rec *s)
             old->destroy(rd->cache, s);
         }
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s, "NOTARY01109: "
-                     "NotarySessionCache changed from '%s': contract sessions "
-                     "of the previous configuration are dropped", rd->spec);
+                                                     "NotarySessionCache changed from '%s': contract sessions "
+                                                     "of the previous configuration are dropped",
+                     rd->spec);
     }
     if (rd->mutex) {
         apr_global_mutex_destroy(rd->mutex);
@@ -110,8 +111,8 @@ static void session_retained_drop(session_retained *rd, server_rec *s)
 static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                               server_rec *s)
 {
-    static struct ap_socache_hints hints = {32, offsetof(notary_session, token) + 512,
-                                            900 * APR_USEC_PER_SEC};
+    static struct ap_socache_hints hints = { 32, offsetof(notary_session, token) + 512,
+                                             900 * APR_USEC_PER_SEC };
     const char *spec = notary_conf_session_cache() ? notary_conf_session_cache()
                                                    : "shmcb";
     const char *name = spec, *args = NULL, *sep, *err;
@@ -126,8 +127,9 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                                           AP_SOCACHE_PROVIDER_VERSION);
     if (!session_provider) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY01101: "
-                     "NotarySessionCache: unknown socache provider '%s' "
-                     "(load mod_socache_%s)", name, name);
+                                                   "NotarySessionCache: unknown socache provider '%s' "
+                                                   "(load mod_socache_%s)",
+                     name, name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     rd = ap_retained_data_get(SESSION_RETAINED_KEY);
@@ -136,21 +138,23 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
     }
     if (rd->cache && !strcmp(rd->spec, spec)) {
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "NOTARY01110: "
-                     "contract sessions kept across the restart ('%s')", spec);
+                                                    "contract sessions kept across the restart ('%s')",
+                     spec);
         goto done;
     }
     session_retained_drop(rd, s);
     rv = apr_pool_create_unmanaged_ex(&rd->pool, NULL, NULL);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01111: "
-                     "cannot create the contract session cache's pool");
+                                                    "cannot create the contract session cache's pool");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     apr_pool_tag(rd->pool, "mod_notary_sessions");
     err = session_provider->create(&rd->cache, args, ptemp, rd->pool);
     if (err) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY01102: "
-                     "NotarySessionCache '%s': %s", spec, err);
+                                                   "NotarySessionCache '%s': %s",
+                     spec, err);
         rd->cache = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -159,7 +163,7 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                                     s, rd->pool, 0);
         if (rv != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01103: "
-                         "cannot create the contract session mutex");
+                                                        "cannot create the contract session mutex");
             rd->cache = NULL;
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -168,7 +172,8 @@ static int session_cache_init(apr_pool_t *pconf, apr_pool_t *ptemp,
                                 s, rd->pool);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01104: "
-                     "cannot initialise the contract session cache '%s'", spec);
+                                                    "cannot initialise the contract session cache '%s'",
+                     spec);
         rd->cache = NULL;
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -206,7 +211,7 @@ void notary_session_child_init(apr_pool_t *p, server_rec *s)
                                      p);
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, rv, s, "NOTARY01106: "
-                     "cannot attach the contract session mutex in a child");
+                                                    "cannot attach the contract session mutex in a child");
     }
 }
 
@@ -266,7 +271,7 @@ static int session_lookup(notary_exchange *ex, notary_session *out)
     session_id(ex, id);
     if ((rv = session_lock()) != APR_SUCCESS) {
         NOTARY_XLOG(APLOG_ERR, rv, ex, NULL, "NOTARY02101: contract session "
-                    "cache: cannot lock to look up a session");
+                                             "cache: cannot lock to look up a session");
         return 0;
     }
     rv = session_provider->retrieve(session_cache, ex->r->server, id,
@@ -277,7 +282,7 @@ static int session_lookup(notary_exchange *ex, notary_session *out)
     }
     memcpy(out, buf, len);
     if (len != NOTARY_SESSION_SIZE(out)) {
-        return 0;   /* an entry of another version of this struct */
+        return 0; /* an entry of another version of this struct */
     }
     out->jti[sizeof(out->jti) - 1] = '\0';
     return 1;
@@ -295,7 +300,8 @@ static void session_fill(notary_exchange *ex, const unsigned char backend_sha256
     }
     /* notary_token_parse refused a longer one */
     sess->token_len = ex->adm_token_len <= sizeof(sess->token)
-                      ? (apr_uint32_t)ex->adm_token_len : 0;
+                        ? (apr_uint32_t)ex->adm_token_len
+                        : 0;
     memcpy(sess->token, ex->adm_token, sess->token_len);
 }
 
@@ -320,7 +326,7 @@ static void session_store(notary_exchange *ex, const notary_session *sess)
     session_id(ex, id);
     if ((rv = session_lock()) != APR_SUCCESS) {
         NOTARY_XLOG(APLOG_ERR, rv, ex, NULL, "NOTARY02102: contract session "
-                    "cache: cannot lock to store a session");
+                                             "cache: cannot lock to store a session");
         return;
     }
     rv = session_provider->store(session_cache, ex->r->server, id, sizeof(id),
@@ -331,8 +337,9 @@ static void session_store(notary_exchange *ex, const notary_session *sess)
     if (rv != APR_SUCCESS) {
         /* the request itself is admitted; only later token-less ones suffer */
         NOTARY_XLOG(APLOG_WARNING, rv, ex, NULL, "NOTARY02103: contract "
-                    "session for merchant '%s' could not be stored (cache "
-                    "full?)", ex->merchant->name);
+                                                 "session for merchant '%s' could not be stored (cache "
+                                                 "full?)",
+                    ex->merchant->name);
     }
 }
 
@@ -384,7 +391,7 @@ void notary_session_open(notary_exchange *ex, const unsigned char backend_sha256
     memo_set(ex, &sess);
     /* the consumer's key is in the line's context */
     NOTARY_XLOG(APLOG_INFO, 0, ex, NULL, "NOTARY02013: contract session "
-                "opened: merchant %s, until %" APR_INT64_T_FMT "%s%s",
+                                         "opened: merchant %s, until %" APR_INT64_T_FMT "%s%s",
                 ex->merchant->name, ex->token->exp,
                 ex->token->jti ? ", jti " : "",
                 ex->token->jti ? ex->token->jti : "");

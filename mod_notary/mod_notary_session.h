@@ -24,9 +24,9 @@ typedef struct {
 struct notary_exchange;
 
 typedef enum {
-    NOTARY_SESSION_NONE,        /* no session for this consumer and merchant */
+    NOTARY_SESSION_NONE, /* no session for this consumer and merchant */
     NOTARY_SESSION_EXPIRED,
-    NOTARY_SESSION_FOUND        /* the exchange has it (have_session) */
+    NOTARY_SESSION_FOUND /* the exchange has it (have_session) */
 } notary_session_found;
 
 /* hooks (registered in mod_notary.c) */

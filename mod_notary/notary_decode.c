@@ -20,9 +20,14 @@
 /* RFC 8878 section 3.1.1.1.2: HTTP decoders need not go beyond 8 MiB */
 #define ZSTD_WINDOW_LOG_MAX 23
 
-enum { K_GZIP, K_DEFLATE, K_BR, K_ZSTD };
+enum { K_GZIP,
+       K_DEFLATE,
+       K_BR,
+       K_ZSTD };
 
-enum { DF_UNDECIDED, DF_ZLIB, DF_RAW };
+enum { DF_UNDECIDED,
+       DF_ZLIB,
+       DF_RAW };
 
 typedef struct cstage cstage;
 struct cstage {
@@ -32,15 +37,15 @@ struct cstage {
     unsigned char *obuf;
     apr_size_t produced;
     int any_input;
-    int ended;                  /* a member/frame/stream ended and nothing followed yet */
-    unsigned char *blk;         /* DECODE_BLOCK: input up to the next block edge */
+    int ended;          /* a member/frame/stream ended and nothing followed yet */
+    unsigned char *blk; /* DECODE_BLOCK: input up to the next block edge */
     apr_size_t blk_len;
     /* zlib */
     z_stream z;
     int z_inited;
     /* deflate: zlib or raw */
     int df_mode;
-    unsigned char *probe;       /* input held while undecided */
+    unsigned char *probe; /* input held while undecided */
     apr_size_t probe_len;
     z_stream trial;
     int trial_inited;
@@ -108,7 +113,7 @@ static voidpf z_palloc(voidpf opaque, uInt items, uInt size)
 static void z_pfree(voidpf opaque, voidpf addr)
 {
     (void)opaque;
-    (void)addr;     /* the pool frees it */
+    (void)addr; /* the pool frees it */
 }
 
 static apr_status_t z_cleanup(void *data)
@@ -152,7 +157,7 @@ static void zlib_run(cstage *s, const unsigned char *in, apr_size_t len)
                 stop(c, NOTARY_DECODE_ERROR, "cannot reset zlib");
                 break;
             }
-            s->ended = 0;           /* the next gzip member */
+            s->ended = 0; /* the next gzip member */
         }
         s->z.next_out = s->obuf;
         s->z.avail_out = OBUF_SIZE;
@@ -165,7 +170,7 @@ static void zlib_run(cstage *s, const unsigned char *in, apr_size_t len)
         }
         if (zr == Z_OK || zr == Z_BUF_ERROR) {
             if (got == OBUF_SIZE)
-                continue;           /* more may be pending without input */
+                continue; /* more may be pending without input */
             if (!s->z.avail_in)
                 break;
             if (zr == Z_OK)
@@ -318,7 +323,7 @@ static void zstd_run(cstage *s, const unsigned char *p, apr_size_t n)
         /* 0: a frame ended exactly here (another may follow) */
         s->ended = (r == 0);
         if (out.pos == out.size)
-            continue;               /* output full: more may be pending */
+            continue; /* output full: more may be pending */
         if (in.pos == in.size)
             break;
     }
@@ -353,7 +358,7 @@ static void stage_feed(cstage *s, const unsigned char *p, apr_size_t n)
     while (n && !halt(s->c)) {
         apr_size_t take = DECODE_BLOCK - s->blk_len;
         if (!s->blk_len && n >= DECODE_BLOCK) {
-            stage_run(s, p, DECODE_BLOCK);  /* a whole block in place: no copy */
+            stage_run(s, p, DECODE_BLOCK); /* a whole block in place: no copy */
             p += DECODE_BLOCK;
             n -= DECODE_BLOCK;
             continue;
@@ -464,7 +469,7 @@ apr_status_t notary_codings_create(notary_codings **out, int *kind, apr_pool_t *
         cstage *s = &c->st[i];
         s->c = c;
         s->idx = i;
-        s->kind = kinds[n - 1 - i];     /* the last coding applied comes off first */
+        s->kind = kinds[n - 1 - i]; /* the last coding applied comes off first */
         s->obuf = apr_palloc(p, OBUF_SIZE);
         s->blk = apr_palloc(p, DECODE_BLOCK);
         switch (s->kind) {
@@ -511,11 +516,11 @@ void notary_codings_finish(notary_codings *c)
         return;
     for (i = 0; i < c->n && !halt(c); i++) {
         cstage *s = &c->st[i];
-        stage_flush(s);             /* into the next stage, flushed in turn */
+        stage_flush(s); /* into the next stage, flushed in turn */
         if (halt(c))
             break;
         if (s->kind == K_DEFLATE && s->df_mode == DF_UNDECIDED && s->probe_len >= 2)
-            deflate_decide(s, DF_ZLIB);     /* no error seen: zlib, truncated */
+            deflate_decide(s, DF_ZLIB); /* no error seen: zlib, truncated */
         if (halt(c))
             break;
         if (s->any_input && !s->ended)

@@ -21,9 +21,9 @@ typedef struct notary_codings notary_codings;
 #define NOTARY_CODINGS_MAX 4
 
 /* Result of notary_codings_create. */
-#define NOTARY_CODINGS_NONE        0   /* no coding (or identity only): *c NULL */
-#define NOTARY_CODINGS_OK          1   /* *c decodes them */
-#define NOTARY_CODINGS_UNSUPPORTED 2   /* a coding we do not read: *c NULL */
+#define NOTARY_CODINGS_NONE 0        /* no coding (or identity only): *c NULL */
+#define NOTARY_CODINGS_OK 1          /* *c decodes them */
+#define NOTARY_CODINGS_UNSUPPORTED 2 /* a coding we do not read: *c NULL */
 
 /* Parse a Content-Encoding value (a list, applied in order; we undo them in
  * reverse) and set up its decoders in p. Known: gzip, x-gzip, deflate (zlib

@@ -72,8 +72,8 @@ const char *notary_exchange_id(notary_exchange *ex)
     if (RAND_bytes(rnd, sizeof(rnd)) != 1
         && apr_generate_random_bytes(rnd, sizeof(rnd)) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, ex->r, "NOTARY03016: "
-                      "no random bytes for an exchange id: matched messages of "
-                      "this exchange will be refused");
+                                                       "no random bytes for an exchange id: matched messages of "
+                                                       "this exchange will be refused");
         ex->id = "";
     }
     else {
@@ -85,14 +85,16 @@ const char *notary_exchange_id(notary_exchange *ex)
 const char *notary_exchange_consumer_fp(const notary_exchange *ex)
 {
     return ex && ex->consumer
-        ? notary_hex(ex->r->pool, ex->consumer->spki_sha256, 32) : "-";
+             ? notary_hex(ex->r->pool, ex->consumer->spki_sha256, 32)
+             : "-";
 }
 
 static const char *admission_str(const notary_exchange *ex)
 {
     return ex->refusal_status ? "refused"
-         : ex->admitted ? "admitted"
-         : ex->merchant ? "routed" : "new";
+         : ex->admitted       ? "admitted"
+         : ex->merchant       ? "routed"
+                              : "new";
 }
 
 void notary_exchange_log(const char *file, int line, int module_index,
@@ -104,7 +106,7 @@ void notary_exchange_log(const char *file, int line, int module_index,
     va_list ap;
 
     if (!APLOG_R_MODULE_IS_LEVEL(r, module_index, level)) {
-        return;   /* nothing formatted, no exchange id drawn */
+        return; /* nothing formatted, no exchange id drawn */
     }
     va_start(ap, fmt);
     msg = apr_pvsprintf(r->pool, fmt, ap);
@@ -226,13 +228,13 @@ static const char *const state_names[NOTARY_MSG_STATES] = {
 /* from (row) -> to (column), in the order of notary_msg_state */
 static const char transitions[NOTARY_MSG_STATES][NOTARY_MSG_STATES] = {
     /*               idle open matched passed committed failed dropped */
-    /* idle      */ { 0,   1,    0,      1,      0,       1,      1 },
-    /* open      */ { 0,   0,    1,      1,      1,       1,      1 },
-    /* matched   */ { 0,   0,    0,      0,      1,       1,      1 },
-    /* passed    */ { 0,   0,    0,      0,      0,       0,      0 },
-    /* committed */ { 0,   0,    0,      0,      0,       0,      0 },
-    /* failed    */ { 0,   0,    0,      0,      0,       0,      0 },
-    /* dropped   */ { 0,   0,    0,      0,      0,       0,      0 },
+    /* idle      */ { 0, 1, 0, 1, 0, 1, 1 },
+    /* open      */ { 0, 0, 1, 1, 1, 1, 1 },
+    /* matched   */ { 0, 0, 0, 0, 1, 1, 1 },
+    /* passed    */ { 0, 0, 0, 0, 0, 0, 0 },
+    /* committed */ { 0, 0, 0, 0, 0, 0, 0 },
+    /* failed    */ { 0, 0, 0, 0, 0, 0, 0 },
+    /* dropped   */ { 0, 0, 0, 0, 0, 0, 0 },
 };
 
 const char *notary_msg_state_str(notary_msg_state state)
@@ -251,7 +253,7 @@ int notary_msg_transit(notary_msg *m, notary_msg_state to)
 
     if ((unsigned)to >= NOTARY_MSG_STATES || !transitions[from][to]) {
         NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03018: %s of exchange %s: "
-                    "state %s cannot become %s (internal error; state kept)",
+                                            "state %s cannot become %s (internal error; state kept)",
                     notary_dir_name(m->dir), notary_exchange_id(m->ex),
                     notary_msg_state_str(from), notary_msg_state_str(to));
         return 0;
@@ -319,18 +321,20 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
                                       cenc, NOTARY_MAX_DECODED, &flags)
             != APR_SUCCESS) {
             NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03001: cannot start "
-                        "matching the %s body", notary_dir_name(m->dir));
+                                                "matching the %s body",
+                        notary_dir_name(m->dir));
             return 0;
         }
         if (flags & NOTARY_MATCH_F_CHARSET_UNKNOWN) {
             NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03002: %s body: "
-                        "unknown charset in '%s', matched as UTF-8",
+                                                    "unknown charset in '%s', matched as UTF-8",
                         notary_dir_name(m->dir), ctype);
         }
         if (flags & NOTARY_MATCH_F_ENCODING_UNSUPPORTED) {
             NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03003: %s body: "
-                        "Content-Encoding '%s' cannot be decoded, matched as "
-                        "transmitted", notary_dir_name(m->dir), cenc);
+                                                    "Content-Encoding '%s' cannot be decoded, matched as "
+                                                    "transmitted",
+                        notary_dir_name(m->dir), cenc);
         }
     }
     if (!m->ms && m->type_rule < 0) {
@@ -342,7 +346,8 @@ int notary_msg_start(notary_msg *m, const char *ctype, const char *cenc,
                             notary_conf_max_record_size(m->ex->sc), NULL)
         != APR_SUCCESS) {
         NOTARY_XLOG(APLOG_ERR, 0, m->ex, m, "NOTARY03004: cannot keep the %s "
-                    "body for its record", notary_dir_name(m->dir));
+                                            "body for its record",
+                    notary_dir_name(m->dir));
         return 0;
     }
     if (clen > 0) {
@@ -367,25 +372,25 @@ void notary_msg_end(notary_msg *m)
     flags = notary_match_stream_flags(m->ms);
     if (flags & (NOTARY_MATCH_F_DECODE_LIMIT | NOTARY_MATCH_F_DECODE_ERROR)) {
         NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03015: "
-                    "%s body: matched only the first %" APR_SIZE_T_FMT
-                    " decoded bytes (%s); relayed unchanged",
+                                                "%s body: matched only the first %" APR_SIZE_T_FMT " decoded bytes (%s); relayed unchanged",
                     notary_dir_name(m->dir), notary_match_stream_decoded(m->ms),
                     (flags & NOTARY_MATCH_F_DECODE_LIMIT)
                         ? "decoding limit reached"
-                        : notary_match_stream_error(m->ms)
-                              ? notary_match_stream_error(m->ms) : "undecodable");
+                    : notary_match_stream_error(m->ms)
+                        ? notary_match_stream_error(m->ms)
+                        : "undecodable");
     }
     if (flags & NOTARY_MATCH_F_JSON_INVALID) {
         NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03301: "
-                    "%s body: not valid JSON (Content-Type '%s'); matched as "
-                    "transmitted and with its strings unescaped as far as they go",
+                                                "%s body: not valid JSON (Content-Type '%s'); matched as "
+                                                "transmitted and with its strings unescaped as far as they go",
                     notary_dir_name(m->dir), m->content_type ? m->content_type : "");
     }
     if (flags & NOTARY_MATCH_F_MULTIPART_INVALID) {
         NOTARY_XLOG(APLOG_WARNING, 0, m->ex, m, "NOTARY03302: "
-                    "%s body: malformed multipart (Content-Type '%s': no boundary, "
-                    "part headers over 8 KiB, or never closed); matched as transmitted "
-                    "and its parts as far as they could be read",
+                                                "%s body: malformed multipart (Content-Type '%s': no boundary, "
+                                                "part headers over 8 KiB, or never closed); matched as transmitted "
+                                                "and its parts as far as they could be read",
                     notary_dir_name(m->dir), m->content_type ? m->content_type : "");
     }
 }
@@ -422,7 +427,7 @@ apr_status_t notary_msg_feed(notary_msg *m, const char *d, apr_size_t len)
     }
     rv = notary_spool_write(m->spool, d, len);
     if (m->announced && notary_spool_over_limit(m->spool)) {
-        unannounce(m);   /* too large: no record will come */
+        unannounce(m); /* too large: no record will come */
     }
     return rv;
 }
@@ -509,7 +514,8 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
     if ((rv = notary_spool_body(m->spool, &body, &blen, &rec.body_file, sha)) != APR_SUCCESS) {
         unannounce(m);
         NOTARY_XLOG(APLOG_ERR, rv, ex, m, "NOTARY03005: cannot read back the "
-                    "%s body kept for its record; %s", notary_dir_name(m->dir),
+                                          "%s body kept for its record; %s",
+                    notary_dir_name(m->dir),
                     outcome);
         return 0;
     }
@@ -560,15 +566,16 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
         /* a number per direction: what fails differs (a request is
          * refused whole, a response may be cut off) */
         NOTARY_XLOG(APLOG_ERR, rv, ex, m, "%s: %s of exchange %s matched rule "
-                    "'%s' but its record was not committed: %s; the exchange "
-                    "fails: %s",
+                                          "'%s' but its record was not committed: %s; the exchange "
+                                          "fails: %s",
                     m->dir == NOTARY_DIR_REQUEST ? "NOTARY03011" : "NOTARY03006",
                     rec.direction, notary_exchange_id(ex), rule->as_written,
                     err ? err : "unknown error", outcome);
         return 0;
     }
     NOTARY_XLOG(APLOG_INFO, 0, ex, m, "NOTARY03007: recorded %s of exchange %s: "
-                "rule '%s', %" APR_SIZE_T_FMT " bytes", rec.direction,
+                                      "rule '%s', %" APR_SIZE_T_FMT " bytes",
+                rec.direction,
                 notary_exchange_id(ex), rule->as_written, blen);
     notary_msg_transit(m, NOTARY_MSG_COMMITTED);
     return 1;
@@ -633,7 +640,5 @@ void notary_exchange_setup(notary_exchange *ex)
                 announce(m);
             }
         }
-
     }
 }
-

@@ -40,54 +40,56 @@ typedef struct notary_exchange notary_exchange;
  *
  * PASSED, COMMITTED, FAILED and DROPPED are final. */
 typedef enum {
-    NOTARY_MSG_IDLE,        /* set up; its body not begun */
-    NOTARY_MSG_OPEN,        /* body under way, no rule matched (yet): kept */
-    NOTARY_MSG_MATCHED,     /* a rule matched: will be recorded, hashed as it
+    NOTARY_MSG_IDLE,      /* set up; its body not begun */
+    NOTARY_MSG_OPEN,      /* body under way, no rule matched (yet): kept */
+    NOTARY_MSG_MATCHED,   /* a rule matched: will be recorded, hashed as it
                              * comes (off the final wait) */
-    NOTARY_MSG_PASSED,      /* not to be recorded: relayed untouched */
-    NOTARY_MSG_COMMITTED,   /* its record is committed */
-    NOTARY_MSG_FAILED,      /* never recorded; a request's bytes stop here */
-    NOTARY_MSG_DROPPED,     /* a response replaced or cut off: its bytes dropped */
+    NOTARY_MSG_PASSED,    /* not to be recorded: relayed untouched */
+    NOTARY_MSG_COMMITTED, /* its record is committed */
+    NOTARY_MSG_FAILED,    /* never recorded; a request's bytes stop here */
+    NOTARY_MSG_DROPPED,   /* a response replaced or cut off: its bytes dropped */
     NOTARY_MSG_STATES
 } notary_msg_state;
 
 /* One message, request or response: matched and kept as it streams. */
 typedef struct notary_msg {
     notary_exchange *ex;
-    int dir;                        /* NOTARY_DIR_REQUEST or _RESPONSE */
-    notary_msg_state state;         /* only through notary_msg_transit() */
+    int dir;                /* NOTARY_DIR_REQUEST or _RESPONSE */
+    notary_msg_state state; /* only through notary_msg_transit() */
     const notary_ruleset *rs;
     notary_match_stream *ms;
-    int type_rule;                  /* id of the first matching type rule, -1 */
+    int type_rule; /* id of the first matching type rule, -1 */
     notary_spool *spool;
     const char *content_type;
     int status;
     /* the store's count of records under way (notary_store_expect) */
-    int announced;                  /* counted */
-    int announce_later;             /* a response: once its request is done */
+    int announced;      /* counted */
+    int announce_later; /* a response: once its request is done */
     /* where the stream is (not the life: a message fails before or after
      * its end, and only the end tells the request filter to step aside) */
-    char *hbuf; apr_size_t hlen, hcap;  /* header block as relayed: lines
+    char *hbuf;
+    apr_size_t hlen, hcap; /* header block as relayed: lines
                                          * without the request/status line */
-    int hdone;                      /* the header block is complete */
-    apr_off_t clen;                 /* announced length, -1: not known */
-    int eos;                        /* the body's end was seen */
-    int broken;                     /* the backend broke off (error bucket) */
+    int hdone;             /* the header block is complete */
+    apr_off_t clen;        /* announced length, -1: not known */
+    int eos;               /* the body's end was seen */
+    int broken;            /* the backend broke off (error bucket) */
     /* output only */
-    apr_bucket_brigade *held_head;  /* the serialised header block */
+    apr_bucket_brigade *held_head; /* the serialised header block */
     apr_bucket_brigade *held;
-    apr_bucket_brigade *rest;       /* scratch: the held tail while releasing */
+    apr_bucket_brigade *rest; /* scratch: the held tail while releasing */
     apr_off_t held_bytes;
-    int released;                   /* some bytes went downstream */
+    int released; /* some bytes went downstream */
 } notary_msg;
 
 /* The consumer: identity from the client certificate of connection A.
  * Derived data is cached per connection, keyed by the certificate
  * itself, so a renegotiated one is picked up. */
 typedef struct notary_consumer {
-    X509 *x509;             /* the certificate all this was derived from */
-    unsigned char cert_sha256[32];      /* x5t#S256 */
-    const unsigned char *spki; apr_size_t spki_len;
+    X509 *x509;                    /* the certificate all this was derived from */
+    unsigned char cert_sha256[32]; /* x5t#S256 */
+    const unsigned char *spki;
+    apr_size_t spki_len;
     unsigned char spki_sha256[32];
     const char *client_cert_header;
     /* the last contract session seen on this connection: keep-alive
@@ -101,27 +103,29 @@ typedef struct notary_consumer {
 struct notary_exchange {
     request_rec *r;
     const notary_srv_conf *sc;
-    const notary_merchant *merchant;    /* NULL until routed */
-    const notary_consumer *consumer;    /* NULL until identified */
+    const notary_merchant *merchant; /* NULL until routed */
+    const notary_consumer *consumer; /* NULL until identified */
     /* admission */
-    notary_token *token;                /* verified against the backend key */
-    int have_session;                   /* a contract session was found */
+    notary_token *token; /* verified against the backend key */
+    int have_session;    /* a contract session was found */
     unsigned char session_backend_sha256[32];
     int admitted;
     /* the admission token's bytes as received (this request's, or its
      * contract session's), for the records: NULL if none */
-    const char *adm_token; apr_size_t adm_token_len;
-    const char *adm_jti;                /* NULL if the token has none */
+    const char *adm_token;
+    apr_size_t adm_token_len;
+    const char *adm_jti; /* NULL if the token has none */
     apr_int64_t adm_exp;
     /* merchant: the key its backend presented on connection B */
-    const unsigned char *merchant_spki; apr_size_t merchant_spki_len;
+    const unsigned char *merchant_spki;
+    apr_size_t merchant_spki_len;
     unsigned char merchant_spki_sha256[32];
     /* recording */
-    const char *id;                     /* drawn lazily: notary_exchange_id */
-    const char *backend_uri;            /* path and query sent to the backend */
-    notary_msg *msg[2];                 /* request, response; NULL: not recorded */
-    conn_rec *backend_c;                /* connection B while relaying */
-    int from_backend;                   /* response bytes came from the backend */
+    const char *id;          /* drawn lazily: notary_exchange_id */
+    const char *backend_uri; /* path and query sent to the backend */
+    notary_msg *msg[2];      /* request, response; NULL: not recorded */
+    conn_rec *backend_c;     /* connection B while relaying */
+    int from_backend;        /* response bytes came from the backend */
     /* refusal, if any, reported through mod_proxy's request_status hook */
     int refusal_status;
     const char *refusal_reason;
@@ -132,7 +136,7 @@ typedef struct notary_backend notary_backend;
 typedef struct {
     notary_consumer *consumer;
     notary_backend *backend;
-    SSL *ssl;               /* connection A's TLS, from mod_ssl's pre_handshake */
+    SSL *ssl; /* connection A's TLS, from mod_ssl's pre_handshake */
 } notary_conn;
 
 notary_conn *notary_conn_get(conn_rec *c, int create);

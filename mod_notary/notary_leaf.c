@@ -29,12 +29,18 @@ void notary_leaf_meta_set(const char **field, apr_size_t *len, const char *value
 /* The fields in their contract order, as pointers into m. */
 static void meta_fields(notary_leaf_meta *m, const char **f[], apr_size_t *l[])
 {
-    f[0] = &m->merchant;     l[0] = &m->merchant_len;
-    f[1] = &m->rule;         l[1] = &m->rule_len;
-    f[2] = &m->method;       l[2] = &m->method_len;
-    f[3] = &m->uri;          l[3] = &m->uri_len;
-    f[4] = &m->content_type; l[4] = &m->content_type_len;
-    f[5] = &m->exchange_id;  l[5] = &m->exchange_id_len;
+    f[0] = &m->merchant;
+    l[0] = &m->merchant_len;
+    f[1] = &m->rule;
+    l[1] = &m->rule_len;
+    f[2] = &m->method;
+    l[2] = &m->method_len;
+    f[3] = &m->uri;
+    l[3] = &m->uri_len;
+    f[4] = &m->content_type;
+    l[4] = &m->content_type_len;
+    f[5] = &m->exchange_id;
+    l[5] = &m->exchange_id_len;
 }
 
 unsigned char *notary_leaf_meta_encode(apr_pool_t *p, const notary_leaf_meta *m, apr_size_t *len)
@@ -45,7 +51,7 @@ unsigned char *notary_leaf_meta_encode(apr_pool_t *p, const notary_leaf_meta *m,
     unsigned char *out;
     int i;
 
-    meta_fields((notary_leaf_meta *)m, f, l);   /* read only */
+    meta_fields((notary_leaf_meta *)m, f, l); /* read only */
     for (i = 0; i < NOTARY_LEAF_META_FIELDS; i++) {
         total += 4 + (*f[i] ? *l[i] : 0);
     }
@@ -224,6 +230,7 @@ int notary_leaf_has_token(const notary_leaf_entry *e)
 
 const char *notary_leaf_direction_name(int direction)
 {
-    return direction == NOTARY_LEAF_REQUEST ? "request"
-         : direction == NOTARY_LEAF_RESPONSE ? "response" : NULL;
+    return direction == NOTARY_LEAF_REQUEST  ? "request"
+         : direction == NOTARY_LEAF_RESPONSE ? "response"
+                                             : NULL;
 }

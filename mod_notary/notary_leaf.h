@@ -31,7 +31,8 @@
 #define NOTARY_LEAF_NULL_LEN 0xFFFFFFFFu
 #define NOTARY_LEAF_META_FIELDS 6
 
-enum { NOTARY_LEAF_REQUEST = 1, NOTARY_LEAF_RESPONSE = 2 };
+enum { NOTARY_LEAF_REQUEST = 1,
+       NOTARY_LEAF_RESPONSE = 2 };
 
 /* The six metadata fields, NULL where the row has NULL. Strings are bytes:
  * a length is kept so that a uri with a NUL byte cannot be cut short. */
@@ -42,16 +43,16 @@ typedef struct notary_leaf_meta {
 
 /* An entry, decoded. */
 typedef struct notary_leaf_entry {
-    int direction;                 /* NOTARY_LEAF_REQUEST or NOTARY_LEAF_RESPONSE */
+    int direction; /* NOTARY_LEAF_REQUEST or NOTARY_LEAF_RESPONSE */
     apr_int64_t recorded_at_us;
-    unsigned status;               /* 0..65535, 0 for a request */
+    unsigned status; /* 0..65535, 0 for a request */
     unsigned char salt[NOTARY_LEAF_SALT_LEN];
     unsigned char sender_key_sha256[32];
     unsigned char receiver_key_sha256[32];
     unsigned char metadata_sha256[32];
     unsigned char headers_sha256[32];
     unsigned char body_sha256[32];
-    unsigned char token_sha256[32];   /* all zero: no token */
+    unsigned char token_sha256[32]; /* all zero: no token */
 } notary_leaf_entry;
 
 /* Everything a record holds that the entry commits to, as stored. The
@@ -60,16 +61,21 @@ typedef struct notary_leaf_entry {
 typedef struct notary_leaf_record {
     int direction;
     apr_int64_t recorded_at_us;
-    int status;                              /* -1 for a request's NULL */
-    const unsigned char *salt;               /* 16 bytes */
-    const unsigned char *sender_spki; apr_size_t sender_spki_len;
-    const unsigned char *receiver_spki; apr_size_t receiver_spki_len;
+    int status;                /* -1 for a request's NULL */
+    const unsigned char *salt; /* 16 bytes */
+    const unsigned char *sender_spki;
+    apr_size_t sender_spki_len;
+    const unsigned char *receiver_spki;
+    apr_size_t receiver_spki_len;
     notary_leaf_meta meta;
-    const unsigned char *headers; apr_size_t headers_len;
-    const unsigned char *body; apr_size_t body_len;
-    const unsigned char *body_sha256;        /* used when not NULL, body ignored */
-    const unsigned char *token; apr_size_t token_len;  /* NULL: no token */
-    const unsigned char *token_sha256;       /* used when not NULL, token ignored */
+    const unsigned char *headers;
+    apr_size_t headers_len;
+    const unsigned char *body;
+    apr_size_t body_len;
+    const unsigned char *body_sha256; /* used when not NULL, body ignored */
+    const unsigned char *token;
+    apr_size_t token_len;              /* NULL: no token */
+    const unsigned char *token_sha256; /* used when not NULL, token ignored */
     /* the keys' digests as stored (the record store keeps keys by digest):
      * used when not NULL, the SPKI ignored */
     const unsigned char *sender_key_sha256, *receiver_key_sha256;

@@ -92,7 +92,7 @@ static int ensure_connected(PGconn *conn, apr_pool_t *p, const char **err)
 typedef struct {
     PGconn *conn;
     apr_pool_t *p;
-    apr_hash_t *fresh;       /* "level/index" -> tile written in this batch */
+    apr_hash_t *fresh; /* "level/index" -> tile written in this batch */
     const char *err;
 } tile_io;
 
@@ -122,7 +122,8 @@ static int read_tile_db(tile_io *io, unsigned level, apr_uint64_t index, unsigne
     else {
         const char *w = PQgetvalue(r, 0, 0);
         unsigned have = PQgetlength(r, 0, 0) == 2
-                        ? ((unsigned)(unsigned char)w[0] << 8 | (unsigned char)w[1]) : 0;
+                          ? ((unsigned)(unsigned char)w[0] << 8 | (unsigned char)w[1])
+                          : 0;
 
         if (have < width || PQgetlength(r, 0, 1) != (int)have * NOTARY_HASH_LEN) {
             io->err = apr_psprintf(io->p, "tile %u/%" APR_UINT64_T_FMT " holds %u hashes, %u needed",
@@ -174,8 +175,7 @@ static int emit_tile(void *baton, unsigned level, apr_uint64_t index, unsigned w
                      4, NULL, params, lengths, formats, 0);
     ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
-        io->err = pq_error(io->p, io->conn, r, apr_psprintf(io->p, "writing tile %u/%" APR_UINT64_T_FMT,
-                                                            level, index));
+        io->err = pq_error(io->p, io->conn, r, apr_psprintf(io->p, "writing tile %u/%" APR_UINT64_T_FMT, level, index));
     }
     PQclear(r);
     if (!ok) {
@@ -229,7 +229,8 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
 
     /* the log is one row: whoever holds it integrates, the others pass */
     r = PQexecParams(conn, "SELECT size, root, origin, checkpoint IS NULL FROM notary.log_state "
-                     "FOR UPDATE SKIP LOCKED", 0, NULL, NULL, NULL, NULL, BINARY);
+                           "FOR UPDATE SKIP LOCKED",
+                     0, NULL, NULL, NULL, NULL, BINARY);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         *err = pq_error(p, conn, r, "taking the log's state");
         goto cleanup;
@@ -239,8 +240,8 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
         r = PQexec(conn, "SELECT 1 FROM notary.log_state");
         if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
             *err = r && PQresultStatus(r) == PGRES_TUPLES_OK
-                   ? "notary.log_state has no row: apply sql/0003_evidence.sql"
-                   : pq_error(p, conn, r, "reading the log's state");
+                     ? "notary.log_state has no row: apply sql/0003_evidence.sql"
+                     : pq_error(p, conn, r, "reading the log's state");
             goto cleanup;
         }
         res = NOTARY_LOG_BUSY;
@@ -262,7 +263,8 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
                      "SELECT id, leaf_hash FROM notary.records "
                      "WHERE leaf_index IS NULL AND leaf_hash IS NOT NULL "
                      "AND txid < pg_snapshot_xmin(pg_current_snapshot()) "
-                     "ORDER BY txid, id LIMIT $1", 1, NULL, params, NULL, NULL, BINARY);
+                     "ORDER BY txid, id LIMIT $1",
+                     1, NULL, params, NULL, NULL, BINARY);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
         *err = pq_error(p, conn, r, "finding rows to integrate");
         goto cleanup;
@@ -290,13 +292,15 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
             b += (apr_size_t)apr_snprintf(idx + b, 24, "%s%" APR_UINT64_T_FMT, i ? "," : "",
                                           out->old_size + i);
         }
-        ids[a++] = '}'; ids[a] = '\0';
-        idx[b++] = '}'; idx[b] = '\0';
+        ids[a++] = '}';
+        ids[a] = '\0';
+        idx[b++] = '}';
+        idx[b] = '\0';
         PQclear(r);
         params[0] = ids;
         params[1] = idx;
         r = PQexecParams(conn, "UPDATE notary.records r SET leaf_index = v.idx "
-                         "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, idx) WHERE r.id = v.id",
+                               "FROM unnest($1::bigint[], $2::bigint[]) AS v(id, idx) WHERE r.id = v.id",
                          2, NULL, params, NULL, NULL, 0);
         if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
             *err = pq_error(p, conn, r, "numbering the rows");
@@ -347,9 +351,10 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
     lengths[1] = NOTARY_HASH_LEN;
     formats[1] = 1;
     r = PQexecParams(conn, "WITH s AS (UPDATE notary.log_state SET size = $1, root = $2, checkpoint = $3, "
-                     "origin = $4, updated_at = clock_timestamp() RETURNING size) "
-                     "INSERT INTO notary.log_checkpoints (size, root, checkpoint) "
-                     "SELECT $1, $2, $3 FROM s", 4, NULL, params, lengths, formats, 0);
+                           "origin = $4, updated_at = clock_timestamp() RETURNING size) "
+                           "INSERT INTO notary.log_checkpoints (size, root, checkpoint) "
+                           "SELECT $1, $2, $3 FROM s",
+                     4, NULL, params, lengths, formats, 0);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdTuples(r), "1") != 0) {
         *err = pq_error(p, conn, r, "storing the checkpoint");
         goto cleanup;
@@ -412,8 +417,9 @@ int notary_log_row_entry(const PGresult *r, int row, apr_pool_t *p, notary_leaf_
 
     memset(&rec, 0, sizeof(rec));
     v = field(r, row, "direction", &len);
-    rec.direction = v && len == 7 && memcmp(v, "request", 7) == 0 ? NOTARY_LEAF_REQUEST
-                  : v && len == 8 && memcmp(v, "response", 8) == 0 ? NOTARY_LEAF_RESPONSE : 0;
+    rec.direction = v && len == 7 && memcmp(v, "request", 7) == 0  ? NOTARY_LEAF_REQUEST
+                  : v && len == 8 && memcmp(v, "response", 8) == 0 ? NOTARY_LEAF_RESPONSE
+                                                                   : 0;
     v = field(r, row, "recorded_at_us", &len);
     if (!v || len != 8) {
         *err = "no recorded_at";
@@ -515,7 +521,8 @@ int notary_log_record_get(PGconn *conn, apr_pool_t *p, const char *exchange_id,
     if (PQgetlength(r, 0, c) != NOTARY_HASH_LEN
         || memcmp(PQgetvalue(r, 0, c), rec->leaf_hash, NOTARY_HASH_LEN) != 0) {
         *err = apr_psprintf(p, "record %" APR_INT64_T_FMT " no longer hashes to its stored leaf: "
-                            "it was changed after it was written", rec->id);
+                               "it was changed after it was written",
+                            rec->id);
         goto cleanup;
     }
     c = col(r, "leaf_index");
@@ -621,15 +628,15 @@ int notary_log_receipt(PGconn *conn, apr_pool_t *p, const notary_log_record *rec
     /* the state was written with the index, in one transaction: a tree
      * without this leaf means the database was changed behind the log */
     if (rec->leaf_index >= size) {
-        *err = apr_psprintf(p, "record %" APR_INT64_T_FMT " has index %" APR_UINT64_T_FMT
-                            " beyond the checkpoint's %" APR_UINT64_T_FMT " leaves", rec->id,
+        *err = apr_psprintf(p, "record %" APR_INT64_T_FMT " has index %" APR_UINT64_T_FMT " beyond the checkpoint's %" APR_UINT64_T_FMT " leaves", rec->id,
                             rec->leaf_index, size);
         return -1;
     }
     memset(&tp, 0, sizeof(tp));
     notary_merkle_source_tiles(&src, p, size, read_tile, &io);
     if (notary_merkle_prove_inclusion(p, &src, rec->leaf_index, size,
-                                      (unsigned char **)&tp.proof, &tp.count) != 0) {
+                                      (unsigned char **)&tp.proof, &tp.count)
+        != 0) {
         *err = io.err ? io.err : "computing the inclusion proof";
         return -1;
     }

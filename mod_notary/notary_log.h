@@ -24,16 +24,16 @@
 #include "notary_note.h"
 
 enum {
-    NOTARY_LOG_ERROR = -1,   /* *err says why; nothing changed */
-    NOTARY_LOG_IDLE = 0,     /* nothing final to add; no new checkpoint */
-    NOTARY_LOG_ADDED = 1,    /* a batch went in, a checkpoint was signed */
-    NOTARY_LOG_BUSY = 2      /* another integrator holds the log */
+    NOTARY_LOG_ERROR = -1, /* *err says why; nothing changed */
+    NOTARY_LOG_IDLE = 0,   /* nothing final to add; no new checkpoint */
+    NOTARY_LOG_ADDED = 1,  /* a batch went in, a checkpoint was signed */
+    NOTARY_LOG_BUSY = 2    /* another integrator holds the log */
 };
 
 typedef struct notary_log_batch {
     apr_uint64_t old_size, new_size;
     unsigned char root[NOTARY_HASH_LEN];
-    const char *checkpoint;          /* the signed note, NUL-terminated */
+    const char *checkpoint; /* the signed note, NUL-terminated */
     apr_size_t checkpoint_len;
 } notary_log_batch;
 
@@ -49,12 +49,12 @@ int notary_log_integrate(PGconn *conn, apr_pool_t *p, const notary_note_key *key
 /* A record's entry as the receipt endpoint needs it. */
 typedef struct notary_log_record {
     apr_int64_t id;
-    int integrated;                  /* leaf_index set */
+    int integrated; /* leaf_index set */
     apr_uint64_t leaf_index;
     notary_leaf_entry entry;
     unsigned char entry_bytes[NOTARY_LEAF_LEN];
     unsigned char leaf_hash[NOTARY_HASH_LEN];
-    unsigned char *meta;             /* the metadata bytes */
+    unsigned char *meta; /* the metadata bytes */
     apr_size_t meta_len;
 } notary_log_record;
 

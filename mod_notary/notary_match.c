@@ -50,24 +50,24 @@ static int ieq(const char *a, apr_size_t an, const char *b)
 typedef struct {
     const unsigned char *bytes;
     apr_size_t len;
-    int didx;                   /* dense index of the pattern's id */
+    int didx; /* dense index of the pattern's id */
 } ac_pat;
 
 typedef struct {
-    apr_uint32_t ncls;          /* byte classes: 0 = no pattern uses it */
+    apr_uint32_t ncls; /* byte classes: 0 = no pattern uses it */
     apr_uint32_t nstates;
     unsigned char cls[256];
-    apr_uint32_t *delta;        /* [state * ncls + class] */
-    apr_uint32_t *dict;         /* next state on the fail chain that reports; 0 none */
-    apr_uint32_t *own_off;      /* outputs ending exactly at a state: */
-    apr_uint32_t *own_n;        /*   outs[own_off .. own_off + own_n) */
-    int *outs;                  /* dense id indexes */
-    int nids;                   /* distinct ids this automaton can report */
+    apr_uint32_t *delta;   /* [state * ncls + class] */
+    apr_uint32_t *dict;    /* next state on the fail chain that reports; 0 none */
+    apr_uint32_t *own_off; /* outputs ending exactly at a state: */
+    apr_uint32_t *own_n;   /*   outs[own_off .. own_off + own_n) */
+    int *outs;             /* dense id indexes */
+    int nids;              /* distinct ids this automaton can report */
     /* prefilter: the bytes that leave the root state, when at most
      * AC_MAX_FIRST: at the root, memchr (SIMD) skips to the next of them */
     int nfirst;
     unsigned char first[3];
-    unsigned char root[256];    /* 1: the byte leaves the root state */
+    unsigned char root[256]; /* 1: the byte leaves the root state */
 } notary_ac;
 #define AC_MAX_FIRST 3
 
@@ -184,7 +184,7 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
     for (k = 0; k < 256; k++) {
         if (ac->delta[ac->cls[k]] & ~AC_HIT) {
             if (ac->nfirst == AC_MAX_FIRST) {
-                ac->nfirst = AC_MAX_FIRST + 1;    /* too many: no prefilter */
+                ac->nfirst = AC_MAX_FIRST + 1; /* too many: no prefilter */
                 break;
             }
             ac->first[ac->nfirst++] = (unsigned char)k;
@@ -205,18 +205,18 @@ typedef struct {
 
 /* A charset's way to be matched. */
 typedef struct {
-    const char *decode_from;    /* non-NULL: decode the body from this to UTF-8 */
-    int utf16;                  /* 1 LE, 2 BE: our own decoder, not iconv */
-    int unit;                   /* bytes skipped past an invalid sequence */
-    const notary_ac *ac;        /* else: the rule texts in this charset */
+    const char *decode_from; /* non-NULL: decode the body from this to UTF-8 */
+    int utf16;               /* 1 LE, 2 BE: our own decoder, not iconv */
+    int unit;                /* bytes skipped past an invalid sequence */
+    const notary_ac *ac;     /* else: the rule texts in this charset */
 } cs_entry;
 
 struct notary_matcher {
     apr_pool_t *pool;
-    apr_array_header_t *src;    /* pat_src, as added */
-    int *ids;                   /* distinct ids, ascending */
+    apr_array_header_t *src; /* pat_src, as added */
+    int *ids;                /* distinct ids, ascending */
     int nids;
-    const notary_ac *base;      /* UTF-8 */
+    const notary_ac *base; /* UTF-8 */
     int compiled;
     /* per-charset automata: own allocator, touched under lock only */
     apr_pool_t *cache_pool;
@@ -326,54 +326,109 @@ apr_status_t notary_matcher_compile(notary_matcher *m)
 static const char *const whatwg_labels[][2] = {
     /* windows-1252: every Latin-1 and ASCII label (browsers never use
      * ASCII or ISO-8859-1 proper) */
-    { "us-ascii", "windows-1252" }, { "ascii", "windows-1252" },
-    { "ansi_x3.4-1968", "windows-1252" }, { "iso-8859-1", "windows-1252" },
-    { "iso8859-1", "windows-1252" }, { "iso88591", "windows-1252" },
-    { "iso_8859-1", "windows-1252" }, { "iso_8859-1:1987", "windows-1252" },
-    { "latin1", "windows-1252" }, { "l1", "windows-1252" }, { "cp819", "windows-1252" },
-    { "ibm819", "windows-1252" }, { "iso-ir-100", "windows-1252" },
-    { "csisolatin1", "windows-1252" }, { "cp1252", "windows-1252" },
+    { "us-ascii", "windows-1252" },
+    { "ascii", "windows-1252" },
+    { "ansi_x3.4-1968", "windows-1252" },
+    { "iso-8859-1", "windows-1252" },
+    { "iso8859-1", "windows-1252" },
+    { "iso88591", "windows-1252" },
+    { "iso_8859-1", "windows-1252" },
+    { "iso_8859-1:1987", "windows-1252" },
+    { "latin1", "windows-1252" },
+    { "l1", "windows-1252" },
+    { "cp819", "windows-1252" },
+    { "ibm819", "windows-1252" },
+    { "iso-ir-100", "windows-1252" },
+    { "csisolatin1", "windows-1252" },
+    { "cp1252", "windows-1252" },
     { "x-cp1252", "windows-1252" },
-    { "iso-8859-9", "windows-1254" }, { "iso8859-9", "windows-1254" },
-    { "iso88599", "windows-1254" }, { "iso_8859-9", "windows-1254" },
-    { "iso_8859-9:1989", "windows-1254" }, { "latin5", "windows-1254" },
-    { "l5", "windows-1254" }, { "iso-ir-148", "windows-1254" },
-    { "csisolatin5", "windows-1254" }, { "x-cp1254", "windows-1254" },
-    { "tis-620", "windows-874" }, { "iso-8859-11", "windows-874" },
-    { "iso8859-11", "windows-874" }, { "iso885911", "windows-874" },
+    { "iso-8859-9", "windows-1254" },
+    { "iso8859-9", "windows-1254" },
+    { "iso88599", "windows-1254" },
+    { "iso_8859-9", "windows-1254" },
+    { "iso_8859-9:1989", "windows-1254" },
+    { "latin5", "windows-1254" },
+    { "l5", "windows-1254" },
+    { "iso-ir-148", "windows-1254" },
+    { "csisolatin5", "windows-1254" },
+    { "x-cp1254", "windows-1254" },
+    { "tis-620", "windows-874" },
+    { "iso-8859-11", "windows-874" },
+    { "iso8859-11", "windows-874" },
+    { "iso885911", "windows-874" },
     { "dos-874", "windows-874" },
-    { "iso-8859-6-e", "iso-8859-6" }, { "iso-8859-6-i", "iso-8859-6" },
-    { "csiso88596e", "iso-8859-6" }, { "csiso88596i", "iso-8859-6" },
-    { "iso-8859-8-e", "iso-8859-8" }, { "iso-8859-8-i", "iso-8859-8" },
-    { "csiso88598e", "iso-8859-8" }, { "csiso88598i", "iso-8859-8" },
-    { "logical", "iso-8859-8" }, { "visual", "iso-8859-8" },
-    { "sun_eu_greek", "iso-8859-7" }, { "koi8-ru", "koi8-u" }, { "koi", "koi8-r" },
-    { "koi8", "koi8-r" }, { "koi8_r", "koi8-r" }, { "cskoi8r", "koi8-r" },
-    { "mac", "macintosh" }, { "csmacintosh", "macintosh" }, { "x-mac-roman", "macintosh" },
-    { "x-mac-cyrillic", "mac-cyrillic" }, { "x-mac-ukrainian", "mac-cyrillic" },
-    { "x-cp1250", "windows-1250" }, { "x-cp1251", "windows-1251" },
-    { "x-cp1253", "windows-1253" }, { "x-cp1255", "windows-1255" },
-    { "x-cp1256", "windows-1256" }, { "x-cp1257", "windows-1257" },
+    { "iso-8859-6-e", "iso-8859-6" },
+    { "iso-8859-6-i", "iso-8859-6" },
+    { "csiso88596e", "iso-8859-6" },
+    { "csiso88596i", "iso-8859-6" },
+    { "iso-8859-8-e", "iso-8859-8" },
+    { "iso-8859-8-i", "iso-8859-8" },
+    { "csiso88598e", "iso-8859-8" },
+    { "csiso88598i", "iso-8859-8" },
+    { "logical", "iso-8859-8" },
+    { "visual", "iso-8859-8" },
+    { "sun_eu_greek", "iso-8859-7" },
+    { "koi8-ru", "koi8-u" },
+    { "koi", "koi8-r" },
+    { "koi8", "koi8-r" },
+    { "koi8_r", "koi8-r" },
+    { "cskoi8r", "koi8-r" },
+    { "mac", "macintosh" },
+    { "csmacintosh", "macintosh" },
+    { "x-mac-roman", "macintosh" },
+    { "x-mac-cyrillic", "mac-cyrillic" },
+    { "x-mac-ukrainian", "mac-cyrillic" },
+    { "x-cp1250", "windows-1250" },
+    { "x-cp1251", "windows-1251" },
+    { "x-cp1253", "windows-1253" },
+    { "x-cp1255", "windows-1255" },
+    { "x-cp1256", "windows-1256" },
+    { "x-cp1257", "windows-1257" },
     { "x-cp1258", "windows-1258" },
     /* CJK: the decoders browsers use are the vendor supersets */
-    { "shift_jis", "cp932" }, { "shift-jis", "cp932" }, { "sjis", "cp932" },
-    { "x-sjis", "cp932" }, { "ms_kanji", "cp932" }, { "csshiftjis", "cp932" },
-    { "windows-31j", "cp932" }, { "ms932", "cp932" },
-    { "gbk", "gb18030" }, { "x-gbk", "gb18030" }, { "gb2312", "gb18030" },
-    { "gb_2312", "gb18030" }, { "gb_2312-80", "gb18030" }, { "chinese", "gb18030" },
-    { "csgb2312", "gb18030" }, { "csiso58gb231280", "gb18030" }, { "iso-ir-58", "gb18030" },
+    { "shift_jis", "cp932" },
+    { "shift-jis", "cp932" },
+    { "sjis", "cp932" },
+    { "x-sjis", "cp932" },
+    { "ms_kanji", "cp932" },
+    { "csshiftjis", "cp932" },
+    { "windows-31j", "cp932" },
+    { "ms932", "cp932" },
+    { "gbk", "gb18030" },
+    { "x-gbk", "gb18030" },
+    { "gb2312", "gb18030" },
+    { "gb_2312", "gb18030" },
+    { "gb_2312-80", "gb18030" },
+    { "chinese", "gb18030" },
+    { "csgb2312", "gb18030" },
+    { "csiso58gb231280", "gb18030" },
+    { "iso-ir-58", "gb18030" },
     { "cp936", "gb18030" },
-    { "big5", "big5-hkscs" }, { "cn-big5", "big5-hkscs" }, { "csbig5", "big5-hkscs" },
+    { "big5", "big5-hkscs" },
+    { "cn-big5", "big5-hkscs" },
+    { "csbig5", "big5-hkscs" },
     { "x-x-big5", "big5-hkscs" },
-    { "euc-kr", "cp949" }, { "cseuckr", "cp949" }, { "csksc56011987", "cp949" },
-    { "iso-ir-149", "cp949" }, { "korean", "cp949" }, { "ks_c_5601-1987", "cp949" },
-    { "ks_c_5601-1989", "cp949" }, { "ksc5601", "cp949" }, { "ksc_5601", "cp949" },
+    { "euc-kr", "cp949" },
+    { "cseuckr", "cp949" },
+    { "csksc56011987", "cp949" },
+    { "iso-ir-149", "cp949" },
+    { "korean", "cp949" },
+    { "ks_c_5601-1987", "cp949" },
+    { "ks_c_5601-1989", "cp949" },
+    { "ksc5601", "cp949" },
+    { "ksc_5601", "cp949" },
     { "windows-949", "cp949" },
     /* UTF-16: our own decoder; the bare label is little-endian (WHATWG) */
-    { "utf-16", "utf-16le" }, { "utf16", "utf-16le" }, { "unicode", "utf-16le" },
-    { "unicodefeff", "utf-16le" }, { "csunicode", "utf-16le" }, { "ucs-2", "utf-16le" },
-    { "iso-10646-ucs-2", "utf-16le" }, { "unicodefffe", "utf-16be" },
-    { "utf16le", "utf-16le" }, { "utf16be", "utf-16be" },
+    { "utf-16", "utf-16le" },
+    { "utf16", "utf-16le" },
+    { "unicode", "utf-16le" },
+    { "unicodefeff", "utf-16le" },
+    { "csunicode", "utf-16le" },
+    { "ucs-2", "utf-16le" },
+    { "iso-10646-ucs-2", "utf-16le" },
+    { "unicodefffe", "utf-16be" },
+    { "utf16le", "utf-16le" },
+    { "utf16be", "utf-16be" },
 };
 
 /* Lower-cased, unquoted, trimmed, mapped through the WHATWG labels; "" for
@@ -392,12 +447,9 @@ static const char *charset_norm(apr_pool_t *p, const char *cs)
         return "";
     b = 0;
     e = strlen(cs);
-    while (b < e && (cs[b] == ' ' || cs[b] == '\t' || cs[b] == '\n' || cs[b] == '\r'
-                     || cs[b] == '\f' || cs[b] == '"' || cs[b] == '\''))
+    while (b < e && (cs[b] == ' ' || cs[b] == '\t' || cs[b] == '\n' || cs[b] == '\r' || cs[b] == '\f' || cs[b] == '"' || cs[b] == '\''))
         b++;
-    while (e > b && (cs[e - 1] == ' ' || cs[e - 1] == '\t' || cs[e - 1] == '\n'
-                     || cs[e - 1] == '\r' || cs[e - 1] == '\f' || cs[e - 1] == '"'
-                     || cs[e - 1] == '\''))
+    while (e > b && (cs[e - 1] == ' ' || cs[e - 1] == '\t' || cs[e - 1] == '\n' || cs[e - 1] == '\r' || cs[e - 1] == '\f' || cs[e - 1] == '"' || cs[e - 1] == '\''))
         e--;
     if (e - b > 40)
         return NULL;
@@ -456,8 +508,12 @@ static const char *const *charset_variants(const char *n)
         "iso-ir-100", "csisolatin1", "windows-1252", "cp1252", "x-cp1252", NULL
     };
     static const char *const latin1[] = { "ISO-8859-1", "WINDOWS-1252", NULL };
-    static const struct { const char *const *names, *const *variants; } groups[] = {
-        { sjis_names, sjis }, { eucjp_names, eucjp }, { latin1_names, latin1 },
+    static const struct {
+        const char *const *names, *const *variants;
+    } groups[] = {
+        { sjis_names, sjis },
+        { eucjp_names, eucjp },
+        { latin1_names, latin1 },
     };
     apr_size_t g;
     int i;
@@ -528,7 +584,7 @@ static apr_status_t charset_build(const notary_matcher *m, const char *n,
         goto cleanup;
     }
     if (apr_xlate_open(&xl, n, "UTF-8", tmp) != APR_SUCCESS)
-        goto cleanup;               /* unknown */
+        goto cleanup; /* unknown */
     {
         /* pattern bytes only work where ASCII stays ASCII (not EBCDIC ...) */
         char *probe;
@@ -576,7 +632,7 @@ static apr_status_t charset_build(const notary_matcher *m, const char *n,
             ac_pat *ap;
             if (xlate_text(vx, src[i].bytes, src[i].len, tmp, &b, &blen, &stateful)
                 != APR_SUCCESS)
-                continue;           /* not representable: cannot match here */
+                continue; /* not representable: cannot match here */
             if (stateful) {
                 decode = 1;
                 goto cleanup;
@@ -607,9 +663,12 @@ cleanup:
         *e = apr_pcalloc(p, sizeof(**e));
         (*e)->decode_from = apr_pstrdup(p, n);
         (*e)->unit = (has_prefix(n, "utf-32") || has_prefix(n, "utf32")
-                      || has_prefix(n, "ucs-4") || has_prefix(n, "ucs4")) ? 4
+                      || has_prefix(n, "ucs-4") || has_prefix(n, "ucs4"))
+                       ? 4
                    : (has_prefix(n, "ucs-2") || has_prefix(n, "ucs2")
-                      || has_prefix(n, "utf-16") || has_prefix(n, "utf16")) ? 2 : 1;
+                      || has_prefix(n, "utf-16") || has_prefix(n, "utf16"))
+                       ? 2
+                       : 1;
     }
     apr_pool_destroy(tmp);
     return rv;
@@ -668,12 +727,12 @@ static apr_status_t charset_lookup(notary_matcher *m, const char *n,
  * sees (UTF-7), so the calls must not depend on how the body was cut */
 #define XBLOCK 2048
 #define SNIFF_BOM 3
-#define SNIFF_META 1024         /* WHATWG prescan window */
+#define SNIFF_META 1024 /* WHATWG prescan window */
 #define PART_HDR_MAX 8192
-#define CS_SWITCH_MAX 64        /* charset changes per text, then UTF-8 */
-#define XLATE_OPEN_MAX 64       /* iconv converters per stream */
-#define DELIM_LWSP_MAX 64       /* transport padding after a boundary */
-#define OBUF 4096               /* decoded bytes gathered per automaton call */
+#define CS_SWITCH_MAX 64  /* charset changes per text, then UTF-8 */
+#define XLATE_OPEN_MAX 64 /* iconv converters per stream */
+#define DELIM_LWSP_MAX 64 /* transport padding after a boundary */
+#define OBUF 4096         /* decoded bytes gathered per automaton call */
 
 static int token_len(const char *s);
 static int media_is(const char *ct, const char *type, const char *subtype);
@@ -682,7 +741,7 @@ static const char *media_param(apr_pool_t *p, const char *ct, const char *want, 
 typedef struct node node;
 struct node {
     void (*feed)(node *, const unsigned char *, apr_size_t);
-    void (*brk)(node *);        /* one text ends: flush, no match across */
+    void (*brk)(node *); /* one text ends: flush, no match across */
 };
 
 /* One automaton walking one text. */
@@ -695,17 +754,17 @@ typedef struct {
 /* Some charset to UTF-8, as it streams; errors become U+FFFD. */
 typedef struct {
     notary_match_stream *s;
-    int utf16;                  /* 1 LE, 2 BE; 0: iconv */
+    int utf16; /* 1 LE, 2 BE; 0: iconv */
     int unit;
     apr_xlate_t *xl;
     unsigned char carry[XCARRY_MAX];
     apr_size_t carry_len;
     unsigned char *xbuf;
-    unsigned char *blk;         /* XBLOCK: input up to the next block edge */
+    unsigned char *blk; /* XBLOCK: input up to the next block edge */
     apr_size_t blk_len;
-    unsigned char u0;           /* UTF-16: first byte of a code unit */
+    unsigned char u0; /* UTF-16: first byte of a code unit */
     int un;
-    apr_uint32_t hi;            /* UTF-16: a high surrogate waiting */
+    apr_uint32_t hi; /* UTF-16: a high surrogate waiting */
     void (*out)(void *, const unsigned char *, apr_size_t);
     void *ctx;
 } xdec;
@@ -714,7 +773,7 @@ typedef struct {
 typedef struct {
     node base;
     notary_match_stream *s;
-    const char *cs;             /* normalised name in effect; "" UTF-8 */
+    const char *cs; /* normalised name in effect; "" UTF-8 */
     view v;
     xdec x;
     int decode;
@@ -724,9 +783,9 @@ typedef struct {
 typedef struct {
     node base;
     notary_match_stream *s;
-    xdec pre;                   /* the charset to UTF-8 first, if not UTF-8 */
+    xdec pre; /* the charset to UTF-8 first, if not UTF-8 */
     int pre_on;
-    view v;                     /* the unescaped document, UTF-8 */
+    view v; /* the unescaped document, UTF-8 */
     int st, nhex;
     apr_uint32_t cp, hi;
     unsigned char ob[OBUF];
@@ -737,12 +796,12 @@ typedef struct {
     node base;
     notary_match_stream *s;
     text t;
-    int pct;                    /* 1: after '%', 2: after '%X' */
+    int pct; /* 1: after '%', 2: after '%X' */
     unsigned char hex1;
     int in_value;
     int cs_field, cs_fixed;
-    int spilled;                /* part of this name/value already went on */
-    unsigned char ob[OBUF];     /* decoded bytes of the current name/value */
+    int spilled;            /* part of this name/value already went on */
+    unsigned char ob[OBUF]; /* decoded bytes of the current name/value */
     apr_size_t on;
 } fnode;
 
@@ -751,7 +810,7 @@ struct mpnode {
     node base;
     notary_match_stream *s;
     int depth;
-    unsigned char delim[80];    /* CRLF "--" boundary */
+    unsigned char delim[80]; /* CRLF "--" boundary */
     apr_size_t dlen, dpos;
     int state, after;
     unsigned char after_b[DELIM_LWSP_MAX + 4];
@@ -760,9 +819,9 @@ struct mpnode {
     apr_size_t hdr_len, line_len;
     int hdr_over;
     int closed;
-    const char *form_cs;        /* charset for parts that name none */
+    const char *form_cs; /* charset for parts that name none */
     int cte;
-    apr_uint32_t q;             /* base64 quad / quoted-printable state */
+    apr_uint32_t q; /* base64 quad / quoted-printable state */
     int qn, b64_end;
     node *inner;
     text t;
@@ -771,33 +830,45 @@ struct mpnode {
     mpnode *nested;
 };
 
-enum { ST_NONE, ST_FORM, ST_MULTIPART, ST_JSON };
-enum { J_OUT, J_STR, J_ESC, J_HEX, J_BAD };
-enum { MP_PREAMBLE, MP_HEADERS, MP_BODY, MP_EPILOGUE };
-enum { CTE_NONE, CTE_B64, CTE_QP };
+enum { ST_NONE,
+       ST_FORM,
+       ST_MULTIPART,
+       ST_JSON };
+enum { J_OUT,
+       J_STR,
+       J_ESC,
+       J_HEX,
+       J_BAD };
+enum { MP_PREAMBLE,
+       MP_HEADERS,
+       MP_BODY,
+       MP_EPILOGUE };
+enum { CTE_NONE,
+       CTE_B64,
+       CTE_QP };
 
 struct notary_match_stream {
     const notary_matcher *m;
     apr_pool_t *pool;
-    unsigned char *found;       /* by dense id index */
+    unsigned char *found; /* by dense id index */
     int nfound;
-    int need;                   /* ids any view in use can report */
+    int need; /* ids any view in use can report */
     const notary_ac *need_ac;
     unsigned flags;
     int finished;
     notary_codings *cod;
-    view wire;                  /* with a coding: the bytes as transmitted */
+    view wire; /* with a coding: the bytes as transmitted */
     /* the Content-Type */
     int structure;
     const char *boundary;
-    const char *declared;       /* normalised charset parameter; NULL none */
+    const char *declared; /* normalised charset parameter; NULL none */
     int declared_bad;
     int html;
     /* sniffing: held until a BOM or <meta> is known or ruled out */
     unsigned char *sniff;
     apr_size_t sniff_len, sniff_need;
     int sniffed;
-    const char *cs;             /* the body's charset, once sniffed */
+    const char *cs; /* the body's charset, once sniffed */
     int xlate_opens;
     text raw;
     node *st;
@@ -901,7 +972,7 @@ static const unsigned char FFFD[3] = { 0xef, 0xbf, 0xbd };
 static void xdec_bad(xdec *x)
 {
     x->s->flags |= NOTARY_MATCH_F_CHARSET_INVALID;
-    x->out(x->ctx, FFFD, 3);    /* as a browser shows it: nothing glues across */
+    x->out(x->ctx, FFFD, 3); /* as a browser shows it: nothing glues across */
 }
 
 /* UTF-16 by code unit: an unpaired surrogate is one U+FFFD, and the unit
@@ -956,7 +1027,7 @@ static void utf16_feed(xdec *x, const unsigned char *p, apr_size_t n)
             ob[on++] = (unsigned char)(0x80 | ((u >> 6) & 0x3f));
             ob[on++] = (unsigned char)(0x80 | (u & 0x3f));
         }
-flush:
+    flush:
         if (on >= OBUF) {
             x->out(x->ctx, ob, on);
             on = 0;
@@ -979,9 +1050,9 @@ static void xdec_drain(xdec *x, int final)
         if (!inleft)
             break;
         if (rv == APR_SUCCESS)
-            continue;               /* output was full */
+            continue; /* output was full */
         if (rv == APR_INCOMPLETE && !final && inleft < XCARRY_MAX)
-            break;                  /* wait for the rest of it */
+            break; /* wait for the rest of it */
         /* invalid, or cut off at the end: skip one unit, read on */
         xdec_bad(x);
         inleft = x->carry_len < (apr_size_t)x->unit ? x->carry_len : (apr_size_t)x->unit;
@@ -1028,7 +1099,7 @@ static void xdec_feed(xdec *x, const unsigned char *p, apr_size_t n)
     while (n) {
         apr_size_t take = XBLOCK - x->blk_len;
         if (!x->blk_len && n >= XBLOCK) {
-            xdec_conv(x, p, XBLOCK);    /* a whole block in place: no copy */
+            xdec_conv(x, p, XBLOCK); /* a whole block in place: no copy */
             p += XBLOCK;
             n -= XBLOCK;
             continue;
@@ -1145,9 +1216,9 @@ static apr_status_t text_set(text *t, const char *n)
     if (t->cs && n && !strcmp(t->cs, n))
         return APR_SUCCESS;
     if (t->decode)
-        xdec_end(&t->x);            /* what the old charset holds is read in it */
+        xdec_end(&t->x); /* what the old charset holds is read in it */
     if (t->cs && ++t->switches > CS_SWITCH_MAX) {
-        n = "";                     /* bounded work per stream */
+        n = ""; /* bounded work per stream */
         s->flags |= NOTARY_MATCH_F_CHARSET_UNKNOWN;
     }
     t->cs = n ? n : "?";
@@ -1213,17 +1284,75 @@ static void j_put(jnode *j, apr_uint32_t c)
 /* Bytes that may stand outside a JSON string (whitespace, structure,
  * numbers, true/false/null), and bytes that end a run inside one. */
 static const unsigned char j_out_ok[256] = {
-    [' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['{'] = 1, ['}'] = 1, ['['] = 1,
-    [']'] = 1, [','] = 1, [':'] = 1, ['-'] = 1, ['+'] = 1, ['.'] = 1, ['0'] = 1, ['1'] = 1,
-    ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
-    ['e'] = 1, ['E'] = 1, ['t'] = 1, ['r'] = 1, ['u'] = 1, ['f'] = 1, ['a'] = 1, ['l'] = 1,
-    ['s'] = 1, ['n'] = 1,
+    [' '] = 1,
+    ['\t'] = 1,
+    ['\n'] = 1,
+    ['\r'] = 1,
+    ['{'] = 1,
+    ['}'] = 1,
+    ['['] = 1,
+    [']'] = 1,
+    [','] = 1,
+    [':'] = 1,
+    ['-'] = 1,
+    ['+'] = 1,
+    ['.'] = 1,
+    ['0'] = 1,
+    ['1'] = 1,
+    ['2'] = 1,
+    ['3'] = 1,
+    ['4'] = 1,
+    ['5'] = 1,
+    ['6'] = 1,
+    ['7'] = 1,
+    ['8'] = 1,
+    ['9'] = 1,
+    ['e'] = 1,
+    ['E'] = 1,
+    ['t'] = 1,
+    ['r'] = 1,
+    ['u'] = 1,
+    ['f'] = 1,
+    ['a'] = 1,
+    ['l'] = 1,
+    ['s'] = 1,
+    ['n'] = 1,
 };
 static const unsigned char j_str_stop[256] = {
-    ['"'] = 1, ['\\'] = 1, [0] = 2, [1] = 2, [2] = 2, [3] = 2, [4] = 2, [5] = 2, [6] = 2,
-    [7] = 2, [8] = 2, [9] = 2, [10] = 2, [11] = 2, [12] = 2, [13] = 2, [14] = 2, [15] = 2,
-    [16] = 2, [17] = 2, [18] = 2, [19] = 2, [20] = 2, [21] = 2, [22] = 2, [23] = 2, [24] = 2,
-    [25] = 2, [26] = 2, [27] = 2, [28] = 2, [29] = 2, [30] = 2, [31] = 2,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0] = 2,
+    [1] = 2,
+    [2] = 2,
+    [3] = 2,
+    [4] = 2,
+    [5] = 2,
+    [6] = 2,
+    [7] = 2,
+    [8] = 2,
+    [9] = 2,
+    [10] = 2,
+    [11] = 2,
+    [12] = 2,
+    [13] = 2,
+    [14] = 2,
+    [15] = 2,
+    [16] = 2,
+    [17] = 2,
+    [18] = 2,
+    [19] = 2,
+    [20] = 2,
+    [21] = 2,
+    [22] = 2,
+    [23] = 2,
+    [24] = 2,
+    [25] = 2,
+    [26] = 2,
+    [27] = 2,
+    [28] = 2,
+    [29] = 2,
+    [30] = 2,
+    [31] = 2,
 };
 
 /* Gather n bytes for the automaton: one call per OBUF, not per run. */
@@ -1275,7 +1404,7 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
             if (bad)
                 j_invalid(j);
             if (i < n) {
-                i++;                /* the opening quote goes with the run */
+                i++; /* the opening quote goes with the run */
                 j->st = J_STR;
             }
             j_copy(j, p + b, i - b);
@@ -1324,7 +1453,7 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
                 j->cp = 0;
                 break;
             default:
-                j_invalid(j);       /* kept as written */
+                j_invalid(j); /* kept as written */
                 j_lone(j);
                 j_put(j, '\\');
                 j_put(j, c);
@@ -1339,7 +1468,8 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
         case J_HEX: {
             int v = (c >= '0' && c <= '9') ? c - '0'
                   : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                           : -1;
             if (v < 0) {
                 /* not an escape after all: kept as written, c read afresh */
                 static const char hexd[] = "0123456789abcdef";
@@ -1365,7 +1495,7 @@ static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
             }
             j_lone(j);
             if (j->cp >= 0xd800 && j->cp <= 0xdbff)
-                j->hi = j->cp;      /* wait: its low half may follow */
+                j->hi = j->cp; /* wait: its low half may follow */
             else if (j->cp >= 0xdc00 && j->cp <= 0xdfff)
                 j_put(j, 0xfffd);
             else
@@ -1393,9 +1523,9 @@ static void j_brk(node *nd)
     if (j->pre_on)
         xdec_end(&j->pre);
     if (j->st != J_OUT) {
-        j_invalid(j);               /* a string or escape cut off */
+        j_invalid(j); /* a string or escape cut off */
         if (j->st == J_HEX)
-            j_parse(j, (const unsigned char *)"\"", 1);     /* keeps "\uXX" */
+            j_parse(j, (const unsigned char *)"\"", 1); /* keeps "\uXX" */
         j_lone(j);
         j_flush(j);
     }
@@ -1441,7 +1571,8 @@ static int hexval(unsigned char c)
 {
     return (c >= '0' && c <= '9') ? c - '0'
          : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-         : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+         : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                  : -1;
 }
 
 /* The decoded bytes of the current name or value gather in f->ob; a
@@ -1513,7 +1644,7 @@ static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
         if (f->pct) {
             int v = hexval(c);
             if (v < 0) {
-                f_pct_flush(f);     /* a stray '%' stays; c is read afresh */
+                f_pct_flush(f); /* a stray '%' stays; c is read afresh */
                 continue;
             }
             i++;
@@ -1540,7 +1671,7 @@ static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
                 i += 3;
             }
             else {
-                f->pct = 1;         /* the rest in the next piece, or stray */
+                f->pct = 1; /* the rest in the next piece, or stray */
                 i++;
             }
             continue;
@@ -1604,7 +1735,10 @@ static void mp_out(mpnode *mp, const unsigned char *p, apr_size_t n)
 static int b64val(unsigned char c)
 {
     return (c >= 'A' && c <= 'Z') ? c - 'A' : (c >= 'a' && c <= 'z') ? c - 'a' + 26
-         : (c >= '0' && c <= '9') ? c - '0' + 52 : c == '+' ? 62 : c == '/' ? 63 : -1;
+                                        : (c >= '0' && c <= '9')     ? c - '0' + 52
+                                        : c == '+'                   ? 62
+                                        : c == '/'                   ? 63
+                                                                     : -1;
 }
 
 /* Part content as transmitted: its Content-Transfer-Encoding undone. */
@@ -1655,14 +1789,14 @@ static void mp_content(mpnode *mp, const unsigned char *p, apr_size_t n)
                 mp->qn = 3;
             }
             else if (c == '\n') {
-                mp->qn = 0;         /* soft line break */
+                mp->qn = 0; /* soft line break */
             }
             else if (hexval(c) >= 0) {
                 mp->q = c;
                 mp->qn = 2;
             }
             else {
-                ob[on++] = '=';     /* lenient: kept */
+                ob[on++] = '='; /* lenient: kept */
                 mp->qn = 0;
                 i--;
             }
@@ -1681,7 +1815,7 @@ static void mp_content(mpnode *mp, const unsigned char *p, apr_size_t n)
         case 3:
             mp->qn = 0;
             if (c != '\n')
-                i--;                /* "=\r" then not LF: the CR ends the break */
+                i--; /* "=\r" then not LF: the CR ends the break */
             break;
         }
     }
@@ -1776,8 +1910,7 @@ static void mp_headers_done(mpnode *mp)
         if (mp_init(mp->nested, s, boundary, n, mp->depth + 1) == APR_SUCCESS)
             mp->inner = &mp->nested->base;
     }
-    else if (ct && (media_is(ct, "application", "json")
-                    || media_is(ct, "application", "*+json"))) {
+    else if (ct && (media_is(ct, "application", "json") || media_is(ct, "application", "*+json"))) {
         if (!mp->j)
             mp->j = apr_palloc(s->pool, sizeof(*mp->j));
         if (j_init(mp->j, s, n) == APR_SUCCESS)
@@ -1892,7 +2025,7 @@ static void mp_feed(node *nd, const unsigned char *p, apr_size_t n)
                 i++;
             }
             else {
-                mp_unhold(mp);      /* c is read afresh: it may be a CR */
+                mp_unhold(mp); /* c is read afresh: it may be a CR */
             }
             continue;
         }
@@ -1947,7 +2080,7 @@ static apr_status_t mp_init(mpnode *mp, notary_match_stream *s, const char *boun
     memcpy(mp->delim, "\r\n--", 4);
     memcpy(mp->delim + 4, boundary, bl);
     mp->dlen = bl + 4;
-    mp->dpos = 2;                   /* the body may start with the boundary */
+    mp->dpos = 2; /* the body may start with the boundary */
     mp->form_cs = form_cs;
     if (reuse) {
         /* the one nested reader of a part, set up again: no new memory */
@@ -2418,7 +2551,8 @@ apr_status_t notary_match_stream_start(notary_match_stream **out, apr_pool_t *p,
     s->sniff = apr_palloc(p, s->sniff_need);
 
     if ((rv = notary_codings_create(&s->cod, &kind, p, content_encoding, max_decoded,
-                                    content_in, enough, s)) != APR_SUCCESS)
+                                    content_in, enough, s))
+        != APR_SUCCESS)
         return rv;
     if (kind == NOTARY_CODINGS_UNSUPPORTED)
         s->flags |= NOTARY_MATCH_F_ENCODING_UNSUPPORTED;
@@ -2521,9 +2655,9 @@ apr_size_t notary_match_stream_decoded(const notary_match_stream *s)
 /* ==== media ranges ===================================================== */
 
 struct notary_media_range {
-    const char *type;           /* lower case; NULL: any */
-    const char *subtype;        /* lower case; NULL: any (or see suffix) */
-    const char *suffix;         /* "+xml" for type/ *+xml, else NULL */
+    const char *type;    /* lower case; NULL: any */
+    const char *subtype; /* lower case; NULL: any (or see suffix) */
+    const char *suffix;  /* "+xml" for type/ *+xml, else NULL */
 };
 
 static char *lower_dup(apr_pool_t *p, const char *s, apr_size_t n)
@@ -2579,7 +2713,8 @@ int notary_media_range_parse(apr_pool_t *p, const char *range,
         s++;
     if (*s == ';') {
         *err = apr_psprintf(p, "media range '%s': parameters are not allowed in a "
-                            "rule (the rule matches type/subtype only)", range);
+                               "rule (the rule matches type/subtype only)",
+                            range);
         return 0;
     }
     if (*s) {
@@ -2590,7 +2725,8 @@ int notary_media_range_parse(apr_pool_t *p, const char *range,
     if (tl == 1 && *t == '*') {
         if (!(sl == 1 && *st == '*')) {
             *err = apr_psprintf(p, "media range '%s': a wildcard type needs a wildcard "
-                                "subtype (*/*)", range);
+                                   "subtype (*/*)",
+                                range);
             return 0;
         }
     }
@@ -2609,7 +2745,8 @@ int notary_media_range_parse(apr_pool_t *p, const char *range,
     }
     else if (memchr(st, '*', sl)) {
         *err = apr_psprintf(p, "media range '%s': '*' is only allowed as a whole "
-                            "subtype or as *+suffix", range);
+                               "subtype or as *+suffix",
+                            range);
         return 0;
     }
     else {

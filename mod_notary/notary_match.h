@@ -30,36 +30,36 @@ typedef struct notary_match_stream notary_match_stream;
 
 /* Stream flags (notary_match_stream_flags, and the start's *flags). */
 /* The charset is not known to iconv: the body is matched as UTF-8. */
-#define NOTARY_MATCH_F_CHARSET_UNKNOWN       0x0001u
+#define NOTARY_MATCH_F_CHARSET_UNKNOWN 0x0001u
 /* The Content-Encoding is not one we decode (br, zstd, compress, a list of
  * several codings): the stream matches the bytes as transmitted. The caller
  * decides whether such a result means anything. */
-#define NOTARY_MATCH_F_ENCODING_UNSUPPORTED  0x0002u
+#define NOTARY_MATCH_F_ENCODING_UNSUPPORTED 0x0002u
 /* Decoding stopped at max_decoded bytes; later bytes are not examined. */
-#define NOTARY_MATCH_F_DECODE_LIMIT          0x0004u
+#define NOTARY_MATCH_F_DECODE_LIMIT 0x0004u
 /* The content coding is malformed or truncated; decoding stopped there.
  * notary_match_stream_error() says why. */
-#define NOTARY_MATCH_F_DECODE_ERROR          0x0008u
+#define NOTARY_MATCH_F_DECODE_ERROR 0x0008u
 /* Bytes invalid in the declared charset were skipped (body-decoding mode
  * only, see below). Informational. */
-#define NOTARY_MATCH_F_CHARSET_INVALID       0x0010u
+#define NOTARY_MATCH_F_CHARSET_INVALID 0x0010u
 /* The body is decoded to UTF-8 for matching (stateful or non-ASCII-
  * compatible charset: ISO-2022-*, UTF-16/32, UTF-7, EBCDIC...). Info. */
-#define NOTARY_MATCH_F_CHARSET_DECODED       0x0020u
+#define NOTARY_MATCH_F_CHARSET_DECODED 0x0020u
 /* The charset cache was full: this stream compiled its own automaton in
  * its pool (correct, only slower). Informational. */
-#define NOTARY_MATCH_F_CHARSET_UNCACHED      0x0040u
+#define NOTARY_MATCH_F_CHARSET_UNCACHED 0x0040u
 
 /* A JSON body (application/json, *+json) is not valid JSON: its strings
  * were unescaped as far as they could be; it is matched as transmitted
  * too. The caller logs a warning. */
-#define NOTARY_MATCH_F_JSON_INVALID          0x0080u
+#define NOTARY_MATCH_F_JSON_INVALID 0x0080u
 /* A multipart body without a usable boundary, with a part's headers
  * beyond 8 KiB, or never closed: its parts are read as far as they could
  * be; it is matched as transmitted too. */
-#define NOTARY_MATCH_F_MULTIPART_INVALID     0x0100u
+#define NOTARY_MATCH_F_MULTIPART_INVALID 0x0100u
 /* The charset came from a byte order mark or an HTML <meta>. Info. */
-#define NOTARY_MATCH_F_CHARSET_SNIFFED       0x0200u
+#define NOTARY_MATCH_F_CHARSET_SNIFFED 0x0200u
 
 /* Most charsets kept compiled per matcher; beyond that, per stream. */
 #define NOTARY_MATCH_CHARSET_CACHE_MAX 32

@@ -29,7 +29,8 @@ static void sha256_prefixed(unsigned char prefix, const void *d, apr_size_t len,
     unsigned int n = 0;
 
     md = CRYPTO_THREAD_run_once(&sha256_once, sha256_fetch) && sha256_fetched
-         ? sha256_fetched : EVP_sha256();
+           ? sha256_fetched
+           : EVP_sha256();
     if (!ctx || EVP_DigestInit_ex(ctx, md, NULL) != 1
         || EVP_DigestUpdate(ctx, &prefix, 1) != 1
         || (len && EVP_DigestUpdate(ctx, d, len) != 1)
@@ -158,7 +159,7 @@ typedef struct {
     apr_uint64_t size;
     notary_tile_read_fn read;
     void *read_baton;
-    unsigned char *tile;      /* NOTARY_TILE_WIDTH hashes */
+    unsigned char *tile; /* NOTARY_TILE_WIDTH hashes */
     int have;
     unsigned level;
     apr_uint64_t index;
@@ -170,7 +171,7 @@ unsigned notary_tile_width(unsigned level, apr_uint64_t index, apr_uint64_t size
     apr_uint64_t count, start;
 
     if (level > 7) {
-        return 0;  /* 256^8 leaves: beyond any tree */
+        return 0; /* 256^8 leaves: beyond any tree */
     }
     count = size >> (NOTARY_TILE_HEIGHT * level);
     if (index >= (count + NOTARY_TILE_WIDTH - 1) / NOTARY_TILE_WIDTH) {
@@ -605,7 +606,7 @@ int notary_tiles_append(apr_pool_t *p, apr_uint64_t old_size,
 {
     const unsigned char *add = leaves;
     apr_size_t nadd = count;
-    apr_uint64_t old_count = old_size;   /* hashes at this tile level before */
+    apr_uint64_t old_count = old_size; /* hashes at this tile level before */
     unsigned level;
 
     if (old_size > NOTARY_MERKLE_MAX_SIZE || count > NOTARY_MERKLE_MAX_SIZE - old_size) {

@@ -13,11 +13,11 @@
 #include <apr_pools.h>
 
 #define NOTARY_HASH_LEN 32
-#define NOTARY_TILE_WIDTH 256          /* hashes in a full tile */
-#define NOTARY_TILE_HEIGHT 8           /* log2(NOTARY_TILE_WIDTH) */
-#define NOTARY_MERKLE_MAX_PROOF 64     /* hashes; a tree has fewer than 2^63 leaves */
+#define NOTARY_TILE_WIDTH 256      /* hashes in a full tile */
+#define NOTARY_TILE_HEIGHT 8       /* log2(NOTARY_TILE_WIDTH) */
+#define NOTARY_MERKLE_MAX_PROOF 64 /* hashes; a tree has fewer than 2^63 leaves */
 #define NOTARY_MERKLE_MAX_SIZE ((apr_uint64_t)1 << 62)
-#define NOTARY_TILE_ENTRIES (-1)       /* "level" of the entry bundles in a path */
+#define NOTARY_TILE_ENTRIES (-1) /* "level" of the entry bundles in a path */
 
 /* Answers MTH(D[index * 2^level : (index + 1) * 2^level]) into out; returns
  * 0, or -1 if that subtree is not available (beyond the size, a tile that
@@ -26,7 +26,7 @@ typedef int (*notary_merkle_get_fn)(void *baton, unsigned level, apr_uint64_t in
                                     unsigned char out[NOTARY_HASH_LEN]);
 
 typedef struct notary_merkle_source {
-    apr_uint64_t size;           /* leaves the source knows: proofs up to this size */
+    apr_uint64_t size; /* leaves the source knows: proofs up to this size */
     notary_merkle_get_fn get;
     void *baton;
     const unsigned char *leaves; /* private, of notary_merkle_source_leaves */

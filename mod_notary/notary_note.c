@@ -11,10 +11,14 @@
 #include "notary_note.h"
 #include "notary_util.h"
 
-#define EM_DASH_SP "\xe2\x80\x94 "   /* U+2014 and a space: starts a signature line */
+#define EM_DASH_SP "\xe2\x80\x94 " /* U+2014 and a space: starts a signature line */
 #define EM_DASH_SP_LEN 4
 
-#define FAIL(msg) do { if (detail) *detail = (msg); goto cleanup; } while (0)
+#define FAIL(msg) \
+    do { \
+        if (detail) *detail = (msg); \
+        goto cleanup; \
+    } while (0)
 
 char *notary_b64_encode(apr_pool_t *p, const unsigned char *d, apr_size_t len)
 {
@@ -70,11 +74,24 @@ static apr_size_t utf8_char(const unsigned char *s, apr_size_t n, apr_uint32_t *
     apr_size_t len, i;
     apr_uint32_t c;
 
-    if (s[0] < 0x80) { *cp = s[0]; return 1; }
-    if ((s[0] & 0xe0) == 0xc0) { len = 2; c = s[0] & 0x1f; }
-    else if ((s[0] & 0xf0) == 0xe0) { len = 3; c = s[0] & 0x0f; }
-    else if ((s[0] & 0xf8) == 0xf0) { len = 4; c = s[0] & 0x07; }
-    else return 0;
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2;
+        c = s[0] & 0x1f;
+    }
+    else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3;
+        c = s[0] & 0x0f;
+    }
+    else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4;
+        c = s[0] & 0x07;
+    }
+    else
+        return 0;
     if (len > n) return 0;
     for (i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0;
@@ -292,7 +309,8 @@ static int split_key(apr_pool_t *p, const char *s, const char **name, apr_uint32
     }
     for (i = 1; i <= 8; i++) {
         char c = plus1[i];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                                                                          : -1;
         if (d < 0) {
             FAIL("the key ID is not 8 lowercase hex digits");
         }
@@ -410,7 +428,10 @@ int notary_note_sign(apr_pool_t *p, const char *text, apr_size_t text_len,
                      const notary_note_key *const *keys, int nkeys,
                      char **out, apr_size_t *out_len, const char **detail)
 {
-    struct iovec_s { const char *s; apr_size_t n; } *parts;
+    struct iovec_s {
+        const char *s;
+        apr_size_t n;
+    } * parts;
     apr_size_t total, off;
     int i, nparts = 0;
 
@@ -423,8 +444,10 @@ int notary_note_sign(apr_pool_t *p, const char *text, apr_size_t text_len,
         return -1;
     }
     parts = apr_palloc(p, sizeof(*parts) * (apr_size_t)(2 + nkeys));
-    parts[nparts].s = text; parts[nparts++].n = text_len;
-    parts[nparts].s = "\n"; parts[nparts++].n = 1;
+    parts[nparts].s = text;
+    parts[nparts++].n = text_len;
+    parts[nparts].s = "\n";
+    parts[nparts++].n = 1;
     total = text_len + 1;
     for (i = 0; i < nkeys; i++) {
         unsigned char raw[4 + 64];
@@ -661,7 +684,8 @@ int notary_checkpoint_open(apr_pool_t *p, const char *msg, apr_size_t len,
     /* the log signs under its origin: a key of another log proves nothing */
     if (!verified_as(*note, cp->origin)) {
         if (detail) *detail = apr_psprintf(p, "checkpoint origin \"%s\" is not the name of the key "
-                                           "that signed it (%s)", cp->origin,
+                                              "that signed it (%s)",
+                                           cp->origin,
                                            (*note)->verified_by->name);
         return -1;
     }
@@ -727,7 +751,8 @@ int notary_promise_verify(apr_pool_t *p, const char *msg, apr_size_t len,
     }
     if (!verified_as(*note, pr->origin)) {
         if (detail) *detail = apr_psprintf(p, "promise origin \"%s\" is not the name of the key "
-                                           "that signed it (%s)", pr->origin,
+                                              "that signed it (%s)",
+                                           pr->origin,
                                            (*note)->verified_by->name);
         return -1;
     }
@@ -863,7 +888,8 @@ int notary_receipt_verify(apr_pool_t *p, const char *buf, apr_size_t len,
     memcpy(r->entry_bytes, x, NOTARY_LEAF_LEN);
     notary_merkle_leaf_hash(x, NOTARY_LEAF_LEN, r->leaf_hash);
     if (notary_leaf_meta_parse(p, x + NOTARY_LEAF_LEN, r->tp.extra_len - NOTARY_LEAF_LEN,
-                               &r->meta, &used) != 0) {
+                               &r->meta, &used)
+        != 0) {
         FAIL("receipt's metadata is cut short");
     }
     notary_sha256(x + NOTARY_LEAF_LEN, used, meta_hash);
@@ -886,7 +912,8 @@ int notary_receipt_verify(apr_pool_t *p, const char *buf, apr_size_t len,
         r->timestamp_len = tlen;
     }
     if (notary_checkpoint_open(p, r->tp.checkpoint, r->tp.checkpoint_len, keys, nkeys,
-                               &r->cp, &r->note, detail) != 0) {
+                               &r->cp, &r->note, detail)
+        != 0) {
         return -1;
     }
     if (r->tp.index >= r->cp.size) {

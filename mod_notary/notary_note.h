@@ -16,8 +16,8 @@
 #include "notary_leaf.h"
 #include "notary_merkle.h"
 
-#define NOTARY_NOTE_SIG_ED25519 0x01     /* signed-note signature type */
-#define NOTARY_NOTE_MAX_SIGS 100         /* the spec asks for at least 16 */
+#define NOTARY_NOTE_SIG_ED25519 0x01 /* signed-note signature type */
+#define NOTARY_NOTE_MAX_SIGS 100     /* the spec asks for at least 16 */
 #define NOTARY_NOTE_MAX_LEN (1 << 20)
 #define NOTARY_PROMISE_HEADER "notary-promise/v1"
 #define NOTARY_TLOG_PROOF_HEADER "c2sp.org/tlog-proof@v1"
@@ -25,27 +25,27 @@
 /* An Ed25519 note key: a verifier key, and a signer key when has_private. */
 typedef struct notary_note_key {
     const char *name;
-    apr_uint32_t id;                  /* SHA-256(name || 0x0A || 0x01 || pub)[:4] */
+    apr_uint32_t id; /* SHA-256(name || 0x0A || 0x01 || pub)[:4] */
     unsigned char pub[32];
     int has_private;
-    unsigned char seed[32];           /* RFC 8032 private key */
+    unsigned char seed[32]; /* RFC 8032 private key */
 } notary_note_key;
 
 /* One signature line of a note. */
 typedef struct notary_note_sig {
     const char *name;
     apr_uint32_t id;
-    const unsigned char *sig;         /* without the 4-byte key ID */
+    const unsigned char *sig; /* without the 4-byte key ID */
     apr_size_t sig_len;
-    const notary_note_key *key;       /* the known key that verified it, or NULL */
+    const notary_note_key *key; /* the known key that verified it, or NULL */
 } notary_note_sig;
 
 typedef struct notary_note {
-    const char *text;                 /* NUL-terminated, ends with "\n" */
+    const char *text; /* NUL-terminated, ends with "\n" */
     apr_size_t text_len;
     notary_note_sig *sigs;
     int nsigs;
-    const notary_note_key *verified_by;   /* the first known key that verified */
+    const notary_note_key *verified_by; /* the first known key that verified */
 } notary_note;
 
 /* Standard base64 (RFC 4648 section 4) with padding; decode accepts only
@@ -97,7 +97,7 @@ typedef struct notary_checkpoint {
     const char *origin;
     apr_uint64_t size;
     unsigned char root[32];
-    const char *extensions;           /* lines after the root, or NULL */
+    const char *extensions; /* lines after the root, or NULL */
 } notary_checkpoint;
 
 const char *notary_checkpoint_text(apr_pool_t *p, const char *origin, apr_uint64_t size,
@@ -116,7 +116,7 @@ typedef struct notary_promise {
     const char *origin;
     unsigned char entry_bytes[NOTARY_LEAF_LEN];
     notary_leaf_entry entry;
-    apr_int64_t mmd;                  /* seconds */
+    apr_int64_t mmd; /* seconds */
 } notary_promise;
 
 const char *notary_promise_text(apr_pool_t *p, const char *origin,
@@ -130,12 +130,12 @@ int notary_promise_verify(apr_pool_t *p, const char *msg, apr_size_t len,
 
 /* c2sp.org/tlog-proof@v1. */
 typedef struct notary_tlog_proof {
-    const unsigned char *extra;       /* NULL: no extra line */
+    const unsigned char *extra; /* NULL: no extra line */
     apr_size_t extra_len;
     apr_uint64_t index;
-    const unsigned char *proof;       /* count hashes of 32 bytes */
+    const unsigned char *proof; /* count hashes of 32 bytes */
     apr_size_t count;
-    const char *checkpoint;           /* the signed checkpoint, verbatim */
+    const char *checkpoint; /* the signed checkpoint, verbatim */
     apr_size_t checkpoint_len;
 } notary_tlog_proof;
 
@@ -153,11 +153,11 @@ unsigned char *notary_receipt_extra(apr_pool_t *p, const unsigned char entry[NOT
 typedef struct notary_receipt {
     notary_tlog_proof tp;
     notary_checkpoint cp;
-    notary_note *note;                /* the checkpoint's */
+    notary_note *note; /* the checkpoint's */
     unsigned char entry_bytes[NOTARY_LEAF_LEN];
     notary_leaf_entry entry;
     notary_leaf_meta meta;
-    const unsigned char *timestamp;   /* RFC 3161 token, NULL if none */
+    const unsigned char *timestamp; /* RFC 3161 token, NULL if none */
     apr_size_t timestamp_len;
     unsigned char leaf_hash[32];
 } notary_receipt;

@@ -13,11 +13,11 @@ struct notary_spool {
     const char *tmpdir;
     char *mem;
     apr_size_t mem_len, mem_cap;
-    apr_size_t later;   /* announced length, for the first growth */
+    apr_size_t later; /* announced length, for the first growth */
     apr_file_t *file;
     apr_off_t total;
     int over;
-    EVP_MD_CTX *md;     /* hashing as bytes come (notary_spool_hash_early) */
+    EVP_MD_CTX *md; /* hashing as bytes come (notary_spool_hash_early) */
 };
 
 static apr_status_t md_free(void *md)
@@ -45,7 +45,7 @@ void notary_spool_hash_early(notary_spool *s)
     apr_pool_cleanup_register(s->p, s->md, md_free, apr_pool_cleanup_null);
     if (EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1
         || (s->mem_len && EVP_DigestUpdate(s->md, s->mem, s->mem_len) != 1)) {
-        hash_stop(s);   /* notary_spool_body hashes at the end instead */
+        hash_stop(s); /* notary_spool_body hashes at the end instead */
     }
 }
 
@@ -75,9 +75,7 @@ static apr_status_t to_file(notary_spool *s)
     }
     tmpl = apr_pstrcat(s->p, dir, "/notary-record-XXXXXX", NULL);
     /* APR_FOPEN_DELONCLOSE: the file goes with the pool, whatever happens */
-    rv = apr_file_mktemp(&s->file, tmpl, APR_FOPEN_CREATE | APR_FOPEN_READ
-                         | APR_FOPEN_WRITE | APR_FOPEN_EXCL
-                         | APR_FOPEN_DELONCLOSE | APR_FOPEN_BUFFERED, s->p);
+    rv = apr_file_mktemp(&s->file, tmpl, APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE | APR_FOPEN_EXCL | APR_FOPEN_DELONCLOSE | APR_FOPEN_BUFFERED, s->p);
     if (rv != APR_SUCCESS) {
         return rv;
     }
@@ -130,7 +128,7 @@ apr_status_t notary_spool_write(notary_spool *s, const char *d, apr_size_t len)
         return APR_SUCCESS;
     }
     if (!s->file && s->mem_len + len > s->mem_max) {
-        hash_stop(s);   /* the store hashes a file body as it sends it */
+        hash_stop(s); /* the store hashes a file body as it sends it */
         if ((rv = to_file(s)) != APR_SUCCESS) {
             return rv;
         }
@@ -190,7 +188,7 @@ apr_status_t notary_spool_body(notary_spool *s, const char **d, apr_size_t *len,
     if (s->md) {
         /* hashed as the bytes came: nothing left to do on the way out */
         rv = EVP_DigestFinal_ex(s->md, sha256, &n) == 1 && n == 32 ? APR_SUCCESS
-                                                                  : APR_EGENERAL;
+                                                                   : APR_EGENERAL;
         hash_stop(s);
         return rv;
     }

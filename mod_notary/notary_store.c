@@ -42,12 +42,12 @@
 typedef struct store_item {
     store_params sp;
     const notary_record *rec;
-    char errbuf[512];            /* the leader's message for this record */
-    apr_thread_cond_t *cv;       /* its thread's own (waiter_cv): woken only
+    char errbuf[512];      /* the leader's message for this record */
+    apr_thread_cond_t *cv; /* its thread's own (waiter_cv): woken only
                                   * when its row is done or it may lead */
     apr_status_t rv;
     int taken, done;
-    apr_time_t deadline;         /* entry + timeout: bounds all of its wait */
+    apr_time_t deadline; /* entry + timeout: bounds all of its wait */
     struct store_item *next;
 } store_item;
 
@@ -65,8 +65,8 @@ struct notary_store {
     apr_uint64_t settled;
     store_item *gatherer;
     apr_interval_time_t gather_wait;
-    apr_threadkey_t *waiter_key;  /* each thread's condition variable, */
-    apr_pool_t *waiter_pool;      /* ... allocated here under mu */
+    apr_threadkey_t *waiter_key; /* each thread's condition variable, */
+    apr_pool_t *waiter_pool;     /* ... allocated here under mu */
 };
 
 /* Each thread waits on a condition variable of its own, not one per
@@ -114,7 +114,8 @@ apr_status_t notary_store_create(notary_store **pst, apr_pool_t *p, const char *
     st->timeout = timeout;
 
     if ((rv = notary_store_conns_create(&st->conns, p, conninfo, min, smax, hmax, ttl,
-                                        timeout)) != APR_SUCCESS) {
+                                        timeout))
+        != APR_SUCCESS) {
         return rv;
     }
     if ((rv = apr_thread_mutex_create(&st->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS
@@ -147,7 +148,7 @@ static int duplicate_exchange(const PGresult *res)
     const char *cons = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
 
     return state && !strcmp(state, "23505") && cons
-           && !strcmp(cons, "records_exchange_direction");
+        && !strcmp(cons, "records_exchange_direction");
 }
 
 /* A record whose body is in a file: its keys, then COPY of one row in a
@@ -177,7 +178,7 @@ static step_t send_copy(const notary_store *st, store_conn *sc, store_item *it, 
 static const char *late_msg(apr_pool_t *p, int n, const char *prior)
 {
     return apr_psprintf(p, "record store: the transaction of %s was held up (a lock, a slow "
-                        "server) past 90 %% of the time it had and was rolled back; %s",
+                           "server) past 90 %% of the time it had and was rolled back; %s",
                         n > 1 ? apr_psprintf(p, "%d records", n) : "the record",
                         prior ? "not written by this attempt" : "known not written");
 }
@@ -187,7 +188,8 @@ static const char *late_msg(apr_pool_t *p, int n, const char *prior)
 static const char *and_prior(apr_pool_t *p, const char *msg, const char *prior)
 {
     return prior ? apr_psprintf(p, "%s; an earlier attempt may have committed it (%s): "
-                                "outcome unknown", msg, prior)
+                                   "outcome unknown",
+                                msg, prior)
                  : msg;
 }
 
@@ -206,8 +208,7 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
 
     if (apr_time_now() >= deadline) {
         /* its time went on the batch it was part of */
-        *err = apr_psprintf(errpool, "record store: no commit within %" APR_TIME_T_FMT
-                            " ms; not sent again", apr_time_as_msec(st->timeout));
+        *err = apr_psprintf(errpool, "record store: no commit within %" APR_TIME_T_FMT " ms; not sent again", apr_time_as_msec(st->timeout));
         *err = and_prior(errpool, *err, prior);
         return APR_TIMEUP;
     }
@@ -240,7 +241,7 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
                     return APR_SUCCESS;
                 }
                 *err = apr_psprintf(errpool, "record store refused the record: exchange %s "
-                                    "already has a different %s record (SQLSTATE 23505)",
+                                             "already has a different %s record (SQLSTATE 23505)",
                                     rec->exchange_id, rec->direction);
                 return APR_EGENERAL;
             }
@@ -272,10 +273,9 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
         case STEP_TIMEOUT:
             /* the server may still commit it (its answer late, the guard
              * passed); no retry that could race it */
-            *err = apr_psprintf(errpool, "record store: no answer within %" APR_TIME_T_FMT
-                                " ms (%" APR_SIZE_T_FMT "-byte body); the connection was "
-                                "dropped (written only if its commit was under way and "
-                                "its answer late)",
+            *err = apr_psprintf(errpool, "record store: no answer within %" APR_TIME_T_FMT " ms (%" APR_SIZE_T_FMT "-byte body); the connection was "
+                                         "dropped (written only if its commit was under way and "
+                                         "its answer late)",
                                 apr_time_as_msec(st->timeout), rec->body_len);
             *err = and_prior(errpool, *err, prior);
             if (res) {
@@ -300,7 +300,7 @@ static apr_status_t insert_one(notary_store *st, store_item *it, apr_pool_t *err
                 *err = and_prior(errpool, *err, prior);
                 return APR_ECONNABORTED;
             }
-            first_err = why;   /* retry once, see notary_store.h */
+            first_err = why; /* retry once, see notary_store.h */
             if (!prior && doubt) {
                 prior = why;
             }
@@ -366,17 +366,17 @@ static apr_status_t insert_batch(notary_store *st, store_item **items, int n,
         return APR_TIMEUP;
     }
     if (step == STEP_TIMEOUT) {
-        *err = apr_psprintf(tmp, "record store: no answer within %" APR_TIME_T_FMT
-                            " ms (a transaction of %d records); the connection was "
-                            "dropped (written only if its commit was under way and "
-                            "its answer late)",
+        *err = apr_psprintf(tmp, "record store: no answer within %" APR_TIME_T_FMT " ms (a transaction of %d records); the connection was "
+                                 "dropped (written only if its commit was under way and "
+                                 "its answer late)",
                             apr_time_as_msec(st->timeout), n);
         return APR_TIMEUP;
     }
     if (step == STEP_CONN_LOST && doubt) {
         /* retried one by one; this transaction may have committed */
         *err = apr_psprintf(tmp, "a transaction of %d records lost its connection after "
-                            "its commit was sent", n);
+                                 "its commit was sent",
+                            n);
     }
     *one_by_one = step != STEP_OK;
     return step == STEP_OK ? APR_SUCCESS : APR_EGENERAL;
@@ -473,9 +473,9 @@ static void expired(notary_store *st, store_item *it)
 {
     it->done = 1;
     it->rv = APR_TIMEUP;
-    apr_snprintf(it->errbuf, sizeof(it->errbuf), "record store: no commit within %"
-                 APR_TIME_T_FMT " ms: still queued behind another transaction; "
-                 "not sent", apr_time_as_msec(st->timeout));
+    apr_snprintf(it->errbuf, sizeof(it->errbuf), "record store: no commit within %" APR_TIME_T_FMT " ms: still queued behind another transaction; "
+                                                 "not sent",
+                 apr_time_as_msec(st->timeout));
 }
 
 /* Under st->mu: may a queued record start a commit now? */
@@ -566,7 +566,7 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
         }
     }
     else if (st->gatherer && st->queued >= STORE_BATCH_MAX) {
-        apr_thread_cond_signal(st->gatherer->cv);   /* a full batch: go */
+        apr_thread_cond_signal(st->gatherer->cv); /* a full batch: go */
     }
     while (!me.done) {
         if (!me.taken && apr_time_now() >= me.deadline) {
@@ -596,7 +596,7 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
                 batch[n++] = it;
             }
             if (st->head && may_lead(st)) {
-                apr_thread_cond_signal(st->head->cv);   /* more to lead */
+                apr_thread_cond_signal(st->head->cv); /* more to lead */
             }
             apr_thread_mutex_unlock(st->mu);
             write_items(st, batch, n);
@@ -609,7 +609,7 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
                 wake[i] = batch[i] != &me ? batch[i]->cv : NULL;
             }
             st->leaders--;
-            wake[n] = st->head ? st->head->cv : NULL;   /* the next leader */
+            wake[n] = st->head ? st->head->cv : NULL; /* the next leader */
             apr_thread_mutex_unlock(st->mu);
             for (i = 0; i <= n; i++) {
                 if (wake[i]) {

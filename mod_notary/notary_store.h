@@ -33,34 +33,39 @@
 typedef struct notary_store notary_store;
 
 typedef struct notary_record {
-    apr_time_t recorded_at;            /* when relayed */
-    const char *direction;             /* "request" | "response" */
+    apr_time_t recorded_at; /* when relayed */
+    const char *direction;  /* "request" | "response" */
     const char *merchant;
-    const unsigned char *sender_key;   apr_size_t sender_key_len;    /* DER SPKI */
-    const unsigned char *receiver_key; apr_size_t receiver_key_len;
+    const unsigned char *sender_key;
+    apr_size_t sender_key_len; /* DER SPKI */
+    const unsigned char *receiver_key;
+    apr_size_t receiver_key_len;
     /* their SHA-256 (32 bytes each) when the caller has them already;
      * NULL: the store computes them */
     const unsigned char *sender_key_sha256, *receiver_key_sha256;
     const char *rule, *method, *uri;
-    int status;                        /* 0 = NULL (requests) */
-    const char *content_type;          /* may be NULL */
-    const char *headers; apr_size_t headers_len;  /* exact bytes */
-    const char *body; apr_size_t body_len;        /* whole body in memory, */
-    apr_file_t *body_file;             /* or body_len bytes of this file, from
+    int status;               /* 0 = NULL (requests) */
+    const char *content_type; /* may be NULL */
+    const char *headers;
+    apr_size_t headers_len; /* exact bytes */
+    const char *body;
+    apr_size_t body_len;              /* whole body in memory, */
+    apr_file_t *body_file;            /* or body_len bytes of this file, from
                                         * its start (body NULL): streamed with
                                         * COPY, never held whole in memory */
-    const unsigned char *body_sha256;  /* 32 bytes from the caller; for a
+    const unsigned char *body_sha256; /* 32 bytes from the caller; for a
                                         * body_file it may be NULL: the store
                                         * hashes the bytes as it sends them */
-    const char *exchange_id;           /* (exchange_id, direction) is unique */
+    const char *exchange_id;          /* (exchange_id, direction) is unique */
     /* the admission token that let the consumer in, its bytes as received
      * (NULL: none): the row names it by SHA-256 and its leaf commits to it;
      * the token itself is kept once in notary.admissions, sent in the same
      * transaction as the row (or, for a COPY, with its keys) */
-    const char *token; apr_size_t token_len;
-    const char *token_jti;             /* may be NULL */
-    apr_int64_t token_exp;             /* NumericDate, seconds */
-    int announced;                     /* counted by notary_store_expect(+1):
+    const char *token;
+    apr_size_t token_len;
+    const char *token_jti; /* may be NULL */
+    apr_int64_t token_exp; /* NumericDate, seconds */
+    int announced;         /* counted by notary_store_expect(+1):
                                         * the insert takes it off the count */
 } notary_record;
 

@@ -13,11 +13,11 @@
 
 #include "notary_store_int.h"
 
-#define STMT_ROW   "notary_row"
-#define STMT_KEY   "notary_key"
+#define STMT_ROW "notary_row"
+#define STMT_KEY "notary_key"
 #define STMT_CHECK "notary_committed"
 #define STMT_GUARD "notary_guard"
-#define STMT_ADM   "notary_admission"
+#define STMT_ADM "notary_admission"
 
 static const char row_sql[] =
     "INSERT INTO notary.records " ROW_COLUMNS " VALUES ($1, $2, $3, $4, $5, "
@@ -70,7 +70,7 @@ static void keys_forget(store_conn *sc)
 {
     int i;
 
-    sc->rows_prepared = 0;   /* statements go with the connection too */
+    sc->rows_prepared = 0; /* statements go with the connection too */
     for (i = 0; i < sc->nknown; i++) {
         free(sc->known[i].der);
         sc->known[i].der = NULL;
@@ -173,19 +173,20 @@ static apr_status_t setup_step(const store_conns *cs, store_conn *sc, int ok,
         state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
         *err = apr_psprintf(errpool, "record store: %s failed%s: %s", what,
                             step == STEP_SERVER_ERROR && state && !strncmp(state, "42", 2)
-                                ? " (is sql/ applied to this database, version 3 or later?)" : "",
+                                ? " (is sql/ applied to this database, version 3 or later?)"
+                                : "",
                             step == STEP_SERVER_ERROR ? notary_store_result_msg(errpool, res)
                             : step == STEP_TIMEOUT
-                                ? apr_psprintf(errpool, "no answer within %" APR_TIME_T_FMT
-                                               " ms", apr_time_as_msec(cs->timeout))
-                            : notary_store_pq_msg(errpool, PQerrorMessage(sc->conn)));
+                                ? apr_psprintf(errpool, "no answer within %" APR_TIME_T_FMT " ms", apr_time_as_msec(cs->timeout))
+                                : notary_store_pq_msg(errpool, PQerrorMessage(sc->conn)));
     }
     if (res) {
         PQclear(res);
     }
-    return step == STEP_OK ? APR_SUCCESS
-         : step == STEP_TIMEOUT ? APR_TIMEUP
-         : step == STEP_SERVER_ERROR ? APR_EGENERAL : APR_ECONNREFUSED;
+    return step == STEP_OK           ? APR_SUCCESS
+         : step == STEP_TIMEOUT      ? APR_TIMEUP
+         : step == STEP_SERVER_ERROR ? APR_EGENERAL
+                                     : APR_ECONNREFUSED;
 }
 
 /* Connect within the deadline: PQconnectPoll, not PQconnectdbParams,
@@ -204,7 +205,7 @@ static apr_status_t slot_connect(store_conns *cs, PGconn *c, apr_time_t deadline
         w = notary_store_wait_socket(c, ps == PGRES_POLLING_WRITING, deadline, &readable);
         if (w == 0) {
             *err = apr_psprintf(errpool, "cannot connect to the record store: no answer "
-                                "within %" APR_TIME_T_FMT " ms",
+                                         "within %" APR_TIME_T_FMT " ms",
                                 apr_time_as_msec(cs->timeout));
             return APR_TIMEUP;
         }
@@ -256,24 +257,23 @@ static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadli
     sc->timeout_unsure = 1;
     sc->in_doubt = 0;
     if ((rv = setup_step(cs, sc, PQsendQuery(c, sql), deadline,
-                         "setting statement_timeout", errpool, err)) != APR_SUCCESS
-        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_ROW, row_sql, NPARAMS,
-                                                  notary_store_row_types),
+                         "setting statement_timeout", errpool, err))
+            != APR_SUCCESS
+        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_ROW, row_sql, NPARAMS, notary_store_row_types),
                             deadline, "preparing the record INSERT", errpool, err))
-           != APR_SUCCESS
+               != APR_SUCCESS
         || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_KEY, key_sql, 2, key_types),
                             deadline, "preparing the key INSERT", errpool, err))
-           != APR_SUCCESS
+               != APR_SUCCESS
         || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_ADM, adm_sql, 4, adm_types),
                             deadline, "preparing the admission INSERT", errpool, err))
-           != APR_SUCCESS
-        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_CHECK, check_sql, NPARAMS_CHECK - 1,
-                                              check_types),
+               != APR_SUCCESS
+        || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_CHECK, check_sql, NPARAMS_CHECK - 1, check_types),
                             deadline, "preparing the retry check", errpool, err))
-           != APR_SUCCESS
+               != APR_SUCCESS
         || (rv = setup_step(cs, sc, PQsendPrepare(c, STMT_GUARD, guard_sql, 1, guard_types),
                             deadline, "preparing the time guard", errpool, err))
-           != APR_SUCCESS) {
+               != APR_SUCCESS) {
         goto fail;
     }
     return APR_SUCCESS;
@@ -359,7 +359,7 @@ apr_status_t notary_store_slot_get(store_conns *cs, store_conn **psc, apr_time_t
     } while (APR_STATUS_IS_TIMEUP(rv) && apr_time_now() < deadline);
     if (rv != APR_SUCCESS) {
         *err = apr_psprintf(errpool, "record store: no connection free within "
-                            "NotaryDatabaseTimeout (%" APR_TIME_T_FMT " ms); not sent",
+                                     "NotaryDatabaseTimeout (%" APR_TIME_T_FMT " ms); not sent",
                             apr_time_as_msec(cs->timeout));
         return rv;
     }
@@ -421,11 +421,11 @@ static void rows_sql(char *buf, apr_size_t size, int n)
  * commit teaches the slot. */
 typedef struct {
     store_plan plan;
-    fresh_key fresh[2 * STORE_BATCH_MAX];   /* keys it registers, each once */
+    fresh_key fresh[2 * STORE_BATCH_MAX]; /* keys it registers, each once */
     int nfresh;
-    const store_params *adm[STORE_BATCH_MAX];  /* admissions it sends, each once */
+    const store_params *adm[STORE_BATCH_MAX]; /* admissions it sends, each once */
     int nadm;
-    int restoring;          /* its SET brings back the full statement_timeout */
+    int restoring; /* its SET brings back the full statement_timeout */
 } pipeline;
 
 static void plan_add(store_plan *plan, plan_query q)
@@ -551,7 +551,7 @@ static step_t pipeline_send(const store_conns *cs, store_conn *sc,
         plan_add(&pl->plan, PLAN_ADMISSION);
     }
     if (with_rows && !multi) {
-        const store_params *sp = sps[0];   /* n == 1 */
+        const store_params *sp = sps[0]; /* n == 1 */
         if (!PQsendQueryPrepared(conn, STMT_ROW, NPARAMS, sp->values, sp->lengths,
                                  notary_store_row_formats, 0)) {
             return STEP_CONN_LOST;
@@ -623,7 +623,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
 }
 
 step_t notary_store_committed_before(store_conn *sc, const store_params *sp,
-                                      apr_time_t deadline, int *same, PGresult **res)
+                                     apr_time_t deadline, int *same, PGresult **res)
 {
     const char *v[NPARAMS_CHECK - 1];
     int l[NPARAMS_CHECK - 1], i, j;

@@ -14,7 +14,7 @@
 #include "notary_store_int.h"
 
 /* PostgreSQL's epoch (2000-01-01 UTC) in apr_time_t (usec since 1970) */
-#define PG_EPOCH_USEC    APR_INT64_C(946684800000000)
+#define PG_EPOCH_USEC APR_INT64_C(946684800000000)
 
 /* A body kept in a file streams in through COPY: libpq would otherwise
  * hold all of it in the child as one parameter. */
@@ -41,18 +41,18 @@ const char *notary_store_record_incomplete(const notary_record *rec)
 {
     if (!rec->direction || (strcmp(rec->direction, "request") && strcmp(rec->direction, "response")))
         return "direction is not 'request' or 'response'";
-    if (rec->recorded_at <= 0)       return "recorded_at is not set";
-    if (!rec->merchant)              return "merchant is missing";
-    if (!rec->sender_key || !rec->sender_key_len)     return "sender_key is missing";
+    if (rec->recorded_at <= 0) return "recorded_at is not set";
+    if (!rec->merchant) return "merchant is missing";
+    if (!rec->sender_key || !rec->sender_key_len) return "sender_key is missing";
     if (!rec->receiver_key || !rec->receiver_key_len) return "receiver_key is missing";
-    if (!rec->rule)                  return "rule is missing";
-    if (!rec->method)                return "method is missing";
-    if (!rec->uri)                   return "uri is missing";
+    if (!rec->rule) return "rule is missing";
+    if (!rec->method) return "method is missing";
+    if (!rec->uri) return "uri is missing";
     if (!rec->exchange_id || !*rec->exchange_id) return "exchange_id is missing";
     if (!rec->body_sha256 && !rec->body_file) return "body_sha256 is missing";
     if (!rec->body && !rec->body_file && rec->body_len) return "body is missing";
     if (!rec->headers && rec->headers_len) return "headers are missing";
-    if (!rec->token && rec->token_len)     return "token is missing";
+    if (!rec->token && rec->token_len) return "token is missing";
     if (rec->body_len > 0x7fffffff || rec->headers_len > 0x7fffffff
         || rec->sender_key_len > 0x7fffffff || rec->receiver_key_len > 0x7fffffff
         || rec->token_len > 0x7fffffff)
@@ -85,7 +85,7 @@ int notary_store_leaf(store_params *sp, apr_pool_t *p)
     lr.headers = (const unsigned char *)sp->values[10];
     lr.headers_len = (apr_size_t)sp->lengths[10];
     lr.body_sha256 = (const unsigned char *)sp->values[P_SHA];
-    lr.token_sha256 = sp->has_token ? sp->token_md : NULL;   /* NULL: 32 zero bytes */
+    lr.token_sha256 = sp->has_token ? sp->token_md : NULL; /* NULL: 32 zero bytes */
     if (!lr.body_sha256 || notary_leaf_from_record(p, &lr, &e) != 0) {
         return -1;
     }
@@ -117,26 +117,35 @@ apr_status_t notary_store_build_params(const notary_record *rec, store_params *s
         *err = "record not stored: SHA-256 of a key failed (OpenSSL)";
         return APR_EGENERAL;
     }
-    sp->key_der[0] = rec->sender_key;    sp->key_len[0] = (int)rec->sender_key_len;
-    sp->key_der[1] = rec->receiver_key;  sp->key_len[1] = (int)rec->receiver_key_len;
+    sp->key_der[0] = rec->sender_key;
+    sp->key_len[0] = (int)rec->sender_key_len;
+    sp->key_der[1] = rec->receiver_key;
+    sp->key_len[1] = (int)rec->receiver_key_len;
     put_be64(sp->ts, (apr_uint64_t)(rec->recorded_at - PG_EPOCH_USEC));
     put_be32(sp->status, (apr_uint32_t)rec->status);
 
     memset(sp->lengths, 0, sizeof(sp->lengths));
     sp->values[P_LEAF] = sp->values[P_TOKEN] = NULL;
-    sp->values[0]  = (const char *)sp->ts;            sp->lengths[0] = 8;
-    sp->values[1]  = rec->direction;
-    sp->values[2]  = rec->merchant;
-    sp->values[3]  = (const char *)sp->key_md[0];     sp->lengths[3] = 32;
-    sp->values[4]  = (const char *)sp->key_md[1];     sp->lengths[4] = 32;
-    sp->values[5]  = rec->rule;
-    sp->values[6]  = rec->method;
-    sp->values[7]  = rec->uri;
-    sp->values[8]  = rec->status ? (const char *)sp->status : NULL;  sp->lengths[8] = 4;
-    sp->values[9]  = rec->content_type;
-    sp->values[10] = rec->headers ? rec->headers : "";  sp->lengths[10] = (int)rec->headers_len;
-    sp->values[P_BODY] = rec->body ? rec->body : "";    sp->lengths[P_BODY] = (int)rec->body_len;
-    sp->values[P_SHA] = (const char *)rec->body_sha256; sp->lengths[P_SHA] = 32;
+    sp->values[0] = (const char *)sp->ts;
+    sp->lengths[0] = 8;
+    sp->values[1] = rec->direction;
+    sp->values[2] = rec->merchant;
+    sp->values[3] = (const char *)sp->key_md[0];
+    sp->lengths[3] = 32;
+    sp->values[4] = (const char *)sp->key_md[1];
+    sp->lengths[4] = 32;
+    sp->values[5] = rec->rule;
+    sp->values[6] = rec->method;
+    sp->values[7] = rec->uri;
+    sp->values[8] = rec->status ? (const char *)sp->status : NULL;
+    sp->lengths[8] = 4;
+    sp->values[9] = rec->content_type;
+    sp->values[10] = rec->headers ? rec->headers : "";
+    sp->lengths[10] = (int)rec->headers_len;
+    sp->values[P_BODY] = rec->body ? rec->body : "";
+    sp->lengths[P_BODY] = (int)rec->body_len;
+    sp->values[P_SHA] = (const char *)rec->body_sha256;
+    sp->lengths[P_SHA] = 32;
     sp->values[P_XID] = rec->exchange_id;
 
     /* the leaf: a fresh salt, so that a leaf of a short, guessable
@@ -146,7 +155,8 @@ apr_status_t notary_store_build_params(const notary_record *rec, store_params *s
         *err = "record not stored: no random salt (OpenSSL RAND_bytes)";
         return APR_EGENERAL;
     }
-    sp->values[P_SALT] = (const char *)sp->salt;  sp->lengths[P_SALT] = 16;
+    sp->values[P_SALT] = (const char *)sp->salt;
+    sp->lengths[P_SALT] = 16;
     sp->has_token = rec->token != NULL;
     if (sp->has_token) {
         if (!EVP_Digest(rec->token, rec->token_len, sp->token_md, &md_len, EVP_sha256(), NULL)) {
@@ -158,7 +168,8 @@ apr_status_t notary_store_build_params(const notary_record *rec, store_params *s
         sp->token_jti = rec->token_jti;
         put_be64(sp->token_exp, (apr_uint64_t)(rec->token_exp * APR_INT64_C(1000000)
                                                - PG_EPOCH_USEC));
-        sp->values[P_TOKEN] = (const char *)sp->token_md;  sp->lengths[P_TOKEN] = 32;
+        sp->values[P_TOKEN] = (const char *)sp->token_md;
+        sp->lengths[P_TOKEN] = 32;
     }
     /* a body in a file without its digest: the COPY hashes it, then the leaf */
     if (sp->values[P_SHA] && notary_store_leaf(sp, p) != 0) {
@@ -217,11 +228,11 @@ static step_t copy_begin(PGconn *conn, apr_time_t deadline, PGresult **res)
             return STEP_OK;
         }
         if (!*res && PQresultStatus(r) == PGRES_COMMAND_OK) {
-            PQclear(r);         /* BEGIN */
+            PQclear(r); /* BEGIN */
             continue;
         }
         if (!*res) {
-            *res = r;       /* the error; read on to the end of it */
+            *res = r; /* the error; read on to the end of it */
         }
         else {
             PQclear(r);
@@ -241,7 +252,7 @@ static char *put_field_len(char *b, apr_int32_t len)
 static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off_t len,
                        char *buf, apr_time_t deadline, const char **why, apr_pool_t *errpool)
 {
-    static const char sig[] = "PGCOPY\n\377\r\n";     /* 11 bytes with the NUL */
+    static const char sig[] = "PGCOPY\n\377\r\n"; /* 11 bytes with the NUL */
     apr_size_t flen[P_BODY], need = 11 + 4 + 4 + 2 + 4, n, idlen;
     apr_off_t off = 0, left = len;
     unsigned int md_len;
@@ -253,7 +264,7 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
 
     for (i = 0; i < P_BODY; i++) {
         flen[i] = !sp->values[i] ? 0 : notary_store_row_formats[i] ? (apr_size_t)sp->lengths[i]
-                                                       : strlen(sp->values[i]);
+                                                                   : strlen(sp->values[i]);
         need += 4 + flen[i];
     }
     /* the header block may be long; the rest is short */
@@ -262,7 +273,9 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
     memcpy(head, sig, 11);
     b = put_field_len(head + 11, 0);
     b = put_field_len(b, 0);
-    b[0] = 0; b[1] = NPARAMS; b += 2;
+    b[0] = 0;
+    b[1] = NPARAMS;
+    b += 2;
     for (i = 0; i < P_BODY; i++) {
         if (!sp->values[i]) {
             b = put_field_len(b, -1);
@@ -281,8 +294,7 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
         *why = apr_psprintf(errpool, "cannot rewind the kept body: %pm", &rv);
         return STEP_SERVER_ERROR;
     }
-    if (!sp->values[P_SHA] && (!(md = EVP_MD_CTX_new())
-                               || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)) {
+    if (!sp->values[P_SHA] && (!(md = EVP_MD_CTX_new()) || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)) {
         EVP_MD_CTX_free(md);
         *why = "SHA-256 of the body failed (OpenSSL)";
         return STEP_SERVER_ERROR;
@@ -292,10 +304,9 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
         n = left > COPY_CHUNK ? COPY_CHUNK : (apr_size_t)left;
         if ((rv = apr_file_read_full(file, buf, n, &n)) != APR_SUCCESS) {
             *why = APR_STATUS_IS_EOF(rv)
-                 ? apr_psprintf(errpool, "cannot read the kept body back: it ends after %"
-                                APR_OFF_T_FMT " of its %" APR_OFF_T_FMT " bytes",
-                                len - left + (apr_off_t)n, len)
-                 : apr_psprintf(errpool, "cannot read the kept body back: %pm", &rv);
+                     ? apr_psprintf(errpool, "cannot read the kept body back: it ends after %" APR_OFF_T_FMT " of its %" APR_OFF_T_FMT " bytes",
+                                    len - left + (apr_off_t)n, len)
+                     : apr_psprintf(errpool, "cannot read the kept body back: %pm", &rv);
             step = STEP_SERVER_ERROR;
             break;
         }
@@ -346,7 +357,8 @@ static step_t copy_row(PGconn *conn, store_params *sp, apr_file_t *file, apr_off
         memcpy(b, sp->values[i], sp->lengths[i]);
         b += sp->lengths[i];
     }
-    b[0] = (char)0xff; b[1] = (char)0xff;     /* file trailer: -1 */
+    b[0] = (char)0xff;
+    b[1] = (char)0xff; /* file trailer: -1 */
     b += 2;
     return copy_put(conn, head, b - head, deadline);
 }
@@ -365,7 +377,8 @@ static step_t copy_rollback(PGconn *conn, apr_time_t deadline, step_t step)
     if (r) {
         PQclear(r);
     }
-    return s == STEP_OK ? step : s == STEP_TIMEOUT ? STEP_TIMEOUT : STEP_CONN_LOST;
+    return s == STEP_OK ? step : s == STEP_TIMEOUT ? STEP_TIMEOUT
+                                                   : STEP_CONN_LOST;
 }
 
 /* COPY of one row in a transaction of its own. We send its COMMIT only

@@ -20,26 +20,26 @@
 #include "notary_store.h"
 
 /* built-in type OIDs (catalog/pg_type.dat), fixed since forever */
-#define OID_BYTEA        17
-#define OID_INT4         23
-#define OID_TEXT         25
-#define OID_TIMESTAMPTZ  1184
+#define OID_BYTEA 17
+#define OID_INT4 23
+#define OID_TEXT 25
+#define OID_TIMESTAMPTZ 1184
 
 /* The row as the writer inserts it (schema version 3): keys by digest,
  * the leaf columns last (a COPY sends them after the body, whose digest
  * the leaf needs). The retry check (record_committed) takes the first
  * NPARAMS_CHECK without the body. */
-#define NPARAMS   17
+#define NPARAMS 17
 #define NPARAMS_CHECK 14
-#define P_BODY    11
-#define P_SHA     12
-#define P_XID     13
-#define P_SALT    14
-#define P_LEAF    15
-#define P_TOKEN   16
+#define P_BODY 11
+#define P_SHA 12
+#define P_XID 13
+#define P_SALT 14
+#define P_LEAF 15
+#define P_TOKEN 16
 #define ROW_COLUMNS "(recorded_at, direction, merchant, sender_key_sha256, " \
-    "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
-    "body, body_sha256, exchange_id, salt, leaf_hash, token_sha256)"
+                    "receiver_key_sha256, rule, method, uri, status, content_type, headers, " \
+                    "body, body_sha256, exchange_id, salt, leaf_hash, token_sha256)"
 
 /* The most records one transaction commits (group commit); a connection
  * prepares one INSERT per batch size (notary_store_conn.c). */
@@ -58,10 +58,10 @@ typedef struct store_params {
     const char *values[NPARAMS];
     int lengths[NPARAMS];
     unsigned char ts[8], status[4];
-    unsigned char key_md[2][32];        /* sender, receiver */
+    unsigned char key_md[2][32]; /* sender, receiver */
     const unsigned char *key_der[2];
     int key_len[2];
-    unsigned char body_md[32];          /* when the store hashes the body */
+    unsigned char body_md[32]; /* when the store hashes the body */
     /* the leaf (notary_store_leaf) and the admission */
     const notary_record *rec;
     unsigned char salt[16], leaf[32];
@@ -74,17 +74,19 @@ typedef struct store_params {
 /* network byte order, as PostgreSQL's binary formats want it */
 static inline void put_be32(unsigned char *b, apr_uint32_t v)
 {
-    b[0] = (unsigned char)(v >> 24); b[1] = (unsigned char)(v >> 16);
-    b[2] = (unsigned char)(v >> 8);  b[3] = (unsigned char)v;
+    b[0] = (unsigned char)(v >> 24);
+    b[1] = (unsigned char)(v >> 16);
+    b[2] = (unsigned char)(v >> 8);
+    b[3] = (unsigned char)v;
 }
 
 /* How one exchange with the server ended. */
 typedef enum {
     STEP_OK,
-    STEP_SERVER_ERROR,     /* the server answered with an error; conn usable */
-    STEP_CONN_LOST,        /* the connection broke */
-    STEP_TIMEOUT,          /* no answer in time; conn state unknown */
-    STEP_LATE              /* rolled back for want of time (the guard, or
+    STEP_SERVER_ERROR, /* the server answered with an error; conn usable */
+    STEP_CONN_LOST,    /* the connection broke */
+    STEP_TIMEOUT,      /* no answer in time; conn state unknown */
+    STEP_LATE          /* rolled back for want of time (the guard, or
                             * a COPY not committed); conn usable */
 } step_t;
 
@@ -94,7 +96,7 @@ typedef enum {
 typedef struct store_conns {
     apr_reslist_t *slots;
     const char *conninfo;
-    apr_interval_time_t timeout;  /* NotaryDatabaseTimeout */
+    apr_interval_time_t timeout; /* NotaryDatabaseTimeout */
 } store_conns;
 
 /* One pooled slot. Connected lazily after acquire, not in the reslist
@@ -103,7 +105,7 @@ typedef struct store_conns {
 #define KNOWN_KEYS 64
 typedef struct {
     unsigned char md[32];
-    unsigned char *der;          /* malloc'd: slots outlive any pool */
+    unsigned char *der; /* malloc'd: slots outlive any pool */
     int len;
 } known_key;
 
@@ -121,8 +123,8 @@ typedef struct store_conn {
     int nknown_adm, next_known_adm;
     /* bit n: "notary_rows_<n>", the n-row INSERT, is prepared here */
     apr_uint64_t rows_prepared;
-    int timeout_unsure;           /* statement_timeout may not be the store's */
-    int in_doubt;                 /* a commit was sent, its answer not read:
+    int timeout_unsure; /* statement_timeout may not be the store's */
+    int in_doubt;       /* a commit was sent, its answer not read:
                                    * if the connection breaks now, the rows
                                    * may or may not be there */
 } store_conn;
@@ -150,7 +152,7 @@ step_t notary_store_pipeline(const store_conns *cs, store_conn *sc,
 /* Is the committed row of this exchange and direction this very message
  * (our earlier attempt, whose answer was lost)? */
 step_t notary_store_committed_before(store_conn *sc, const store_params *sp,
-                                      apr_time_t deadline, int *same, PGresult **res);
+                                     apr_time_t deadline, int *same, PGresult **res);
 
 /* ---- notary_store_copy.c ---- */
 
@@ -216,12 +218,12 @@ long notary_store_server_ms(apr_interval_time_t left);
 
 /* What a pipeline's result answers, in the order the queries were sent. */
 typedef enum {
-    PLAN_SET,              /* SET statement_timeout */
-    PLAN_PREPARE,          /* PREPARE of the n-row INSERT */
-    PLAN_KEY,              /* one key's INSERT */
-    PLAN_ADMISSION,        /* one admission token's INSERT */
-    PLAN_ROWS,             /* the INSERT of the row or rows */
-    PLAN_GUARD             /* the time guard, last before the commit */
+    PLAN_SET,       /* SET statement_timeout */
+    PLAN_PREPARE,   /* PREPARE of the n-row INSERT */
+    PLAN_KEY,       /* one key's INSERT */
+    PLAN_ADMISSION, /* one admission token's INSERT */
+    PLAN_ROWS,      /* the INSERT of the row or rows */
+    PLAN_GUARD      /* the time guard, last before the commit */
 } plan_query;
 
 /* a SET, a PREPARE, two keys and an admission per row, the rows'
@@ -231,12 +233,12 @@ typedef enum {
 /* One pipelined transaction as sent (notary_store_conn.c), and what
  * reading its results found. */
 typedef struct {
-    plan_query query[PLAN_MAX];   /* query[i]: what the i-th result answers */
+    plan_query query[PLAN_MAX]; /* query[i]: what the i-th result answers */
     int n;
-    int prepared;                 /* the PREPARE succeeded (it outlives a
+    int prepared; /* the PREPARE succeeded (it outlives a
                                    * failed transaction) */
-    int late;                     /* the guard failed: rolled back */
-    int synced;                   /* the sync came: every result was read,
+    int late;     /* the guard failed: rolled back */
+    int synced;   /* the sync came: every result was read,
                                    * the commit's outcome is known */
 } store_plan;
 

@@ -67,7 +67,7 @@ int notary_store_wait_socket(PGconn *conn, int want_write, apr_time_t deadline,
             return 1;
         }
         if (n == 0) {
-            continue;          /* loop re-checks the deadline */
+            continue; /* loop re-checks the deadline */
         }
         if (errno != EINTR) {
             return -1;
@@ -182,7 +182,7 @@ step_t notary_store_read_plan(PGconn *conn, store_plan *plan, apr_time_t deadlin
             PQclear(r);
             continue;
         }
-        planned = i < plan->n;   /* libpq gives one result per query sent */
+        planned = i < plan->n; /* libpq gives one result per query sent */
         if (planned && plan->query[i] == PLAN_PREPARE
             && PQresultStatus(r) == PGRES_COMMAND_OK) {
             plan->prepared = 1;

@@ -16,8 +16,8 @@ static int hexval(int c)
 static int unreserved(int c)
 {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
-           || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
-           || c == '~';
+        || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_'
+        || c == '~';
 }
 
 const char *notary_target_normalize(apr_pool_t *p, const char *path,

@@ -19,11 +19,21 @@
  * that time arithmetic can never overflow. */
 #define NOTARY_DATE_MAX APR_INT64_C(253402300799)
 
-enum { ALG_RS256, ALG_PS256, ALG_ES256, ALG_ES384, ALG_EDDSA };
+enum { ALG_RS256,
+       ALG_PS256,
+       ALG_ES256,
+       ALG_ES384,
+       ALG_EDDSA };
 
-static const struct { const char *name; int id; } algs[] = {
-    { "RS256", ALG_RS256 }, { "PS256", ALG_PS256 }, { "ES256", ALG_ES256 },
-    { "ES384", ALG_ES384 }, { "EdDSA", ALG_EDDSA },
+static const struct {
+    const char *name;
+    int id;
+} algs[] = {
+    { "RS256", ALG_RS256 },
+    { "PS256", ALG_PS256 },
+    { "ES256", ALG_ES256 },
+    { "ES384", ALG_ES384 },
+    { "EdDSA", ALG_EDDSA },
 };
 
 /* alg values are case-sensitive (RFC 7515 4.1.1). */
@@ -72,7 +82,7 @@ static int ec_curve_nid(EVP_PKEY *key)
     int nid;
 
     if (EVP_PKEY_get_group_name(key, name, sizeof(name), &len) != 1)
-        return NID_undef;   /* explicit curve parameters: never accepted */
+        return NID_undef; /* explicit curve parameters: never accepted */
     nid = OBJ_sn2nid(name);
     if (nid == NID_undef)
         nid = EC_curve_nist2nid(name);
@@ -151,7 +161,7 @@ static const EVP_MD *alg_md(int alg)
     case ALG_ES256: return EVP_sha256();
     case ALG_ES384: return EVP_sha384();
     }
-    return NULL;    /* EdDSA hashes internally */
+    return NULL; /* EdDSA hashes internally */
 }
 
 /* RSA padding for the alg; PS256 is PSS, MGF1-SHA256, salt 32 (RFC 7518 3.5). */
@@ -263,7 +273,7 @@ static int numeric_date(json_t *v, apr_int64_t *out)
         double d = json_real_value(v);
         if (!(d >= 0.0 && d < (double)NOTARY_DATE_MAX + 1.0))
             return 2;
-        *out = (apr_int64_t)d;  /* truncation == floor for d >= 0 */
+        *out = (apr_int64_t)d; /* truncation == floor for d >= 0 */
         return 0;
     }
     return 1;
@@ -516,7 +526,8 @@ done:
 /* Width of R and S in a JWS ECDSA signature. */
 static int ec_width(int alg)
 {
-    return alg == ALG_ES256 ? 32 : alg == ALG_ES384 ? 48 : 0;
+    return alg == ALG_ES256 ? 32 : alg == ALG_ES384 ? 48
+                                                    : 0;
 }
 
 notary_token_status notary_token_verify_signature(const notary_token *tok, EVP_PKEY *key,
@@ -573,7 +584,7 @@ notary_token_status notary_token_verify_signature(const notary_token *tok, EVP_P
             why = "internal error: ECDSA_SIG_set0";
             goto cleanup;
         }
-        r = s = NULL;   /* owned by esig now */
+        r = s = NULL; /* owned by esig now */
         n = i2d_ECDSA_SIG(esig, NULL);
         if (n <= 0 || n > (int)sizeof(der)) {
             why = "internal error: i2d_ECDSA_SIG";
@@ -609,7 +620,8 @@ notary_token_status notary_token_verify_signature(const notary_token *tok, EVP_P
         goto cleanup;
     }
     if (EVP_DigestVerify(mdctx, sig, sig_len, (const unsigned char *)tok->signing_input,
-                         tok->signing_input_len) != 1) {
+                         tok->signing_input_len)
+        != 1) {
         why = "token signature does not verify with the key the merchant presented";
         goto cleanup;
     }
@@ -620,7 +632,7 @@ cleanup:
     BN_free(r);
     BN_free(s);
     ECDSA_SIG_free(esig);
-    EVP_MD_CTX_free(mdctx);     /* frees pctx too */
+    EVP_MD_CTX_free(mdctx); /* frees pctx too */
     ERR_pop_to_mark();
     if (detail)
         *detail = why;
@@ -673,9 +685,9 @@ const char *notary_token_sign_raw(apr_pool_t *p, EVP_PKEY *key, const char *alg_
         goto cleanup;
     }
     input = apr_pstrcat(p,
-        notary_b64url_encode(p, (const unsigned char *)header_json, strlen(header_json)), ".",
-        notary_b64url_encode(p, (const unsigned char *)payload_json, strlen(payload_json)),
-        NULL);
+                        notary_b64url_encode(p, (const unsigned char *)header_json, strlen(header_json)), ".",
+                        notary_b64url_encode(p, (const unsigned char *)payload_json, strlen(payload_json)),
+                        NULL);
 
     if (!(mdctx = EVP_MD_CTX_new())) {
         why = "out of memory";
@@ -744,7 +756,8 @@ const char *notary_token_sign(apr_pool_t *p, EVP_PKEY *key, const char *alg, con
         case EVP_PKEY_ED25519: alg = "EdDSA"; break;
         case EVP_PKEY_EC:
             nid = ec_curve_nid(key);
-            alg = nid == NID_X9_62_prime256v1 ? "ES256" : nid == NID_secp384r1 ? "ES384" : NULL;
+            alg = nid == NID_X9_62_prime256v1 ? "ES256" : nid == NID_secp384r1 ? "ES384"
+                                                                               : NULL;
             break;
         }
         if (!alg) {
@@ -796,23 +809,23 @@ cleanup:
 const char *notary_token_status_str(notary_token_status s)
 {
     switch (s) {
-    case NOTARY_TOKEN_OK:               return "token verified";
-    case NOTARY_TOKEN_MISSING:          return "no token and no contract session";
-    case NOTARY_TOKEN_TOO_LARGE:        return "token too large";
-    case NOTARY_TOKEN_MALFORMED:        return "token malformed";
-    case NOTARY_TOKEN_ALG_NONE:         return "token algorithm none is refused";
-    case NOTARY_TOKEN_ALG_HMAC:         return "token hmac algorithms (hs256, hs384, hs512) are refused";
-    case NOTARY_TOKEN_ALG_UNSUPPORTED:  return "token algorithm not supported";
+    case NOTARY_TOKEN_OK: return "token verified";
+    case NOTARY_TOKEN_MISSING: return "no token and no contract session";
+    case NOTARY_TOKEN_TOO_LARGE: return "token too large";
+    case NOTARY_TOKEN_MALFORMED: return "token malformed";
+    case NOTARY_TOKEN_ALG_NONE: return "token algorithm none is refused";
+    case NOTARY_TOKEN_ALG_HMAC: return "token hmac algorithms (hs256, hs384, hs512) are refused";
+    case NOTARY_TOKEN_ALG_UNSUPPORTED: return "token algorithm not supported";
     case NOTARY_TOKEN_ALG_KEY_MISMATCH: return "token algorithm does not fit the key the merchant presented";
-    case NOTARY_TOKEN_BAD_TYP:          return "token typ is not notary+jwt or jwt";
-    case NOTARY_TOKEN_CRIT:             return "token has critical header extensions";
-    case NOTARY_TOKEN_MISSING_CLAIM:    return "token lacks a required claim";
-    case NOTARY_TOKEN_EXPIRED:          return "token expired";
-    case NOTARY_TOKEN_NOT_YET_VALID:    return "token not yet valid";
-    case NOTARY_TOKEN_LIFETIME:         return "token lifetime too long";
-    case NOTARY_TOKEN_AUDIENCE:         return "token is for another notary";
-    case NOTARY_TOKEN_BINDING:          return "token is bound to another consumer certificate";
-    case NOTARY_TOKEN_BAD_SIGNATURE:    return "token signature does not verify with the key the merchant presented";
+    case NOTARY_TOKEN_BAD_TYP: return "token typ is not notary+jwt or jwt";
+    case NOTARY_TOKEN_CRIT: return "token has critical header extensions";
+    case NOTARY_TOKEN_MISSING_CLAIM: return "token lacks a required claim";
+    case NOTARY_TOKEN_EXPIRED: return "token expired";
+    case NOTARY_TOKEN_NOT_YET_VALID: return "token not yet valid";
+    case NOTARY_TOKEN_LIFETIME: return "token lifetime too long";
+    case NOTARY_TOKEN_AUDIENCE: return "token is for another notary";
+    case NOTARY_TOKEN_BINDING: return "token is bound to another consumer certificate";
+    case NOTARY_TOKEN_BAD_SIGNATURE: return "token signature does not verify with the key the merchant presented";
     }
     return "token status unknown";
 }
@@ -820,23 +833,23 @@ const char *notary_token_status_str(notary_token_status s)
 const char *notary_token_status_name(notary_token_status s)
 {
     switch (s) {
-    case NOTARY_TOKEN_OK:               return "OK";
-    case NOTARY_TOKEN_MISSING:          return "MISSING";
-    case NOTARY_TOKEN_TOO_LARGE:        return "TOO_LARGE";
-    case NOTARY_TOKEN_MALFORMED:        return "MALFORMED";
-    case NOTARY_TOKEN_ALG_NONE:         return "ALG_NONE";
-    case NOTARY_TOKEN_ALG_HMAC:         return "ALG_HMAC";
-    case NOTARY_TOKEN_ALG_UNSUPPORTED:  return "ALG_UNSUPPORTED";
+    case NOTARY_TOKEN_OK: return "OK";
+    case NOTARY_TOKEN_MISSING: return "MISSING";
+    case NOTARY_TOKEN_TOO_LARGE: return "TOO_LARGE";
+    case NOTARY_TOKEN_MALFORMED: return "MALFORMED";
+    case NOTARY_TOKEN_ALG_NONE: return "ALG_NONE";
+    case NOTARY_TOKEN_ALG_HMAC: return "ALG_HMAC";
+    case NOTARY_TOKEN_ALG_UNSUPPORTED: return "ALG_UNSUPPORTED";
     case NOTARY_TOKEN_ALG_KEY_MISMATCH: return "ALG_KEY_MISMATCH";
-    case NOTARY_TOKEN_BAD_TYP:          return "BAD_TYP";
-    case NOTARY_TOKEN_CRIT:             return "CRIT";
-    case NOTARY_TOKEN_MISSING_CLAIM:    return "MISSING_CLAIM";
-    case NOTARY_TOKEN_EXPIRED:          return "EXPIRED";
-    case NOTARY_TOKEN_NOT_YET_VALID:    return "NOT_YET_VALID";
-    case NOTARY_TOKEN_LIFETIME:         return "LIFETIME";
-    case NOTARY_TOKEN_AUDIENCE:         return "AUDIENCE";
-    case NOTARY_TOKEN_BINDING:          return "BINDING";
-    case NOTARY_TOKEN_BAD_SIGNATURE:    return "BAD_SIGNATURE";
+    case NOTARY_TOKEN_BAD_TYP: return "BAD_TYP";
+    case NOTARY_TOKEN_CRIT: return "CRIT";
+    case NOTARY_TOKEN_MISSING_CLAIM: return "MISSING_CLAIM";
+    case NOTARY_TOKEN_EXPIRED: return "EXPIRED";
+    case NOTARY_TOKEN_NOT_YET_VALID: return "NOT_YET_VALID";
+    case NOTARY_TOKEN_LIFETIME: return "LIFETIME";
+    case NOTARY_TOKEN_AUDIENCE: return "AUDIENCE";
+    case NOTARY_TOKEN_BINDING: return "BINDING";
+    case NOTARY_TOKEN_BAD_SIGNATURE: return "BAD_SIGNATURE";
     }
     return "UNKNOWN";
 }

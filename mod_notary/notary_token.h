@@ -16,9 +16,9 @@
 
 typedef enum {
     NOTARY_TOKEN_OK = 0,
-    NOTARY_TOKEN_MISSING,          /* glue uses it: no token and no session */
-    NOTARY_TOKEN_TOO_LARGE,        /* compact form longer than NOTARY_TOKEN_MAX_LEN */
-    NOTARY_TOKEN_MALFORMED,        /* not 3 base64url parts, bad JSON, wrong types */
+    NOTARY_TOKEN_MISSING,   /* glue uses it: no token and no session */
+    NOTARY_TOKEN_TOO_LARGE, /* compact form longer than NOTARY_TOKEN_MAX_LEN */
+    NOTARY_TOKEN_MALFORMED, /* not 3 base64url parts, bad JSON, wrong types */
     NOTARY_TOKEN_ALG_NONE,
     NOTARY_TOKEN_ALG_HMAC,         /* HS256/HS384/HS512 */
     NOTARY_TOKEN_ALG_UNSUPPORTED,  /* not one of RS256 PS256 ES256 ES384 EdDSA */
@@ -34,21 +34,25 @@ typedef enum {
     NOTARY_TOKEN_BAD_SIGNATURE
 } notary_token_status;
 
-#define NOTARY_TOKEN_MAX_LEN 4096  /* well inside LimitRequestLine (8190) */
+#define NOTARY_TOKEN_MAX_LEN 4096 /* well inside LimitRequestLine (8190) */
 #define NOTARY_TOKEN_SKEW 60
 
 typedef struct notary_token {
     const char *alg;
-    const char *typ;        /* NULL if absent */
-    const char *aud_first;  /* for logs */
-    apr_int64_t iat, exp;   /* NumericDate, seconds (non-integer JSON numbers floored) */
-    const char *jti;        /* NULL if absent */
+    const char *typ;       /* NULL if absent */
+    const char *aud_first; /* for logs */
+    apr_int64_t iat, exp;  /* NumericDate, seconds (non-integer JSON numbers floored) */
+    const char *jti;       /* NULL if absent */
     unsigned char cnf_x5t_s256[32];
-    const char *signing_input; apr_size_t signing_input_len;  /* "b64(header).b64(payload)" */
-    unsigned char *sig; apr_size_t sig_len;
+    const char *signing_input;
+    apr_size_t signing_input_len; /* "b64(header).b64(payload)" */
+    unsigned char *sig;
+    apr_size_t sig_len;
     /* private */
-    const char **auds; int n_auds;
-    int has_nbf; apr_int64_t nbf;
+    const char **auds;
+    int n_auds;
+    int has_nbf;
+    apr_int64_t nbf;
 } notary_token;
 
 /* Parse compact JWS and check header + claim syntax; no key needed.

@@ -60,7 +60,7 @@ unsigned char *notary_b64url_decode(apr_pool_t *p, const char *s, apr_size_t sle
     int bits = 0;
 
     if (rest == 1)
-        return NULL;        /* 6 bits cannot encode a byte */
+        return NULL; /* 6 bits cannot encode a byte */
     out = apr_palloc(p, slen / 4 * 3 + (rest ? rest - 1 : 0) + 1);
     for (i = 0; i < slen; i++) {
         int v = b64url_value((unsigned char)s[i]);
@@ -168,7 +168,7 @@ void notary_buf_append(apr_pool_t *p, char **buf, apr_size_t *len, apr_size_t *c
                        apr_size_t first, apr_size_t max, const char *d, apr_size_t n)
 {
     if (!n) {
-        return;     /* *buf may still be NULL: NULL + 0 is undefined in C */
+        return; /* *buf may still be NULL: NULL + 0 is undefined in C */
     }
     if (*len + n > *cap) {
         apr_size_t c = *cap ? *cap * 2 : (first ? first : 64);

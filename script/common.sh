@@ -10,7 +10,7 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
   redis-server
-  clang libclang-rt-dev"
+  clang libclang-rt-dev clang-format"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
 
 notary_install_deps() {

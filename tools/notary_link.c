@@ -20,41 +20,59 @@
 #define MAX_PEM (1024 * 1024)
 
 static const char usage_text[] =
-"usage: notary-link --key MERCHANT-KEY.pem --consumer-cert CONSUMER.pem\n"
-"                   --notary https://NOTARY[:PORT] --merchant NAME --path /PATH[?QUERY]\n"
-"                   [--lifetime SECONDS] [--alg RS256|PS256|ES256|ES384|EdDSA]\n"
-"                   [--jti ID] [--aud HOST] [--param NAME] [--now EPOCH] [--token-only]\n"
-"\n"
-"Prints https://NOTARY[:PORT]/NAME/PATH?QUERY&notary_token=TOKEN, where TOKEN is a\n"
-"JWS signed with MERCHANT-KEY (the private key of the certificate the merchant's\n"
-"backend presents to the notary), bound to the consumer's certificate.\n"
-"\n"
-"  --key FILE            merchant private key, PEM (PKCS#8 or traditional; RSA, EC, Ed25519)\n"
-"  --consumer-cert FILE  the consumer's certificate, PEM\n"
-"  --notary URL          the notary's https base URL as the consumer reaches it\n"
-"  --merchant NAME       the merchant's name registered at the notary (NotaryMerchant)\n"
-"  --path PATH           path (and query) on the merchant's site; starts with /\n"
-"  --lifetime SECONDS    token lifetime, default 600 (notaries refuse more than\n"
-"                        NotaryTokenMaxAge, default 900)\n"
-"  --alg ALG             default: RS256 for RSA, ES256 for P-256, ES384 for P-384,\n"
-"                        EdDSA for Ed25519\n"
-"  --jti ID              token id, recorded with the contract session\n"
-"  --aud HOST            audience, default the host of --notary (no port)\n"
-"  --param NAME          query parameter, default notary_token (NotaryTokenParam)\n"
-"  --now EPOCH           issue time in seconds since 1970 (for tests), default now\n"
-"  --token-only          print only the token\n"
-"  --help                this text\n";
+    "usage: notary-link --key MERCHANT-KEY.pem --consumer-cert CONSUMER.pem\n"
+    "                   --notary https://NOTARY[:PORT] --merchant NAME --path /PATH[?QUERY]\n"
+    "                   [--lifetime SECONDS] [--alg RS256|PS256|ES256|ES384|EdDSA]\n"
+    "                   [--jti ID] [--aud HOST] [--param NAME] [--now EPOCH] [--token-only]\n"
+    "\n"
+    "Prints https://NOTARY[:PORT]/NAME/PATH?QUERY&notary_token=TOKEN, where TOKEN is a\n"
+    "JWS signed with MERCHANT-KEY (the private key of the certificate the merchant's\n"
+    "backend presents to the notary), bound to the consumer's certificate.\n"
+    "\n"
+    "  --key FILE            merchant private key, PEM (PKCS#8 or traditional; RSA, EC, Ed25519)\n"
+    "  --consumer-cert FILE  the consumer's certificate, PEM\n"
+    "  --notary URL          the notary's https base URL as the consumer reaches it\n"
+    "  --merchant NAME       the merchant's name registered at the notary (NotaryMerchant)\n"
+    "  --path PATH           path (and query) on the merchant's site; starts with /\n"
+    "  --lifetime SECONDS    token lifetime, default 600 (notaries refuse more than\n"
+    "                        NotaryTokenMaxAge, default 900)\n"
+    "  --alg ALG             default: RS256 for RSA, ES256 for P-256, ES384 for P-384,\n"
+    "                        EdDSA for Ed25519\n"
+    "  --jti ID              token id, recorded with the contract session\n"
+    "  --aud HOST            audience, default the host of --notary (no port)\n"
+    "  --param NAME          query parameter, default notary_token (NotaryTokenParam)\n"
+    "  --now EPOCH           issue time in seconds since 1970 (for tests), default now\n"
+    "  --token-only          print only the token\n"
+    "  --help                this text\n";
 
-enum { O_KEY = 256, O_CERT, O_NOTARY, O_MERCHANT, O_PATH, O_LIFETIME, O_ALG, O_JTI,
-       O_AUD, O_PARAM, O_NOW, O_TOKEN_ONLY, O_HELP };
+enum { O_KEY = 256,
+       O_CERT,
+       O_NOTARY,
+       O_MERCHANT,
+       O_PATH,
+       O_LIFETIME,
+       O_ALG,
+       O_JTI,
+       O_AUD,
+       O_PARAM,
+       O_NOW,
+       O_TOKEN_ONLY,
+       O_HELP };
 
 static const apr_getopt_option_t options[] = {
-    { "key", O_KEY, 1, "" }, { "consumer-cert", O_CERT, 1, "" },
-    { "notary", O_NOTARY, 1, "" }, { "merchant", O_MERCHANT, 1, "" },
-    { "path", O_PATH, 1, "" }, { "lifetime", O_LIFETIME, 1, "" },
-    { "alg", O_ALG, 1, "" }, { "jti", O_JTI, 1, "" }, { "aud", O_AUD, 1, "" },
-    { "param", O_PARAM, 1, "" }, { "now", O_NOW, 1, "" },
-    { "token-only", O_TOKEN_ONLY, 0, "" }, { "help", O_HELP, 0, "" },
+    { "key", O_KEY, 1, "" },
+    { "consumer-cert", O_CERT, 1, "" },
+    { "notary", O_NOTARY, 1, "" },
+    { "merchant", O_MERCHANT, 1, "" },
+    { "path", O_PATH, 1, "" },
+    { "lifetime", O_LIFETIME, 1, "" },
+    { "alg", O_ALG, 1, "" },
+    { "jti", O_JTI, 1, "" },
+    { "aud", O_AUD, 1, "" },
+    { "param", O_PARAM, 1, "" },
+    { "now", O_NOW, 1, "" },
+    { "token-only", O_TOKEN_ONLY, 0, "" },
+    { "help", O_HELP, 0, "" },
     { NULL, 0, 0, NULL },
 };
 
@@ -147,7 +165,7 @@ int main(int argc, const char *const *argv)
         fprintf(stderr, "notary-link: cannot initialize option parsing\n");
         goto cleanup;
     }
-    os->errfn = NULL;   /* our own messages */
+    os->errfn = NULL; /* our own messages */
     while ((rv = apr_getopt_long(os, options, &opt, &arg)) == APR_SUCCESS) {
         switch (opt) {
         case O_KEY: key_file = arg; break;
@@ -160,7 +178,10 @@ int main(int argc, const char *const *argv)
         case O_AUD: aud = arg; break;
         case O_PARAM: param = arg; break;
         case O_TOKEN_ONLY: token_only = 1; break;
-        case O_HELP: fputs(usage_text, stdout); rc = 0; goto cleanup;
+        case O_HELP:
+            fputs(usage_text, stdout);
+            rc = 0;
+            goto cleanup;
         case O_LIFETIME:
             if (!parse_int(arg, &lifetime) || lifetime <= 0) {
                 rc = usage_error("--lifetime must be a whole number of seconds > 0, not '%s'", arg);
@@ -268,7 +289,8 @@ int main(int argc, const char *const *argv)
         base[strlen(base) - 1] = '\0';
     n = (int)strlen(path_part);
     printf("%s/%s%s%s%s=%s%s\n", base, merchant, path_part,
-           !strchr(path_part, '?') ? "?" : (path_part[n - 1] == '?' || path_part[n - 1] == '&') ? "" : "&",
+           !strchr(path_part, '?') ? "?" : (path_part[n - 1] == '?' || path_part[n - 1] == '&') ? ""
+                                                                                                : "&",
            param, token, frag ? frag : "");
     rc = 0;
 

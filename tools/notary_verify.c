@@ -43,44 +43,62 @@
 #define MAX_KEYS 16
 
 static const char usage_text[] =
-"usage: notary-verify [--json] (--key VKEY | --key-file FILE)... COMMAND ...\n"
-"\n"
-"  promise FILE [--body FILE] [--headers FILE]\n"
-"        a promise (the Notary-Receipt header's value, or the 202 answer of\n"
-"        /.notary/receipt/...): signed by the log, names this entry\n"
-"  receipt FILE [--body FILE] [--headers FILE]\n"
-"        a c2sp.org/tlog-proof@v1 receipt: the entry is in the tree of a\n"
-"        checkpoint the log signed\n"
-"  consistency OLD NEW (--proof FILE | --tiles DIR)\n"
-"        the log of checkpoint NEW extends that of OLD (each a checkpoint or a\n"
-"        receipt); the proof from a file of base64 hashes, or computed from\n"
-"        tiles fetched from /.notary/log/ into DIR\n"
-"  audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]\n"
-"        the record store against its log: every row's leaf recomputed, the\n"
-"        tree, the stored checkpoints, and the checkpoints and receipts given;\n"
-"        names every altered, dropped, reordered, unlogged or backdated row\n"
-"        and any fork (--max-lag: the integration lag allowed, default 60)\n"
-"\n"
-"  --key VKEY        the log's public key, a C2SP vkey (NAME+KEYID+BASE64)\n"
-"  --key-file FILE   vkeys, one a line ('#' starts a comment)\n"
-"  --body FILE       check that the entry commits to these body bytes\n"
-"  --headers FILE    check that the entry commits to these header bytes\n"
-"  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
-"  --json            one JSON object on standard output\n"
-"  --version, --help\n"
-"\n"
-"A FILE of - is standard input. Exit status: 0 valid, 1 invalid, 2 usage or I/O.\n";
+    "usage: notary-verify [--json] (--key VKEY | --key-file FILE)... COMMAND ...\n"
+    "\n"
+    "  promise FILE [--body FILE] [--headers FILE]\n"
+    "        a promise (the Notary-Receipt header's value, or the 202 answer of\n"
+    "        /.notary/receipt/...): signed by the log, names this entry\n"
+    "  receipt FILE [--body FILE] [--headers FILE]\n"
+    "        a c2sp.org/tlog-proof@v1 receipt: the entry is in the tree of a\n"
+    "        checkpoint the log signed\n"
+    "  consistency OLD NEW (--proof FILE | --tiles DIR)\n"
+    "        the log of checkpoint NEW extends that of OLD (each a checkpoint or a\n"
+    "        receipt); the proof from a file of base64 hashes, or computed from\n"
+    "        tiles fetched from /.notary/log/ into DIR\n"
+    "  audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]\n"
+    "        the record store against its log: every row's leaf recomputed, the\n"
+    "        tree, the stored checkpoints, and the checkpoints and receipts given;\n"
+    "        names every altered, dropped, reordered, unlogged or backdated row\n"
+    "        and any fork (--max-lag: the integration lag allowed, default 60)\n"
+    "\n"
+    "  --key VKEY        the log's public key, a C2SP vkey (NAME+KEYID+BASE64)\n"
+    "  --key-file FILE   vkeys, one a line ('#' starts a comment)\n"
+    "  --body FILE       check that the entry commits to these body bytes\n"
+    "  --headers FILE    check that the entry commits to these header bytes\n"
+    "  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
+    "  --json            one JSON object on standard output\n"
+    "  --version, --help\n"
+    "\n"
+    "A FILE of - is standard input. Exit status: 0 valid, 1 invalid, 2 usage or I/O.\n";
 
-enum { O_KEY = 256, O_KEY_FILE, O_BODY, O_HEADERS, O_PROOF, O_TILES, O_JSON, O_VERSION, O_HELP,
-       O_DB, O_CHECKPOINT, O_RECEIPT, O_MAX_LAG };
+enum { O_KEY = 256,
+       O_KEY_FILE,
+       O_BODY,
+       O_HEADERS,
+       O_PROOF,
+       O_TILES,
+       O_JSON,
+       O_VERSION,
+       O_HELP,
+       O_DB,
+       O_CHECKPOINT,
+       O_RECEIPT,
+       O_MAX_LAG };
 #define MAX_FILES 64
 
 static const apr_getopt_option_t options[] = {
-    { "key", O_KEY, 1, "" }, { "key-file", O_KEY_FILE, 1, "" },
-    { "body", O_BODY, 1, "" }, { "headers", O_HEADERS, 1, "" },
-    { "proof", O_PROOF, 1, "" }, { "tiles", O_TILES, 1, "" },
-    { "json", O_JSON, 0, "" }, { "version", O_VERSION, 0, "" }, { "help", O_HELP, 0, "" },
-    { "db", O_DB, 1, "" }, { "checkpoint", O_CHECKPOINT, 1, "" }, { "receipt", O_RECEIPT, 1, "" },
+    { "key", O_KEY, 1, "" },
+    { "key-file", O_KEY_FILE, 1, "" },
+    { "body", O_BODY, 1, "" },
+    { "headers", O_HEADERS, 1, "" },
+    { "proof", O_PROOF, 1, "" },
+    { "tiles", O_TILES, 1, "" },
+    { "json", O_JSON, 0, "" },
+    { "version", O_VERSION, 0, "" },
+    { "help", O_HELP, 0, "" },
+    { "db", O_DB, 1, "" },
+    { "checkpoint", O_CHECKPOINT, 1, "" },
+    { "receipt", O_RECEIPT, 1, "" },
     { "max-lag", O_MAX_LAG, 1, "" },
     { NULL, 0, 0, NULL },
 };
@@ -93,11 +111,14 @@ typedef struct {
     const char *body, *headers, *proof, *tiles;
     const char *args[4];
     int nargs;
-    const char *db;                                        /* audit */
-    struct { const char *path; int receipt; } files[MAX_FILES];
+    const char *db; /* audit */
+    struct {
+        const char *path;
+        int receipt;
+    } files[MAX_FILES];
     int nfiles;
     apr_int64_t max_lag;
-    json_t *out;          /* the report, also for text output */
+    json_t *out; /* the report, also for text output */
     int valid;
     const char *reason;
 } verify_ctx;
@@ -130,7 +151,7 @@ static char *read_file(apr_pool_t *p, const char *path, apr_size_t max, apr_size
     apr_size_t cap = 65536, n = 0;
 
     rv = is_stdin(path) ? apr_file_open_stdin(&f, p)
-                                : apr_file_open(&f, path, APR_READ | APR_BINARY, 0, p);
+                        : apr_file_open(&f, path, APR_READ | APR_BINARY, 0, p);
     if (rv != APR_SUCCESS) {
         fprintf(stderr, "notary-verify: cannot open %s: %s\n", path, apr_strerror(rv, err, sizeof(err)));
         return NULL;
@@ -177,7 +198,7 @@ static int hash_file(apr_pool_t *p, const char *path, unsigned char out[32])
     int res = -1;
 
     rv = is_stdin(path) ? apr_file_open_stdin(&f, p)
-                                : apr_file_open(&f, path, APR_READ | APR_BINARY, 0, p);
+                        : apr_file_open(&f, path, APR_READ | APR_BINARY, 0, p);
     if (rv != APR_SUCCESS) {
         fprintf(stderr, "notary-verify: cannot open %s: %s\n", path, apr_strerror(rv, err, sizeof(err)));
         return -1;
@@ -300,16 +321,14 @@ static json_t *entry_json(apr_pool_t *p, const notary_leaf_entry *e, const unsig
     json_object_set_new(j, "direction", jstr(notary_leaf_direction_name(e->direction)));
     json_object_set_new(j, "recorded_at", json_string(iso_time(p, e->recorded_at_us)));
     json_object_set_new(j, "recorded_at_us", json_integer((json_int_t)e->recorded_at_us));
-    json_object_set_new(j, "status", e->direction == NOTARY_LEAF_REQUEST ? json_null()
-                                                                         : json_integer(e->status));
+    json_object_set_new(j, "status", e->direction == NOTARY_LEAF_REQUEST ? json_null() : json_integer(e->status));
     json_object_set_new(j, "salt", json_string(notary_hex(p, e->salt, sizeof(e->salt))));
     json_object_set_new(j, "sender_key_sha256", json_string(notary_hex(p, e->sender_key_sha256, 32)));
     json_object_set_new(j, "receiver_key_sha256", json_string(notary_hex(p, e->receiver_key_sha256, 32)));
     json_object_set_new(j, "metadata_sha256", json_string(notary_hex(p, e->metadata_sha256, 32)));
     json_object_set_new(j, "headers_sha256", json_string(notary_hex(p, e->headers_sha256, 32)));
     json_object_set_new(j, "body_sha256", json_string(notary_hex(p, e->body_sha256, 32)));
-    json_object_set_new(j, "token_sha256", notary_leaf_has_token(e)
-                        ? json_string(notary_hex(p, e->token_sha256, 32)) : json_null());
+    json_object_set_new(j, "token_sha256", notary_leaf_has_token(e) ? json_string(notary_hex(p, e->token_sha256, 32)) : json_null());
     if (leaf_hash) {
         json_object_set_new(j, "leaf_hash", json_string(notary_hex(p, leaf_hash, 32)));
     }
@@ -362,8 +381,7 @@ static int check_files(verify_ctx *c, const notary_leaf_entry *e)
         if (hash_file(c->p, c->body, h) != 0) {
             return -1;
         }
-        json_object_set_new(files, "body", json_pack("{s:s,s:b}", "sha256", notary_hex(c->p, h, 32),
-                                                      "matches", memcmp(h, e->body_sha256, 32) == 0));
+        json_object_set_new(files, "body", json_pack("{s:s,s:b}", "sha256", notary_hex(c->p, h, 32), "matches", memcmp(h, e->body_sha256, 32) == 0));
         if (memcmp(h, e->body_sha256, 32) != 0) {
             invalid(c, apr_psprintf(c->p, "the body in %s is not the body the entry commits to", c->body));
         }
@@ -372,8 +390,7 @@ static int check_files(verify_ctx *c, const notary_leaf_entry *e)
         if (hash_file(c->p, c->headers, h) != 0) {
             return -1;
         }
-        json_object_set_new(files, "headers", json_pack("{s:s,s:b}", "sha256", notary_hex(c->p, h, 32),
-                                                         "matches", memcmp(h, e->headers_sha256, 32) == 0));
+        json_object_set_new(files, "headers", json_pack("{s:s,s:b}", "sha256", notary_hex(c->p, h, 32), "matches", memcmp(h, e->headers_sha256, 32) == 0));
         if (memcmp(h, e->headers_sha256, 32) != 0) {
             invalid(c, apr_psprintf(c->p, "the headers in %s are not the headers the entry commits to",
                                     c->headers));
@@ -404,8 +421,7 @@ static int cmd_promise(verify_ctx *c)
         return EXIT_INVALID;
     }
     notary_merkle_leaf_hash(pr.entry_bytes, NOTARY_LEAF_LEN, leaf);
-    json_object_set_new(c->out, "log", json_pack("{s:s,s:s}", "origin", pr.origin, "key_id",
-                                                 apr_psprintf(c->p, "%08x", (unsigned)n->verified_by->id)));
+    json_object_set_new(c->out, "log", json_pack("{s:s,s:s}", "origin", pr.origin, "key_id", apr_psprintf(c->p, "%08x", (unsigned)n->verified_by->id)));
     json_object_set_new(c->out, "mmd", json_integer((json_int_t)pr.mmd));
     json_object_set_new(c->out, "entry", entry_json(c->p, &pr.entry, leaf));
     if (check_files(c, &pr.entry) != 0) {
@@ -445,8 +461,7 @@ static int cmd_receipt(verify_ctx *c)
     json_object_set_new(c->out, "entry", entry_json(c->p, &r.entry, r.leaf_hash));
     json_object_set_new(c->out, "metadata", meta_json(c->p, &r.meta));
     /* an RFC 3161 token is carried, not judged: no TSA trust here (yet) */
-    json_object_set_new(c->out, "timestamp", r.timestamp
-                        ? json_pack("{s:i,s:b}", "bytes", (int)r.timestamp_len, "verified", 0) : json_null());
+    json_object_set_new(c->out, "timestamp", r.timestamp ? json_pack("{s:i,s:b}", "bytes", (int)r.timestamp_len, "verified", 0) : json_null());
     if (check_files(c, &r.entry) != 0) {
         return EXIT_USAGE;
     }
@@ -483,7 +498,7 @@ static int open_checkpoint(verify_ctx *c, const char *path, notary_checkpoint *c
 typedef struct {
     apr_pool_t *p;
     const char *dir;
-    const char *failed;   /* the first tile that could not be read */
+    const char *failed; /* the first tile that could not be read */
 } tile_dir;
 
 /* DIR/tile/L/N[.p/W]; the full tile serves for a partial one. */
@@ -540,7 +555,8 @@ static int read_proof_file(verify_ctx *c, unsigned char **proof, apr_size_t *cou
         if (*count == NOTARY_MERKLE_MAX_PROOF
             || !(h = notary_b64_decode(c->p, line, strlen(line), &hlen)) || hlen != NOTARY_HASH_LEN) {
             invalid(c, apr_psprintf(c->p, "%s: a line is not the base64 of a 32-byte hash, "
-                                    "or more than 64 lines", c->proof));
+                                          "or more than 64 lines",
+                                    c->proof));
             return EXIT_INVALID;
         }
         memcpy(*proof + (*count)++ * NOTARY_HASH_LEN, h, NOTARY_HASH_LEN);
@@ -617,12 +633,12 @@ static int cmd_consistency(verify_ctx *c)
 
 typedef struct {
     apr_int64_t id;
-    apr_int64_t index;              /* -1: not integrated */
+    apr_int64_t index; /* -1: not integrated */
     apr_uint64_t txid;
     apr_int64_t recorded_at_us, stored_at_us;
-    int has_entry;                  /* the row makes an entry (has a salt) */
-    int has_leaf;                   /* leaf_hash stored */
-    unsigned char leaf[32];         /* recomputed */
+    int has_entry;          /* the row makes an entry (has a salt) */
+    int has_leaf;           /* leaf_hash stored */
+    unsigned char leaf[32]; /* recomputed */
     unsigned char stored_leaf[32];
     unsigned char entry[NOTARY_LEAF_LEN];
     const char *exchange_id, *direction;
@@ -640,13 +656,13 @@ typedef struct {
     verify_ctx *c;
     PGconn *conn;
     json_t *findings;
-    apr_array_header_t *rows;       /* audit_row, ordered by index then id */
-    apr_array_header_t *cps;        /* audit_cp, by size */
-    unsigned char *tile_leaves;     /* level-0 hashes, log_size of them */
+    apr_array_header_t *rows;   /* audit_row, ordered by index then id */
+    apr_array_header_t *cps;    /* audit_cp, by size */
+    unsigned char *tile_leaves; /* level-0 hashes, log_size of them */
     apr_uint64_t log_size, tile_leaf_count;
     unsigned char log_root[32];
-    apr_hash_t *by_leaf;            /* recomputed leaf -> audit_row* */
-    PGresult *upper;                /* the tiles above level 0 */
+    apr_hash_t *by_leaf; /* recomputed leaf -> audit_row* */
+    PGresult *upper;     /* the tiles above level 0 */
     apr_int64_t max_lag_us, now_us, pre_log_max_id;
 } audit_ctx;
 
@@ -732,7 +748,7 @@ static void audit_one_row(audit_ctx *a, const PGresult *r, int i)
         memcpy(row->stored_leaf, v, 32);
     }
     if (!fcol(r, i, "salt", &len)) {
-        return;     /* no entry: judged with the unlogged rows */
+        return; /* no entry: judged with the unlogged rows */
     }
     /* the digests the row stores must be those of the bytes it stores */
     if ((v = fcol(r, i, "body", &len))) {
@@ -772,7 +788,7 @@ static int audit_read(audit_ctx *a)
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pq_fail(a, r, "BEGIN");
     PQclear(r);
     r = PQexecParams(a->conn, "SELECT size, root, checkpoint, pre_log_max_id, "
-                     "(extract(epoch FROM now()) * 1000000)::bigint FROM notary.log_state",
+                              "(extract(epoch FROM now()) * 1000000)::bigint FROM notary.log_state",
                      0, NULL, NULL, NULL, NULL, 1);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         return pq_fail(a, r, "reading notary.log_state (schema version 3?)");
@@ -784,7 +800,8 @@ static int audit_read(audit_ctx *a)
     PQclear(r);
 
     r = PQexecParams(a->conn, "SELECT size, root, checkpoint, (extract(epoch FROM created_at) * 1000000)::bigint "
-                     "FROM notary.log_checkpoints ORDER BY size", 0, NULL, NULL, NULL, NULL, 1);
+                              "FROM notary.log_checkpoints ORDER BY size",
+                     0, NULL, NULL, NULL, NULL, 1);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.log_checkpoints");
     for (i = 0; i < PQntuples(r); i++) {
         audit_cp *cp = apr_array_push(a->cps);
@@ -806,7 +823,7 @@ static int audit_read(audit_ctx *a)
         apr_uint64_t idx = be64_of(PQgetvalue(r, i, 0));
         int w = PQgetlength(r, i, 2) / 32;
         if (idx != (apr_uint64_t)i || (i + 1 < PQntuples(r) && w != NOTARY_TILE_WIDTH)) {
-            break;     /* a missing or short tile ends what the log can show */
+            break; /* a missing or short tile ends what the log can show */
         }
         memcpy(a->tile_leaves + a->tile_leaf_count * 32, PQgetvalue(r, i, 2), (apr_size_t)w * 32);
         a->tile_leaf_count += (apr_uint64_t)w;
@@ -814,7 +831,8 @@ static int audit_read(audit_ctx *a)
     PQclear(r);
 
     a->upper = PQexecParams(a->conn, "SELECT level, idx, width, hashes FROM notary.log_tiles WHERE level > 0 "
-                            "ORDER BY level, idx", 0, NULL, NULL, NULL, NULL, 1);
+                                     "ORDER BY level, idx",
+                            0, NULL, NULL, NULL, NULL, 1);
     if (!a->upper || PQresultStatus(a->upper) != PGRES_TUPLES_OK) {
         PGresult *u = a->upper;
         a->upper = NULL;
@@ -822,7 +840,7 @@ static int audit_read(audit_ctx *a)
     }
 
     r = PQexec(a->conn, "DECLARE audit NO SCROLL CURSOR FOR SELECT * FROM notary.audit_rows "
-               "ORDER BY leaf_index NULLS LAST, id");
+                        "ORDER BY leaf_index NULLS LAST, id");
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) return pq_fail(a, r, "reading notary.audit_rows");
     PQclear(r);
     for (;;) {
@@ -869,17 +887,18 @@ static void audit_rows_against_log(audit_ctx *a)
             if (!r->has_leaf) {
                 if (r->id > a->pre_log_max_id) {
                     finding(a, "unlogged", r, "%s has no leaf: it was not written by the notary's record path, "
-                            "and the log will never hold it", row_name(p, r));
+                                              "and the log will never hold it",
+                            row_name(p, r));
                 }
             }
             else if (r->stored_at_us < a->now_us - a->max_lag_us) {
-                finding(a, "unlogged", r, "%s was stored at %s and is still not in the log %" APR_INT64_T_FMT
-                        " s later (allowed lag %" APR_INT64_T_FMT " s)", row_name(p, r), iso_time(p, r->stored_at_us),
+                finding(a, "unlogged", r, "%s was stored at %s and is still not in the log %" APR_INT64_T_FMT " s later (allowed lag %" APR_INT64_T_FMT " s)", row_name(p, r), iso_time(p, r->stored_at_us),
                         (a->now_us - r->stored_at_us) / 1000000, a->max_lag_us / 1000000);
             }
             if (r->recorded_at_us < r->stored_at_us - a->max_lag_us) {
                 finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before the database "
-                        "stored it", row_name(p, r), iso_time(p, r->recorded_at_us),
+                                           "stored it",
+                        row_name(p, r), iso_time(p, r->recorded_at_us),
                         (r->stored_at_us - r->recorded_at_us) / 1000000);
             }
             continue;
@@ -888,17 +907,16 @@ static void audit_rows_against_log(audit_ctx *a)
         while (want < (apr_uint64_t)r->index) {
             const unsigned char *lh = want < a->tile_leaf_count ? a->tile_leaves + want * 32 : NULL;
             finding(a, "dropped", NULL, "index %" APR_UINT64_T_FMT ": the log holds leaf %s but no row has this "
-                    "index: the record was deleted or moved", want, lh ? notary_hex(p, lh, 32) : "(none)");
+                                        "index: the record was deleted or moved",
+                    want, lh ? notary_hex(p, lh, 32) : "(none)");
             want++;
         }
         want = (apr_uint64_t)r->index + 1;
         if ((apr_uint64_t)r->index >= a->log_size) {
-            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the log has only %" APR_UINT64_T_FMT
-                    " leaves: the log was cut short", row_name(p, r), r->index, a->log_size);
+            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the log has only %" APR_UINT64_T_FMT " leaves: the log was cut short", row_name(p, r), r->index, a->log_size);
         }
         else if ((apr_uint64_t)r->index >= a->tile_leaf_count) {
-            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the stored tiles end at %"
-                    APR_UINT64_T_FMT, row_name(p, r), r->index, a->tile_leaf_count);
+            finding(a, "truncated", r, "%s has index %" APR_INT64_T_FMT " but the stored tiles end at %" APR_UINT64_T_FMT, row_name(p, r), r->index, a->tile_leaf_count);
         }
         else if (r->has_entry && memcmp(r->leaf, a->tile_leaves + r->index * 32, 32) != 0) {
             const unsigned char *lh = a->tile_leaves + r->index * 32;
@@ -909,18 +927,19 @@ static void audit_rows_against_log(audit_ctx *a)
             for (j = 0; j < a->tile_leaf_count && memcmp(a->tile_leaves + j * 32, r->leaf, 32) != 0; j++)
                 ;
             if (j < a->tile_leaf_count) {
-                finding(a, "reordered", r, "%s sits at index %" APR_INT64_T_FMT " but the log holds it at index %"
-                        APR_UINT64_T_FMT "%s%s", row_name(p, r), r->index, j,
+                finding(a, "reordered", r, "%s sits at index %" APR_INT64_T_FMT " but the log holds it at index %" APR_UINT64_T_FMT "%s%s", row_name(p, r), r->index, j,
                         other ? "; the log's leaf here is " : "", other ? row_name(p, other) : "");
             }
             else if (r->has_leaf && memcmp(r->stored_leaf, lh, 32) == 0) {
                 finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " does not hash to the log's leaf, which "
-                        "is its stored leaf_hash: changed after it went into the log (or written with a leaf "
-                        "not its own)", row_name(p, r), r->index);
+                                         "is its stored leaf_hash: changed after it went into the log (or written with a leaf "
+                                         "not its own)",
+                        row_name(p, r), r->index);
             }
             else {
                 finding(a, "altered", r, "%s at index %" APR_INT64_T_FMT " is not the record the log holds there "
-                        "(neither its fields nor its stored leaf_hash hash to the log's leaf)", row_name(p, r), r->index);
+                                         "(neither its fields nor its stored leaf_hash hash to the log's leaf)",
+                        row_name(p, r), r->index);
             }
         }
         else if (!r->has_entry) {
@@ -928,9 +947,7 @@ static void audit_rows_against_log(audit_ctx *a)
         }
         /* integration order is (txid, id): anything else was moved */
         if (prev && (r->txid < prev->txid || (r->txid == prev->txid && r->id < prev->id))) {
-            finding(a, "reordered", r, "%s at index %" APR_INT64_T_FMT " was written before %s at index %"
-                    APR_INT64_T_FMT " (transaction %" APR_UINT64_T_FMT " < %" APR_UINT64_T_FMT
-                    "): the integrator never puts them in that order", row_name(p, r), r->index,
+            finding(a, "reordered", r, "%s at index %" APR_INT64_T_FMT " was written before %s at index %" APR_INT64_T_FMT " (transaction %" APR_UINT64_T_FMT " < %" APR_UINT64_T_FMT "): the integrator never puts them in that order", row_name(p, r), r->index,
                     row_name(p, prev), prev->index, r->txid, prev->txid);
         }
         prev = r;
@@ -938,14 +955,14 @@ static void audit_rows_against_log(audit_ctx *a)
         {
             const audit_cp *cp = cp_before(a, r->index);
             if (cp && r->recorded_at_us < cp->created_at_us - a->max_lag_us) {
-                finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before checkpoint %"
-                        APR_UINT64_T_FMT " (signed %s), the last one without it", row_name(p, r),
+                finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before checkpoint %" APR_UINT64_T_FMT " (signed %s), the last one without it", row_name(p, r),
                         iso_time(p, r->recorded_at_us), (cp->created_at_us - r->recorded_at_us) / 1000000,
                         cp->size, iso_time(p, cp->created_at_us));
             }
             else if (r->recorded_at_us < r->stored_at_us - a->max_lag_us) {
                 finding(a, "backdated", r, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before the database "
-                        "stored it", row_name(p, r), iso_time(p, r->recorded_at_us),
+                                           "stored it",
+                        row_name(p, r), iso_time(p, r->recorded_at_us),
                         (r->stored_at_us - r->recorded_at_us) / 1000000);
             }
         }
@@ -953,7 +970,8 @@ static void audit_rows_against_log(audit_ctx *a)
     while (want < a->log_size) {
         const unsigned char *lh = want < a->tile_leaf_count ? a->tile_leaves + want * 32 : NULL;
         finding(a, "dropped", NULL, "index %" APR_UINT64_T_FMT ": the log holds leaf %s but no row has this index: "
-                "the record was deleted", want, lh ? notary_hex(p, lh, 32) : "(none)");
+                                    "the record was deleted",
+                want, lh ? notary_hex(p, lh, 32) : "(none)");
         want++;
     }
 }
@@ -973,27 +991,25 @@ static void audit_checkpoint(audit_ctx *a, const char *what, const notary_checkp
     unsigned char root[32];
 
     if (cp->size > a->log_size) {
-        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the log now has %"
-                APR_UINT64_T_FMT ": it was cut short", what, cp->size, a->log_size);
+        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the log now has %" APR_UINT64_T_FMT ": it was cut short", what, cp->size, a->log_size);
     }
     else if (log_root_at(a, cp->size, root) != 0) {
-        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the stored tiles hold only %"
-                APR_UINT64_T_FMT, what, cp->size, a->tile_leaf_count);
+        finding(a, "truncated", NULL, "%s signs a tree of %" APR_UINT64_T_FMT " leaves; the stored tiles hold only %" APR_UINT64_T_FMT, what, cp->size, a->tile_leaf_count);
     }
     else if (memcmp(root, cp->root, 32) != 0) {
-        finding(a, "fork", NULL, "%s signs root %s for %" APR_UINT64_T_FMT " leaves; the log's first %"
-                APR_UINT64_T_FMT " leaves hash to %s: the log was rewritten or forked since",
+        finding(a, "fork", NULL, "%s signs root %s for %" APR_UINT64_T_FMT " leaves; the log's first %" APR_UINT64_T_FMT " leaves hash to %s: the log was rewritten or forked since",
                 what, notary_b64_encode(p, cp->root, 32), cp->size, cp->size, notary_b64_encode(p, root, 32));
     }
 }
 
 static const char *entry_diff(apr_pool_t *p, const unsigned char *a, const unsigned char *b)
 {
-    static const struct { int off, len; const char *name; } parts[] = {
-        { 15, 1, "direction" }, { 16, 8, "recorded_at" }, { 24, 2, "status" }, { 26, 16, "salt" },
-        { 42, 32, "sender key" }, { 74, 32, "receiver key" },
-        { 106, 32, "metadata (merchant, rule, method, uri, content type, exchange id)" },
-        { 138, 32, "headers" }, { 170, 32, "body" }, { 202, 32, "admission token" }, { 0, 0, NULL } };
+    static const struct {
+        int off, len;
+        const char *name;
+    } parts[] = {
+        { 15, 1, "direction" }, { 16, 8, "recorded_at" }, { 24, 2, "status" }, { 26, 16, "salt" }, { 42, 32, "sender key" }, { 74, 32, "receiver key" }, { 106, 32, "metadata (merchant, rule, method, uri, content type, exchange id)" }, { 138, 32, "headers" }, { 170, 32, "body" }, { 202, 32, "admission token" }, { 0, 0, NULL }
+    };
     const char *s = NULL;
     int i;
 
@@ -1032,7 +1048,10 @@ static int audit_given(audit_ctx *a)
             audit_checkpoint(a, apr_psprintf(p, "receipt %s", path), &rc.cp);
             for (k = 0; k < a->rows->nelts; k++) {
                 const audit_row *r = &APR_ARRAY_IDX(a->rows, k, audit_row);
-                if (r->index == (apr_int64_t)rc.tp.index) { row = r; break; }
+                if (r->index == (apr_int64_t)rc.tp.index) {
+                    row = r;
+                    break;
+                }
             }
             if (row && row->has_entry && memcmp(row->entry, rc.entry_bytes, NOTARY_LEAF_LEN) == 0) {
                 continue;
@@ -1049,16 +1068,12 @@ static int audit_given(audit_ctx *a)
                     }
                 }
                 if (!same) {
-                    finding(a, "dropped", row, "receipt %s shows exchange %s %s at index %" APR_UINT64_T_FMT
-                            "; no row of the database is that record", path, rc.meta.exchange_id ? rc.meta.exchange_id : "?",
+                    finding(a, "dropped", row, "receipt %s shows exchange %s %s at index %" APR_UINT64_T_FMT "; no row of the database is that record", path, rc.meta.exchange_id ? rc.meta.exchange_id : "?",
                             notary_leaf_direction_name(rc.entry.direction), rc.tp.index);
                 }
                 else if (same->index != (apr_int64_t)rc.tp.index) {
-                    finding(a, "reordered", same, "receipt %s shows %s at index %" APR_UINT64_T_FMT
-                            ", the database has it at %" APR_INT64_T_FMT "%s%s", path, row_name(p, same), rc.tp.index,
-                            same->index, same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN)
-                            ? "; changed: " : "", same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN)
-                            ? entry_diff(p, same->entry, rc.entry_bytes) : "");
+                    finding(a, "reordered", same, "receipt %s shows %s at index %" APR_UINT64_T_FMT ", the database has it at %" APR_INT64_T_FMT "%s%s", path, row_name(p, same), rc.tp.index,
+                            same->index, same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN) ? "; changed: " : "", same->has_entry && memcmp(same->entry, rc.entry_bytes, NOTARY_LEAF_LEN) ? entry_diff(p, same->entry, rc.entry_bytes) : "");
                 }
                 else {
                     finding(a, "altered", same, "%s differs from receipt %s in: %s", row_name(p, same), path,
@@ -1117,8 +1132,7 @@ static int cmd_audit(verify_ctx *c)
     audit_rows_against_log(&a);
     /* the log: tiles, state and every stored checkpoint agree, signed by the key */
     if (a.tile_leaf_count < a.log_size) {
-        finding(&a, "truncated", NULL, "the log's state has %" APR_UINT64_T_FMT " leaves, its tiles only %"
-                APR_UINT64_T_FMT, a.log_size, a.tile_leaf_count);
+        finding(&a, "truncated", NULL, "the log's state has %" APR_UINT64_T_FMT " leaves, its tiles only %" APR_UINT64_T_FMT, a.log_size, a.tile_leaf_count);
     }
     else if (log_root_at(&a, a.log_size, root) == 0 && memcmp(root, a.log_root, 32) != 0) {
         finding(&a, "fork", NULL, "the log's state root is not the root of its tiles");
@@ -1138,11 +1152,13 @@ static int cmd_audit(verify_ctx *c)
             if (width > notary_tile_width(level, idx, a.tile_leaf_count)
                 || notary_merkle_tile(&src, level, idx, width, buf) != 0) {
                 finding(&a, "fork", NULL, "tile %u/%" APR_UINT64_T_FMT " holds %u hashes, more than the leaves "
-                        "of the log make", level, idx, width);
+                                          "of the log make",
+                        level, idx, width);
             }
             else if (memcmp(buf, PQgetvalue(a.upper, i, 3), (apr_size_t)width * 32) != 0) {
                 finding(&a, "fork", NULL, "tile %u/%" APR_UINT64_T_FMT " does not hash from the log's leaves: "
-                        "proofs made from it would not verify", level, idx);
+                                          "proofs made from it would not verify",
+                        level, idx);
             }
         }
         PQclear(a.upper);
@@ -1159,10 +1175,10 @@ static int cmd_audit(verify_ctx *c)
         }
         if (ck.size != cp->size || memcmp(ck.root, cp->root, 32) != 0) {
             finding(&a, "fork", NULL, "stored checkpoint of size %" APR_UINT64_T_FMT " signs another size or root "
-                    "than its row says", cp->size);
+                                      "than its row says",
+                    cp->size);
         }
-        audit_checkpoint(&a, apr_psprintf(c->p, "stored checkpoint of size %" APR_UINT64_T_FMT
-                                          " (signed %s)", ck.size, iso_time(c->p, cp->created_at_us)), &ck);
+        audit_checkpoint(&a, apr_psprintf(c->p, "stored checkpoint of size %" APR_UINT64_T_FMT " (signed %s)", ck.size, iso_time(c->p, cp->created_at_us)), &ck);
     }
     if (a.cps->nelts == 0 || APR_ARRAY_IDX(a.cps, a.cps->nelts - 1, audit_cp).size != a.log_size) {
         finding(&a, "truncated", NULL, "no stored checkpoint signs the log's current size %" APR_UINT64_T_FMT,
@@ -1181,8 +1197,7 @@ static int cmd_audit(verify_ctx *c)
         json_object_set_new(c->out, "rows", json_integer(a.rows->nelts));
         json_object_set_new(c->out, "pending", json_integer(unintegrated));
         json_object_set_new(c->out, "before_log", json_integer(pre_log));
-        json_object_set_new(c->out, "tree", json_pack("{s:I,s:s}", "tree_size", (json_int_t)a.log_size,
-                                                     "root", notary_b64_encode(c->p, a.log_root, 32)));
+        json_object_set_new(c->out, "tree", json_pack("{s:I,s:s}", "tree_size", (json_int_t)a.log_size, "root", notary_b64_encode(c->p, a.log_root, 32)));
         json_object_set_new(c->out, "max_lag", json_integer((json_int_t)c->max_lag));
     }
     return c->valid ? EXIT_VALID : EXIT_INVALID;
@@ -1223,19 +1238,29 @@ static void print_text(verify_ctx *c, const char *cmd)
     }
     if (json_object_get(c->out, "mmd")) {
         printf("  mmd                   %" JSON_INTEGER_FORMAT " s (a promise is not inclusion: ask for the "
-               "receipt after that)\n", json_integer_value(json_object_get(c->out, "mmd")));
+               "receipt after that)\n",
+               json_integer_value(json_object_get(c->out, "mmd")));
     }
-    json_object_foreach(entry, k, v) {
-        if (json_is_string(v)) printf("  %-21s %s\n", k, json_string_value(v));
-        else if (json_is_integer(v)) printf("  %-21s %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
-        else if (json_is_null(v)) printf("  %-21s -\n", k);
+    json_object_foreach(entry, k, v)
+    {
+        if (json_is_string(v))
+            printf("  %-21s %s\n", k, json_string_value(v));
+        else if (json_is_integer(v))
+            printf("  %-21s %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
+        else if (json_is_null(v))
+            printf("  %-21s -\n", k);
     }
-    json_object_foreach(meta, k, v) {
-        if (json_is_string(v)) printf("  %-21s %s\n", k, json_string_value(v));
-        else if (json_is_null(v)) printf("  %-21s (null)\n", k);
-        else printf("  %-21s hex %s\n", k, json_string_value(json_object_get(v, "hex")));
+    json_object_foreach(meta, k, v)
+    {
+        if (json_is_string(v))
+            printf("  %-21s %s\n", k, json_string_value(v));
+        else if (json_is_null(v))
+            printf("  %-21s (null)\n", k);
+        else
+            printf("  %-21s hex %s\n", k, json_string_value(json_object_get(v, "hex")));
     }
-    json_object_foreach(files, k, v) {
+    json_object_foreach(files, k, v)
+    {
         printf("  %-21s %s %s\n", k, json_string_value(json_object_get(v, "sha256")),
                json_is_true(json_object_get(v, "matches")) ? "matches the entry" : "DOES NOT match the entry");
     }
@@ -1246,8 +1271,7 @@ static void print_text(verify_ctx *c, const char *cmd)
         json_t *t = json_object_get(c->out, "tree");
         printf("  log                   tree size %" JSON_INTEGER_FORMAT ", root %s\n",
                json_integer_value(json_object_get(t, "tree_size")), json_string_value(json_object_get(t, "root")));
-        printf("  rows                  %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " waiting for the integrator, %"
-               JSON_INTEGER_FORMAT " from before the log)\n", json_integer_value(json_object_get(c->out, "rows")),
+        printf("  rows                  %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " waiting for the integrator, %" JSON_INTEGER_FORMAT " from before the log)\n", json_integer_value(json_object_get(c->out, "rows")),
                json_integer_value(json_object_get(c->out, "pending")),
                json_integer_value(json_object_get(c->out, "before_log")));
     }
@@ -1255,7 +1279,8 @@ static void print_text(verify_ctx *c, const char *cmd)
         json_t *fs = json_object_get(c->out, "findings"), *f;
         size_t fi;
 
-        json_array_foreach(fs, fi, f) {
+        json_array_foreach(fs, fi, f)
+        {
             printf("  %-21s %s\n", json_string_value(json_object_get(f, "kind")),
                    json_string_value(json_object_get(f, "reason")));
         }
@@ -1301,17 +1326,21 @@ int main(int argc, const char *const *argv)
             goto done;
         }
     }
-    opt->interleave = 1;   /* options may follow the command and its files */
+    opt->interleave = 1; /* options may follow the command and its files */
     while ((rv = apr_getopt_long(opt, options, &optch, &arg)) == APR_SUCCESS) {
         switch (optch) {
-        case O_KEY:      if (add_key(&c, arg) != 0) goto done; break;
-        case O_KEY_FILE: if (add_key_file(&c, arg) != 0) goto done; break;
-        case O_BODY:     c.body = arg; break;
-        case O_HEADERS:  c.headers = arg; break;
-        case O_PROOF:    c.proof = arg; break;
-        case O_TILES:    c.tiles = arg; break;
-        case O_JSON:     c.json = 1; break;
-        case O_DB:       c.db = arg; break;
+        case O_KEY:
+            if (add_key(&c, arg) != 0) goto done;
+            break;
+        case O_KEY_FILE:
+            if (add_key_file(&c, arg) != 0) goto done;
+            break;
+        case O_BODY: c.body = arg; break;
+        case O_HEADERS: c.headers = arg; break;
+        case O_PROOF: c.proof = arg; break;
+        case O_TILES: c.tiles = arg; break;
+        case O_JSON: c.json = 1; break;
+        case O_DB: c.db = arg; break;
         case O_CHECKPOINT:
         case O_RECEIPT:
             if (c.nfiles == MAX_FILES) {
@@ -1330,8 +1359,14 @@ int main(int argc, const char *const *argv)
             }
             break;
         }
-        case O_VERSION:  printf("notary-verify %s\n", PACKAGE_VERSION); code = EXIT_VALID; goto done;
-        case O_HELP:     fputs(usage_text, stdout); code = EXIT_VALID; goto done;
+        case O_VERSION:
+            printf("notary-verify %s\n", PACKAGE_VERSION);
+            code = EXIT_VALID;
+            goto done;
+        case O_HELP:
+            fputs(usage_text, stdout);
+            code = EXIT_VALID;
+            goto done;
         }
     }
     if (rv != APR_EOF) {

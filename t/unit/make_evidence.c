@@ -53,7 +53,8 @@ static void write_file(const char *name, const void *d, apr_size_t len)
         if (apr_dir_make_recursive(parent, APR_OS_DEFAULT, pool) != APR_SUCCESS) die(parent);
     }
     if (apr_file_open(&f, path, APR_WRITE | APR_CREATE | APR_TRUNCATE | APR_BINARY, APR_OS_DEFAULT, pool)
-        != APR_SUCCESS || apr_file_write_full(f, d, len, &n) != APR_SUCCESS || apr_file_close(f) != APR_SUCCESS) {
+            != APR_SUCCESS
+        || apr_file_write_full(f, d, len, &n) != APR_SUCCESS || apr_file_close(f) != APR_SUCCESS) {
         die(path);
     }
 }
@@ -149,7 +150,8 @@ int main(int argc, const char *const *argv)
         unsigned char enc[NOTARY_LEAF_LEN];
         const char *body = apr_psprintf(pool, "<contract id=\"%d\">I agree</contract>\n", i);
         const char *headers = apr_psprintf(pool, "Content-Type: application/xml\r\nContent-Length: %lu"
-                                           "\r\nX-Contract: %d", (unsigned long)strlen(body), i / 2);
+                                                 "\r\nX-Contract: %d",
+                                           (unsigned long)strlen(body), i / 2);
         const char *exchange = apr_psprintf(pool, "%032x", i / 2);
         apr_size_t mlen;
         unsigned char *meta;
@@ -202,7 +204,8 @@ int main(int argc, const char *const *argv)
     /* the log as an integrator grows it: batches ending at each checkpoint */
     for (i = 0; i < 4; i++) {
         if (notary_tiles_append(pool, done, read_tile, NULL, leaves + done * 32, sizes[i] - done,
-                                emit_tile, NULL) != 0) die("tiles");
+                                emit_tile, NULL)
+            != 0) die("tiles");
         done = sizes[i];
         write_str(apr_psprintf(pool, "checkpoint-%lu", (unsigned long)sizes[i]),
                   signed_checkpoint(k, sizes[i], leaves));

@@ -36,17 +36,31 @@ static apr_pool_t *pool;
 #define KEIYAKU "\xe5\xa5\x91\xe7\xb4\x84\xe3\x81\xab\xe5\x90\x8c\xe6\x84\x8f\xe3\x81\x97\xe3\x81\xbe\xe3\x81\x99" /* 契約に同意します */
 #define KEIYAKU_PCT "%E5%A5%91%E7%B4%84%E3%81%AB%E5%90%8C%E6%84%8F%E3%81%97%E3%81%BE%E3%81%99"
 #define AGREE "I agree to the terms"
-#define GRIN "\xf0\x9f\x98\x80"     /* U+1F600, a surrogate pair in JSON */
+#define GRIN "\xf0\x9f\x98\x80" /* U+1F600, a surrogate pair in JSON */
 
-enum { R_AGREE = 1, R_KEIYAKU = 2, R_GRIN = 3, R_AGREE_CAP = 4, R_CAFE = 5, R_RAW = 6,
-       R_HDR = 7, R_QUOTE = 8 };
+enum { R_AGREE = 1,
+       R_KEIYAKU = 2,
+       R_GRIN = 3,
+       R_AGREE_CAP = 4,
+       R_CAFE = 5,
+       R_RAW = 6,
+       R_HDR = 7,
+       R_QUOTE = 8 };
 
 static notary_matcher *matcher(void)
 {
-    static const struct { const char *t; int id; } rules[] = {
-        { AGREE, R_AGREE }, { KEIYAKU, R_KEIYAKU }, { "smile " GRIN "!", R_GRIN },
-        { "Agree", R_AGREE_CAP }, { "caf\xc3\xa9", R_CAFE }, { "accept=I+agree", R_RAW },
-        { "name=\"h\"\r\n\r\nhello", R_HDR }, { "say \"yes\"\\now", R_QUOTE },
+    static const struct {
+        const char *t;
+        int id;
+    } rules[] = {
+        { AGREE, R_AGREE },
+        { KEIYAKU, R_KEIYAKU },
+        { "smile " GRIN "!", R_GRIN },
+        { "Agree", R_AGREE_CAP },
+        { "caf\xc3\xa9", R_CAFE },
+        { "accept=I+agree", R_RAW },
+        { "name=\"h\"\r\n\r\nhello", R_HDR },
+        { "say \"yes\"\\now", R_QUOTE },
     };
     notary_matcher *m = NULL;
     size_t i;
@@ -69,7 +83,7 @@ static apr_status_t start(notary_match_stream **s, notary_matcher *m, const char
 }
 
 typedef struct {
-    unsigned found;             /* bit per rule id */
+    unsigned found; /* bit per rule id */
     unsigned flags;
 } verdict;
 
@@ -292,9 +306,11 @@ static void test_multipart(notary_matcher *m)
         "------WebKitFormBoundaryX3--\r\n";
     check("multipart: text in a quoted-printable part", m, ct, NULL, b, strlen(b), B(R_AGREE), 0);
     b = apr_pstrcat(pool, "preamble\r\n------WebKitFormBoundaryX3\r\n"
-        "Content-Disposition: form-data; name=\"b\"\r\n"
-        "Content-Transfer-Encoding: base64\r\n\r\n", b64, "\r\n"
-        "------WebKitFormBoundaryX3--\r\nepilogue", NULL);
+                          "Content-Disposition: form-data; name=\"b\"\r\n"
+                          "Content-Transfer-Encoding: base64\r\n\r\n",
+                    b64, "\r\n"
+                         "------WebKitFormBoundaryX3--\r\nepilogue",
+                    NULL);
     check("multipart: text in a base64 part with line breaks at odd places", m, ct, NULL,
           b, strlen(b), B(R_AGREE), 0);
     b = "------WebKitFormBoundaryX3\r\n"
@@ -321,10 +337,10 @@ static void test_multipart(notary_matcher *m)
         apr_size_t len;
         char *sj = to_cs("CP932", KEIYAKU, &len);
         b = apr_pstrcat(pool, "--XyZ\r\nContent-Disposition: form-data; name=\"files\"\r\n"
-            "Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
-            "--inner\r\nContent-Type: text/plain; charset=Shift_JIS\r\n"
-            "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
-            pct(sj, len), "\r\n--inner--\r\n--XyZ--\r\n", NULL);
+                              "Content-Type: multipart/mixed; boundary=inner\r\n\r\n"
+                              "--inner\r\nContent-Type: text/plain; charset=Shift_JIS\r\n"
+                              "Content-Transfer-Encoding: quoted-printable\r\n\r\n",
+                        pct(sj, len), "\r\n--inner--\r\n--XyZ--\r\n", NULL);
         /* pct() spells bytes %XX; as quoted-printable they are =XX */
         {
             char *q;
@@ -365,7 +381,8 @@ static void test_json(notary_matcher *m)
           b, strlen(b), B(R_AGREE), 0);
     b = "consent=I agree to the terms \\u0041gree";
     check("invalid JSON: flagged, matched as transmitted (nothing outside strings "
-          "unescaped)", m, "application/json", NULL, b, strlen(b), B(R_AGREE),
+          "unescaped)",
+          m, "application/json", NULL, b, strlen(b), B(R_AGREE),
           NOTARY_MATCH_F_JSON_INVALID);
     b = "{\"a\": \"I agree to the terms";
     check("JSON cut off in a string: flagged, still matched", m, "application/json", NULL,
@@ -403,7 +420,10 @@ static void test_codings(notary_matcher *m)
         const char *t = "I agree to the terms";
         apr_size_t tl = strlen(t), n = 0;
         char *d = apr_palloc(pool, tl + 16);
-        memcpy(d, "\x78\x01\x00\xfe\xff" "X" "\x01", 7);
+        memcpy(d, "\x78\x01\x00\xfe\xff"
+                  "X"
+                  "\x01",
+               7);
         n = 7;
         d[n++] = (char)tl;
         d[n++] = 0;
@@ -428,7 +448,8 @@ static void test_codings(notary_matcher *m)
         y = zlib_wrap(z, l1, 31, &l2);
         v = run_cuts(m, "text/plain", "gzip, gzip", 65536, y, l2, NULL, 0);
         ok(v.flags & NOTARY_MATCH_F_DECODE_LIMIT, "stacked gzip: the decoded bound applies "
-           "(flags %#x)", v.flags);
+                                                  "(flags %#x)",
+           v.flags);
         ok(!(v.found & B(R_AGREE)), "stacked gzip: nothing past the bound examined");
         v = run_cuts(m, "text/plain", "gzip, gzip", 0, y, l2, NULL, 0);
         ok(v.found & B(R_AGREE), "stacked gzip: found without a bound");
@@ -502,7 +523,9 @@ static void test_charsets(notary_matcher *m)
               0, ANY);
     }
     check("UTF-8 BOM beats the label", m, "text/plain; charset=iso-8859-1", NULL,
-          "\xef\xbb\xbf" "un caf\xc3\xa9", 12, B(R_CAFE), NOTARY_MATCH_F_CHARSET_SNIFFED);
+          "\xef\xbb\xbf"
+          "un caf\xc3\xa9",
+          12, B(R_CAFE), NOTARY_MATCH_F_CHARSET_SNIFFED);
     {
         char *u = to_cs("UTF-16LE", "x " AGREE, &len);
         char *full = apr_palloc(pool, len + 2);
@@ -536,7 +559,7 @@ static void test_charsets(notary_matcher *m)
 }
 
 #ifndef MUTATIONS
-#define MUTATIONS 150           /* per seed; -DMUTATIONS=N for a longer run */
+#define MUTATIONS 150 /* per seed; -DMUTATIONS=N for a longer run */
 #endif
 
 /* A matcher of one rule (id 1), for the fuzzer's reproducers. */
@@ -557,13 +580,19 @@ static notary_matcher *matcher1(const char *t, apr_size_t len)
  * bodies with the error beyond the first block). */
 static void test_error_splits(notary_matcher *m)
 {
-    static const struct { const char *label, *rule, *ct, *ce, *body; apr_size_t blen; } r[] = {
+    static const struct {
+        const char *label, *rule, *ct, *ce, *body;
+        apr_size_t blen;
+    } r[] = {
         { "UTF-7 with an invalid byte", "s", "t;charset=utf7", NULL,
           "+tEUCud0ds\x12s", 12 },
         { "br failing part way (repro-br-error-output-split)", "\x81", "", "br",
           "@\xe0\0\0$\x93\0K$\x93-K$\0\x93", 15 },
         { "br failing part way (repro-br-error-verdict-split)", "\xe5", "", "br",
-          "\x1f\0\x01`\x1c\t6N\xd1" "c\xfej=^n~\x1e" "dn#W\xce\x06@b\xcelr3\x19Z\xf5\x06\x15qZ!\xf5\x06", 39 },
+          "\x1f\0\x01`\x1c\t6N\xd1"
+          "c\xfej=^n~\x1e"
+          "dn#W\xce\x06@b\xcelr3\x19Z\xf5\x06\x15qZ!\xf5\x06",
+          39 },
         { "zstd failing part way (repro-zstd-error-output-split)", "\xa5", "", "zstd",
           "(\xb5/\xfd\x04X\xe3\x01\x01\0\0B\x01\xe2", 14 },
     };
@@ -615,7 +644,9 @@ static void test_error_splits(notary_matcher *m)
  * out), each fed whole and at random cuts: one verdict, no crash. */
 static void test_mutations(notary_matcher *m)
 {
-    static const struct { const char *ct, *ce, *body; } seeds[] = {
+    static const struct {
+        const char *ct, *ce, *body;
+    } seeds[] = {
         { "application/x-www-form-urlencoded", NULL,
           "_charset_=Shift_JIS&a=%8C_%96%F1+I+agree+to+the+terms&b=%E5%A5%91%" },
         { "multipart/form-data; boundary=XyZ", NULL,
@@ -638,7 +669,7 @@ static void test_mutations(notary_matcher *m)
     for (k = 0; k < sizeof(seeds) / sizeof(seeds[0]); k++) {
         apr_size_t sl = strlen(seeds[k].body);
         if (k == 4)
-            sl = 12;                /* it holds NUL bytes */
+            sl = 12; /* it holds NUL bytes */
         for (r = 0; r < MUTATIONS; r++) {
             apr_pool_t *p;
             char *b;

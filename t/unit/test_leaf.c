@@ -84,15 +84,20 @@ static void test_vectors(apr_pool_t *p)
     }
     memset(&r, 0, sizeof(r));
     r.direction = NOTARY_LEAF_REQUEST;
-    r.recorded_at_us = APR_INT64_C(1767225600123456);   /* 2026-01-01T00:00:00.123456Z */
+    r.recorded_at_us = APR_INT64_C(1767225600123456); /* 2026-01-01T00:00:00.123456Z */
     r.status = -1;
     r.salt = salt1;
-    r.sender_spki = a; r.sender_spki_len = alen;
-    r.receiver_spki = b; r.receiver_spki_len = blen;
+    r.sender_spki = a;
+    r.sender_spki_len = alen;
+    r.receiver_spki = b;
+    r.receiver_spki_len = blen;
     vector_meta(&r.meta, 1);
-    r.headers = (const unsigned char *)headers1; r.headers_len = strlen(headers1);
-    r.body = (const unsigned char *)"agree=I+agree"; r.body_len = 13;
-    r.token = (const unsigned char *)token1; r.token_len = strlen(token1);
+    r.headers = (const unsigned char *)headers1;
+    r.headers_len = strlen(headers1);
+    r.body = (const unsigned char *)"agree=I+agree";
+    r.body_len = 13;
+    r.token = (const unsigned char *)token1;
+    r.token_len = strlen(token1);
 
     meta = notary_leaf_meta_encode(p, &r.meta, &mlen);
     is_str(notary_hex(p, meta, mlen), meta1_hex, "vector 1: metadata bytes");
@@ -105,7 +110,9 @@ static void test_vectors(apr_pool_t *p)
 
     /* the module streams bodies: giving the body's hash must be the same */
     notary_sha256("agree=I+agree", 13, body_hash);
-    r.body = NULL; r.body_len = 0; r.body_sha256 = body_hash;
+    r.body = NULL;
+    r.body_len = 0;
+    r.body_sha256 = body_hash;
     ok(notary_leaf_from_record(p, &r, &e2) == 0 && memcmp(&e, &e2, sizeof(e)) == 0,
        "vector 1: body_sha256 instead of the body gives the same entry");
 
@@ -114,11 +121,15 @@ static void test_vectors(apr_pool_t *p)
     r.recorded_at_us = APR_INT64_C(1767225600234567);
     r.status = 200;
     r.salt = salt2;
-    r.sender_spki = b; r.sender_spki_len = blen;
-    r.receiver_spki = a; r.receiver_spki_len = alen;
+    r.sender_spki = b;
+    r.sender_spki_len = blen;
+    r.receiver_spki = a;
+    r.receiver_spki_len = alen;
     vector_meta(&r.meta, 0);
-    r.headers = (const unsigned char *)"Content-Length: 0"; r.headers_len = 17;
-    r.body = NULL; r.body_len = 0;
+    r.headers = (const unsigned char *)"Content-Length: 0";
+    r.headers_len = 17;
+    r.body = NULL;
+    r.body_len = 0;
     ok(notary_leaf_from_record(p, &r, &e) == 0, "vector 2: entry built from the response record");
     notary_leaf_encode(&e, enc);
     is_str(notary_hex(p, enc, sizeof(enc)), entry2_hex, "vector 2: entry bytes (NULL content type, no token, empty body)");
@@ -192,7 +203,7 @@ static void test_strict(apr_pool_t *p)
     vector_meta(&m, 0);
     meta = notary_leaf_meta_encode(p, &m, &mlen);
     ok(notary_leaf_meta_parse(p, meta, mlen, &m2, &used) == 0 && used == mlen && m2.content_type == NULL
-       && strcmp(m2.uri, "/contract/sign?id=42") == 0 && m2.exchange_id_len == 32,
+           && strcmp(m2.uri, "/contract/sign?id=42") == 0 && m2.exchange_id_len == 32,
        "metadata parse inverts encode, NULL kept as NULL");
     for (i = 0; i < (int)mlen; i++) {
         if (notary_leaf_meta_parse(p, meta, (apr_size_t)i, &m2, &used) == 0) bad++;
@@ -225,7 +236,7 @@ static void test_strict(apr_pool_t *p)
     r.salt = NULL;
     ok(notary_leaf_from_record(p, &r, &e) != 0, "a record without salt makes no entry");
     r.salt = salt;
-    r.recorded_at_us = -1;   /* before 1970: kept exactly, two's complement */
+    r.recorded_at_us = -1; /* before 1970: kept exactly, two's complement */
     ok(notary_leaf_from_record(p, &r, &e) == 0 && e.recorded_at_us == -1, "a time before the epoch is kept");
     {
         unsigned char b[NOTARY_LEAF_LEN];

@@ -34,11 +34,13 @@
 static const unsigned char spki_a[44] = {
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
     0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64, 0x07, 0x3a,
-    0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a };
+    0x0e, 0xe1, 0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a
+};
 static const unsigned char spki_b[44] = {
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
     0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 0x92, 0xb7, 0x0a, 0xa7, 0x4d, 0x1b, 0x7e, 0xbc,
-    0x9c, 0x98, 0x2c, 0xcf, 0x2e, 0xc4, 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4, 0x66, 0x0c };
+    0x9c, 0x98, 0x2c, 0xcf, 0x2e, 0xc4, 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4, 0x66, 0x0c
+};
 
 static const char *run_id;
 static notary_note_key *log_key;
@@ -90,7 +92,7 @@ static long long query_num(PGconn *c, const char *sql)
 
 /* A record as mod_notary writes it: the row and its leaf hash. The leaf
  * hash goes into *leaf when leaf is not NULL. */
-static apr_int64_t forced_recorded_at;   /* 0: now */
+static apr_int64_t forced_recorded_at; /* 0: now */
 
 static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsigned char *leaf)
 {
@@ -112,16 +114,20 @@ static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsign
     rec.recorded_at_us = forced_recorded_at ? forced_recorded_at : (apr_int64_t)apr_time_now();
     rec.status = -1;
     rec.salt = salt;
-    rec.sender_spki = spki_a; rec.sender_spki_len = sizeof(spki_a);
-    rec.receiver_spki = spki_b; rec.receiver_spki_len = sizeof(spki_b);
+    rec.sender_spki = spki_a;
+    rec.sender_spki_len = sizeof(spki_a);
+    rec.receiver_spki = spki_b;
+    rec.receiver_spki_len = sizeof(spki_b);
     notary_leaf_meta_set(&rec.meta.merchant, &rec.meta.merchant_len, "shop");
     notary_leaf_meta_set(&rec.meta.rule, &rec.meta.rule_len, "shop contains \"I agree\"");
     notary_leaf_meta_set(&rec.meta.method, &rec.meta.method_len, "POST");
     notary_leaf_meta_set(&rec.meta.uri, &rec.meta.uri_len, "/shop/sign");
     notary_leaf_meta_set(&rec.meta.content_type, &rec.meta.content_type_len, "application/xml");
     notary_leaf_meta_set(&rec.meta.exchange_id, &rec.meta.exchange_id_len, xid);
-    rec.headers = (const unsigned char *)headers; rec.headers_len = strlen(headers);
-    rec.body = (const unsigned char *)body; rec.body_len = strlen(body);
+    rec.headers = (const unsigned char *)headers;
+    rec.headers_len = strlen(headers);
+    rec.body = (const unsigned char *)body;
+    rec.body_len = strlen(body);
     if (notary_leaf_from_record(p, &rec, &e) != 0) {
         diag("notary_leaf_from_record failed");
         return -1;
@@ -145,14 +151,14 @@ static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsign
     BIN(10, spki_b, sizeof(spki_b));
 #undef BIN
     r = PQexecParams(c,
-        "WITH k AS (INSERT INTO notary.keys (sha256, der) VALUES ($2, $10), ($3, $11) "
-        "ON CONFLICT DO NOTHING) "
-        "INSERT INTO notary.records (recorded_at, direction, merchant, sender_key_sha256, "
-        "receiver_key_sha256, rule, method, uri, status, content_type, headers, body, body_sha256, "
-        "exchange_id, salt, leaf_hash) VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', "
-        "'request', 'shop', $2, $3, 'shop contains \"I agree\"', 'POST', '/shop/sign', NULL, "
-        "'application/xml', $5, $6, $7, $4, $8, $9)",
-        11, NULL, params, lengths, formats, 0);
+                     "WITH k AS (INSERT INTO notary.keys (sha256, der) VALUES ($2, $10), ($3, $11) "
+                     "ON CONFLICT DO NOTHING) "
+                     "INSERT INTO notary.records (recorded_at, direction, merchant, sender_key_sha256, "
+                     "receiver_key_sha256, rule, method, uri, status, content_type, headers, body, body_sha256, "
+                     "exchange_id, salt, leaf_hash) VALUES ('epoch'::timestamptz + $1::bigint * interval '1 microsecond', "
+                     "'request', 'shop', $2, $3, 'shop contains \"I agree\"', 'POST', '/shop/sign', NULL, "
+                     "'application/xml', $5, $6, $7, $4, $8, $9)",
+                     11, NULL, params, lengths, formats, 0);
     ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok) {
         diag("insert %s: %s", xid, PQerrorMessage(c));
@@ -168,7 +174,8 @@ static int write_record(PGconn *c, apr_pool_t *p, const char *xid, int n, unsign
 static unsigned char *log_leaves(PGconn *admin, apr_pool_t *p, apr_uint64_t *n)
 {
     PGresult *r = PQexecParams(admin, "SELECT leaf_hash FROM notary.records WHERE leaf_index IS NOT NULL "
-                               "ORDER BY leaf_index", 0, NULL, NULL, NULL, NULL, 1);
+                                      "ORDER BY leaf_index",
+                               0, NULL, NULL, NULL, NULL, 1);
     unsigned char *d = NULL;
     int i;
 
@@ -207,7 +214,8 @@ static int checkpoint_is(apr_pool_t *p, const notary_log_batch *b, apr_uint64_t 
 static const char *res_name(int rv)
 {
     return rv == NOTARY_LOG_ADDED ? "added" : rv == NOTARY_LOG_IDLE ? "idle"
-         : rv == NOTARY_LOG_BUSY ? "busy" : "error";
+                                        : rv == NOTARY_LOG_BUSY     ? "busy"
+                                                                    : "error";
 }
 
 static void phase_basic(apr_pool_t *p)
@@ -263,9 +271,10 @@ static void phase_basic(apr_pool_t *p)
 
         rv = notary_log_checkpoint_get(rr, p, &note, &len, &size, &err);
         ok(rv == 1 && size == 300 && notary_checkpoint_open(p, note, len, keys, 1, &cp, &nn, &why) == 0
-           && memcmp(cp.root, root, 32) == 0,
+               && memcmp(cp.root, root, 32) == 0,
            "the receipt reader gets the latest checkpoint: 300 leaves, the root of the rows' leaves (%s)",
-           err ? err : why ? why : "");
+           err ? err : why ? why
+                           : "");
     }
 
     /* the watermark: a transaction still open holds back everything after it */
@@ -316,8 +325,9 @@ static void phase_basic(apr_pool_t *p)
            "the receipt reader gets record 42's entry, recomputed, at index 42 (%s)", err ? err : "");
         rv = notary_log_receipt(rr, p, &rec, &out, &len, &err);
         ok(rv == 1 && notary_receipt_verify(p, out, len, keys, 1, &rcpt, &why) == 0 && rcpt.tp.index == 42
-           && rcpt.cp.size == 307,
-           "its receipt verifies: index 42 in the tree of 307 (%s)", err ? err : why ? why : "");
+               && rcpt.cp.size == 307,
+           "its receipt verifies: index 42 in the tree of 307 (%s)", err ? err : why ? why
+                                                                                     : "");
         ok(rv == 1 && rcpt.meta.exchange_id && strcmp(rcpt.meta.exchange_id, apr_psprintf(p, "%s-b%03d", run_id, 42)) == 0,
            "the receipt's metadata names the exchange");
         rv = notary_log_record_get(rr, p, apr_psprintf(p, "%s-b%03d", run_id, 42), "response", &rec, &err);
@@ -328,8 +338,8 @@ static void phase_basic(apr_pool_t *p)
         rv = notary_log_receipt(rr, p, &rec, &out, &len, &err);
         is_int(rv, 0, "no receipt for it yet: 0");
         ok(notary_log_promise(p, log_key, rec.entry_bytes, 10, &out, &len, &err) == 0
-           && notary_promise_verify(p, out, len, keys, 1, &pr, &nn, &why) == 0
-           && memcmp(pr.entry_bytes, rec.entry_bytes, NOTARY_LEAF_LEN) == 0,
+               && notary_promise_verify(p, out, len, keys, 1, &pr, &nn, &why) == 0
+               && memcmp(pr.entry_bytes, rec.entry_bytes, NOTARY_LEAF_LEN) == 0,
            "its promise verifies and names its entry (%s)", why ? why : "");
     }
     {
@@ -374,7 +384,11 @@ static void phase_basic(apr_pool_t *p)
         ok(rv == -1 && err && strstr(err, "no longer hashes to its stored leaf"),
            "a record altered after it was written: no entry, an error (%s)", err ? err : "none");
     }
-    PQfinish(w); PQfinish(ig); PQfinish(rr); PQfinish(admin); PQfinish(hold);
+    PQfinish(w);
+    PQfinish(ig);
+    PQfinish(rr);
+    PQfinish(admin);
+    PQfinish(hold);
 }
 
 /* ---- two integrators while rows pour in -------------------------------------- */
@@ -382,7 +396,7 @@ static void phase_basic(apr_pool_t *p)
 typedef struct {
     const char *var;
     int id;
-    int writer;           /* 1: write rows, 0: integrate */
+    int writer; /* 1: write rows, 0: integrate */
     volatile int *stop;
     int added, busy, errors, rows;
     const char *err;
@@ -410,11 +424,13 @@ static void *APR_THREAD_FUNC work(apr_thread_t *t, void *arg)
             const char *err = NULL;
             int rv = notary_log_integrate(c, p, log_key, 37, SECS(10), &b, &err);
 
-            if (rv == NOTARY_LOG_ADDED) wk->added += (int)(b.new_size - b.old_size);
-            else if (rv == NOTARY_LOG_BUSY) wk->busy++;
+            if (rv == NOTARY_LOG_ADDED)
+                wk->added += (int)(b.new_size - b.old_size);
+            else if (rv == NOTARY_LOG_BUSY)
+                wk->busy++;
             else if (rv == NOTARY_LOG_ERROR) {
                 wk->errors++;
-                if (!wk->err) wk->err = strdup(err ? err : "?");   /* outlives the pool; the first says why */
+                if (!wk->err) wk->err = strdup(err ? err : "?"); /* outlives the pool; the first says why */
             }
             if (*wk->stop && rv == NOTARY_LOG_IDLE) idle_after_stop++;
             if (rv != NOTARY_LOG_ADDED) apr_sleep(2000);
@@ -452,10 +468,11 @@ static void check_log_whole(apr_pool_t *p, PGconn *admin, const char *what)
     is_int(order, 0, "%s: index order is (txid, id) order", what);
     notary_merkle_root_of_leaves(leaves, n, root);
     ok(notary_log_checkpoint_get(admin, p, &note, &len, &size, &err) == 1
-       && notary_checkpoint_open(p, note, len, keys, 1, &cp, &nn, &why) == 0
-       && cp.size == n && memcmp(cp.root, root, 32) == 0,
+           && notary_checkpoint_open(p, note, len, keys, 1, &cp, &nn, &why) == 0
+           && cp.size == n && memcmp(cp.root, root, 32) == 0,
        "%s: the latest checkpoint signs the root of the rows' leaves in index order (%s)", what,
-       err ? err : why ? why : "");
+       err ? err : why ? why
+                       : "");
     {
         /* and the tiles hash to it */
         unsigned char troot[32];
@@ -502,7 +519,8 @@ static void phase_concurrent(apr_pool_t *p)
     apr_thread_join(&trv, th[3]);
     ok(wk[0].rows == 400 && wk[1].rows == 400, "two writers wrote 400 rows each");
     ok(wk[2].errors == 0 && wk[3].errors == 0, "neither integrator failed (%s)",
-       wk[2].err ? wk[2].err : wk[3].err ? wk[3].err : "");
+       wk[2].err ? wk[2].err : wk[3].err ? wk[3].err
+                                         : "");
     ok(wk[2].added > 0 && wk[3].added > 0, "both integrators added batches (%d and %d leaves)",
        wk[2].added, wk[3].added);
     is_int(wk[2].added + wk[3].added, query_num(admin, "SELECT size FROM notary.log_state") - before,
@@ -547,7 +565,8 @@ static void phase_restart(apr_pool_t *p)
     is_int(tries, 0, "restart: the first call after the restart succeeds");
     ok(rv == NOTARY_LOG_ADDED && (long long)b.old_size == before && b.new_size == (apr_uint64_t)before + 50,
        "restart: the integrator reconnects and goes on where the log stood (%s, %" APR_UINT64_T_FMT
-       " -> %" APR_UINT64_T_FMT ")", res_name(rv), b.old_size, b.new_size);
+       " -> %" APR_UINT64_T_FMT ")",
+       res_name(rv), b.old_size, b.new_size);
     /* rows written on a fresh writer connection after the restart */
     PQreset(w);
     for (i = 0; i < 30; i++) write_record(w, p, apr_psprintf(p, "%s-r3-%02d", run_id, i), i, NULL);
@@ -648,7 +667,7 @@ static int tool(apr_pool_t *p, int argc, char **argv)
         return 0;
     }
     fprintf(stderr, "usage: test_log basic|concurrent|restart | vkey | write PREFIX N [US] | integrate | "
-            "receipt XID DIR | releaf ID\n");
+                    "receipt XID DIR | releaf ID\n");
     return 2;
 }
 
@@ -672,9 +691,12 @@ int main(int argc, char **argv)
         diag("no key: %s", why);
         return 2;
     }
-    if (strcmp(argv[1], "basic") == 0) phase_basic(p);
-    else if (strcmp(argv[1], "concurrent") == 0) phase_concurrent(p);
-    else if (strcmp(argv[1], "restart") == 0) phase_restart(p);
+    if (strcmp(argv[1], "basic") == 0)
+        phase_basic(p);
+    else if (strcmp(argv[1], "concurrent") == 0)
+        phase_concurrent(p);
+    else if (strcmp(argv[1], "restart") == 0)
+        phase_restart(p);
     else {
         int rv = tool(p, argc, argv);
         apr_pool_destroy(p);

@@ -17,7 +17,7 @@
 static apr_pool_t *pool;
 
 #define KEIYAKU "\xe5\xa5\x91\xe7\xb4\x84\xe6\x9b\xb8\xe3\x81\xab\xe5\x90\x8c\xe6\x84\x8f\xe3\x81\x97\xe3\x81\xbe\xe3\x81\x99" /* 契約書に同意します */
-#define JA_BODY "<p>\xe4\xbb\xa5\xe4\xb8\x8b\xe3\x81\xae" KEIYAKU "\xe3\x80\x82</p>" /* <p>以下の…。</p> */
+#define JA_BODY "<p>\xe4\xbb\xa5\xe4\xb8\x8b\xe3\x81\xae" KEIYAKU "\xe3\x80\x82</p>"                                           /* <p>以下の…。</p> */
 
 /* A Content-Type naming charset cs (NULL: none), as the tests used to
  * pass the charset alone. */
@@ -120,13 +120,14 @@ static void test_multi(void)
     ok(m != NULL, "compile he/she/his/hers");
     s = run(m, NULL, NULL, 0, t, strlen(t), 0);
     ok(notary_match_stream_has(s, 1) && notary_match_stream_has(s, 2)
-       && notary_match_stream_has(s, 4), "overlapping he, she, hers all found in 'ushers'");
+           && notary_match_stream_has(s, 4),
+       "overlapping he, she, hers all found in 'ushers'");
     ok(!notary_match_stream_has(s, 3), "his not found in 'ushers'");
     is_int(notary_match_stream_first(s), 1, "first = lowest id matched");
     ok(notary_match_stream_done(s), "finished stream reports done");
     s = run(m, NULL, NULL, 0, t, strlen(t), 1);
     ok(notary_match_stream_has(s, 1) && notary_match_stream_has(s, 2)
-       && notary_match_stream_has(s, 4) && !notary_match_stream_has(s, 3),
+           && notary_match_stream_has(s, 4) && !notary_match_stream_has(s, 3),
        "same result fed 1 byte at a time");
     s = run(m, NULL, NULL, 0, "hishers", 7, 1);
     ok(notary_match_stream_has(s, 3) && notary_match_stream_has(s, 4),
@@ -279,21 +280,29 @@ static void test_charsets(void)
     }
     {
         /* ～ U+FF5E is CP932's 0x8160; SHIFT_JIS proper has no U+FF5E */
-        static const char *const wp[] = { "1\xef\xbd\x9e" "3", NULL };
+        static const char *const wp[] = { "1\xef\xbd\x9e"
+                                          "3",
+                                          NULL };
         notary_matcher *w = mk(wp, ids);
         apr_size_t len;
-        char *body = to_cs("CP932", "a 1\xef\xbd\x9e" "3 b", &len);
+        char *body = to_cs("CP932", "a 1\xef\xbd\x9e"
+                                    "3 b",
+                           &len);
         s = run(w, "Shift_JIS", NULL, 0, body, len, 0);
         ok(body && notary_match_stream_has(s, 1),
            "Shift_JIS body from a Windows server (CP932 wave dash) still matches");
     }
     {
         /* Latin-1: the Japanese rule is not representable, the German one is */
-        static const char *const lp[] = { KEIYAKU, "Vertrag \xc3\xbc" "ber", NULL };
+        static const char *const lp[] = { KEIYAKU, "Vertrag \xc3\xbc"
+                                                   "ber",
+                                          NULL };
         static const int lids[] = { 1, 2 };
         notary_matcher *l = mk(lp, lids);
         apr_size_t len;
-        char *body = to_cs("ISO-8859-1", "Der Vertrag \xc3\xbc" "ber Waren", &len);
+        char *body = to_cs("ISO-8859-1", "Der Vertrag \xc3\xbc"
+                                         "ber Waren",
+                           &len);
         notary_match_stream *ls;
         ok(body && len == strlen("Der Vertrag uber Waren"), "Latin-1 body is one byte per letter");
         notary_match_stream_start(&ls, pool, l, ct_of("iso-8859-1"), NULL, 0, &fl);
@@ -419,8 +428,15 @@ static void test_codings(void)
     static const char *const pats[] = { KEIYAKU, "needle", NULL };
     static const int ids[] = { 1, 2 };
     notary_matcher *m = mk(pats, ids);
-    static const struct { const char *ce; int wbits; } kinds[] = {
-        { "gzip", 31 }, { "x-gzip", 31 }, { "deflate", 15 }, { "deflate", -15 }, { "GZip", 31 },
+    static const struct {
+        const char *ce;
+        int wbits;
+    } kinds[] = {
+        { "gzip", 31 },
+        { "x-gzip", 31 },
+        { "deflate", 15 },
+        { "deflate", -15 },
+        { "GZip", 31 },
     };
     char plain[8192];
     apr_size_t i, k, plen;
@@ -602,22 +618,43 @@ static void test_bomb(void)
     ok(notary_match_stream_flags(s) & NOTARY_MATCH_F_DECODE_LIMIT, "1 GiB bomb: decode limit flagged");
     is_int(notary_match_stream_decoded(s), limit, "bomb: decoded exactly up to the limit");
     ok(!done_early, "bomb: past the limit the bytes as transmitted are still matched "
-       "(not done), cheaply: see the time below");
+                    "(not done), cheaply: see the time below");
     ok(!notary_match_stream_has(s, 1), "bomb: needle beyond the limit not found");
     ok(t_stream < 2.0, "bomb: the stream spent %.3f s (< 2 s)", t_stream);
 }
 
 static void test_media(void)
 {
-    static const struct { const char *range; int valid; } ranges[] = {
-        { "application/xml", 1 }, { "audio/*", 1 }, { "*/*", 1 }, { "application/*+xml", 1 },
-        { " Text/HTML ", 1 }, { "", 0 }, { "   ", 0 }, { "text", 0 }, { "text/", 0 },
-        { "/html", 0 }, { "text/html;x=1", 0 }, { "text/html ; charset=utf-8", 0 },
-        { "*/html", 0 }, { "te*t/html", 0 }, { "text/ht*l", 0 }, { "text/html/x", 0 },
-        { "text /html", 0 }, { "text/h tml", 0 }, { "*/*+xml", 0 }, { "text/*+", 0 },
+    static const struct {
+        const char *range;
+        int valid;
+    } ranges[] = {
+        { "application/xml", 1 },
+        { "audio/*", 1 },
+        { "*/*", 1 },
+        { "application/*+xml", 1 },
+        { " Text/HTML ", 1 },
+        { "", 0 },
+        { "   ", 0 },
+        { "text", 0 },
+        { "text/", 0 },
+        { "/html", 0 },
+        { "text/html;x=1", 0 },
+        { "text/html ; charset=utf-8", 0 },
+        { "*/html", 0 },
+        { "te*t/html", 0 },
+        { "text/ht*l", 0 },
+        { "text/html/x", 0 },
+        { "text /html", 0 },
+        { "text/h tml", 0 },
+        { "*/*+xml", 0 },
+        { "text/*+", 0 },
         { "t\xc3\xa9xt/html", 0 },
     };
-    static const struct { const char *range, *ct; int match; } table[] = {
+    static const struct {
+        const char *range, *ct;
+        int match;
+    } table[] = {
         { "application/xml", "Application/XML; charset=utf-8", 1 },
         { "application/xml", "application/xml", 1 },
         { "application/xml", "application/xhtml+xml", 0 },

@@ -13,7 +13,7 @@
 #define MAXC 130
 #define H NOTARY_HASH_LEN
 
-static unsigned char leaves[70000 * H];   /* leaf hashes of D[i] = "leaf i" */
+static unsigned char leaves[70000 * H]; /* leaf hashes of D[i] = "leaf i" */
 
 static void make_leaves(apr_size_t n)
 {
@@ -137,7 +137,8 @@ static void test_roots(apr_pool_t *p)
             unsigned char t[NOTARY_TILE_WIDTH * H];
             notary_merkle_source_leaves(&src, leaves, size);
             if ((notary_merkle_tile(&src, 0, n, w, t) || ts->slots[0][n].width != w
-                 || memcmp(t, ts->slots[0][n].data, (apr_size_t)w * H)) && !bad_prefix++)
+                 || memcmp(t, ts->slots[0][n].data, (apr_size_t)w * H))
+                && !bad_prefix++)
                 diag("level-0 tile %lu at size %lu is not the definition's", (unsigned long)n,
                      (unsigned long)size);
         }
@@ -166,9 +167,11 @@ static int inclusion_flips(const unsigned char *leaf, apr_uint64_t idx, apr_uint
         }
     }
     for (b = all ? 0 : (unsigned)(idx * 13 % 256); b < 256; b += all ? 1 : 256) {
-        memcpy(l, leaf, H); flip(l, b);
+        memcpy(l, leaf, H);
+        flip(l, b);
         accepted += notary_merkle_verify_inclusion(l, idx, n, proof, count, root);
-        memcpy(r, root, H); flip(r, b);
+        memcpy(r, root, H);
+        flip(r, b);
         accepted += notary_merkle_verify_inclusion(leaf, idx, n, proof, count, r);
     }
     if (count > 0) {
@@ -204,8 +207,7 @@ static void test_inclusion(apr_pool_t *p)
         for (i = 0; i < n; i++) {
             unsigned char *proof, *tproof, spare[(NOTARY_MERKLE_MAX_PROOF + 1) * H];
             apr_size_t count, tcount;
-            int all = n <= 16 || ((n == 127 || n == 128 || n == 129 || n == 255 || n == 256
-                                   || n == 257 || n == 300) && (i < 2 || i + 2 >= n || i == n / 2));
+            int all = n <= 16 || ((n == 127 || n == 128 || n == 129 || n == 255 || n == 256 || n == 257 || n == 300) && (i < 2 || i + 2 >= n || i == n / 2));
 
             proofs++;
             if (notary_merkle_prove_inclusion(sub, &src, i, n, &proof, &count) != 0
@@ -218,7 +220,7 @@ static void test_inclusion(apr_pool_t *p)
                 if (!tile_diff++) diag("proof from tiles differs for %lu in %lu", (unsigned long)i, (unsigned long)n);
             }
             memcpy(spare, proof, count * H);
-            memset(spare + count * H, 0x5a, H);   /* the extra hash of the too-long proof */
+            memset(spare + count * H, 0x5a, H); /* the extra hash of the too-long proof */
             if (all) full++;
             if (inclusion_flips(leaves + i * H, i, n, spare, count, root, all)) {
                 if (!forged++) diag("a tampered inclusion proof of %lu in %lu verified", (unsigned long)i, (unsigned long)n);
@@ -229,7 +231,8 @@ static void test_inclusion(apr_pool_t *p)
     is_int(bad, 0, "all %lu inclusion proofs (every leaf of every tree of 1..%d) verify", proofs, MAXN);
     is_int(tile_diff, 0, "inclusion proofs computed from tiles equal those from the leaves");
     is_int(forged, 0, "no proof verifies with a bit flipped in a proof hash, the leaf or the root, "
-           "a hash dropped or added, another index (%lu proofs with every single bit, the rest one bit per hash)", full);
+                      "a hash dropped or added, another index (%lu proofs with every single bit, the rest one bit per hash)",
+           full);
 }
 
 static int consistency_flips(apr_uint64_t m, const unsigned char *r1, apr_uint64_t n,
@@ -247,11 +250,13 @@ static int consistency_flips(apr_uint64_t m, const unsigned char *r1, apr_uint64
         }
     }
     for (b = all ? 0 : (unsigned)((m + n) % 256); b < 256; b += all ? 1 : 256) {
-        memcpy(a, r1, H); flip(a, b);
+        memcpy(a, r1, H);
+        flip(a, b);
         accepted += notary_merkle_verify_consistency(m, a, n, r2, proof, count);
         /* the empty tree is a prefix of every tree: its proof binds no new root */
         if (m > 0) {
-            memcpy(b2, r2, H); flip(b2, b);
+            memcpy(b2, r2, H);
+            flip(b2, b);
             accepted += notary_merkle_verify_consistency(m, r1, n, b2, proof, count);
         }
     }
@@ -313,8 +318,9 @@ static void test_consistency(apr_pool_t *p)
     is_int(tile_diff, 0, "consistency proofs from tiles equal those from the leaves");
     is_int(swapped, 0, "no consistency proof verifies with old and new roots swapped");
     is_int(forged, 0, "no consistency proof verifies with a bit flipped in a proof hash or either root, "
-           "a hash dropped or added (%lu proofs with every single bit, the rest one bit per hash; "
-           "a new root is not bound from an empty old tree)", full);
+                      "a hash dropped or added (%lu proofs with every single bit, the rest one bit per hash; "
+                      "a new root is not bound from an empty old tree)",
+           full);
 }
 
 static void test_paths(apr_pool_t *p)
@@ -335,12 +341,16 @@ static void test_paths(apr_pool_t *p)
     is_str(notary_tile_path(p, NOTARY_TILE_ENTRIES, 1000, 3), "tile/entries/x001/000.p/3", "an entry bundle");
     is_str(notary_tile_path(p, 2, 0, 0), "tile/2/000", "width 0 is a full tile");
     ok(notary_tile_path_parse("tile/0/x001/x234/067.p/5", &level, &index, &width) == 0
-       && level == 0 && index == 1234067 && width == 5, "parse a partial tile path");
+           && level == 0 && index == 1234067 && width == 5,
+       "parse a partial tile path");
     ok(notary_tile_path_parse("tile/entries/999", &level, &index, &width) == 0
-       && level == NOTARY_TILE_ENTRIES && index == 999 && width == 256, "parse an entry bundle path");
+           && level == NOTARY_TILE_ENTRIES && index == 999 && width == 256,
+       "parse an entry bundle path");
     for (i = 0; bad[i]; i++) {
-        if (notary_tile_path_parse(bad[i], &level, &index, &width) == 0) diag("accepted %s", bad[i]);
-        else rejected++;
+        if (notary_tile_path_parse(bad[i], &level, &index, &width) == 0)
+            diag("accepted %s", bad[i]);
+        else
+            rejected++;
     }
     is_int(rejected, i, "every non-canonical or malformed tile path is refused");
     /* the example of tlog-tiles: a tree of 70,000 */

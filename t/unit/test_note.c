@@ -17,7 +17,7 @@
 /* c2sp.org/signed-note, "Verifier keys", Example */
 #define C2SP_VKEY "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k"
 #define C2SP_NOTE "This is an example message.\n\n" \
-    "\xe2\x80\x94 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
+                  "\xe2\x80\x94 example.com/foo Uw2QOkn8srV1yJGh2VYRlL1Tnagv1YEq6TfXppzi2ONncAlTgK7Ztg1ERYNZXsYjOBH3mFXmRKuwHjG1Yu72IneyaQM=\n"
 /* golang.org/x/mod/sumdb/note's example key, with its private half */
 #define GO_SKEY "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 #define GO_VKEY "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
@@ -73,14 +73,14 @@ static void test_known_answers(apr_pool_t *p)
 static void test_keys(apr_pool_t *p)
 {
     static const char *const bad[] = {
-        "example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",  /* wrong id */
-        "example.com/foo+530D903A+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",  /* upper hex */
-        "example.com/foo+530d903a+AukyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",  /* type 0x02 */
-        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2",   /* short */
-        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2l",  /* not canonical */
-        "example.com/foo+530d903+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",   /* 7 digits */
-        "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",                 /* no name */
-        "example com+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",      /* space */
+        "example.com/foo+530d903b+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k", /* wrong id */
+        "example.com/foo+530D903A+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k", /* upper hex */
+        "example.com/foo+530d903a+AukyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k", /* type 0x02 */
+        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2",  /* short */
+        "example.com/foo+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2l", /* not canonical */
+        "example.com/foo+530d903+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",  /* 7 digits */
+        "+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",                /* no name */
+        "example com+530d903a+AekyeRrm56hApGFkyQR4ZCbV54Id2LKaANYcrnKv3U2k",     /* space */
         "example.com/foo", "", NULL
     };
     int i, refused = 0;
@@ -89,13 +89,21 @@ static void test_keys(apr_pool_t *p)
 
     for (i = 0; bad[i]; i++) {
         why = NULL;
-        if (notary_note_vkey_parse(p, bad[i], &why)) diag("accepted %s", bad[i]);
-        else if (why) refused++;
+        if (notary_note_vkey_parse(p, bad[i], &why))
+            diag("accepted %s", bad[i]);
+        else if (why)
+            refused++;
     }
     is_int(refused, i, "malformed vkeys refused, each with a reason");
     ok(!notary_note_key_generate(p, "a+b", &why), "a key name with '+' is refused (%s)", why);
-    ok(!notary_note_key_generate(p, "a\xe3\x80\x80" "b", &why), "a key name with U+3000 is refused");
-    ok(!notary_note_key_generate(p, "a\xff" "b", &why), "a key name that is not UTF-8 is refused");
+    ok(!notary_note_key_generate(p, "a\xe3\x80\x80"
+                                    "b",
+                                 &why),
+       "a key name with U+3000 is refused");
+    ok(!notary_note_key_generate(p, "a\xff"
+                                    "b",
+                                 &why),
+       "a key name that is not UTF-8 is refused");
     k = notary_note_key_generate(p, "\xe6\x97\xa5\xe6\x9c\xac.example/log", &why);
     ok(k && notary_note_vkey_parse(p, notary_note_vkey(p, k), NULL), "a UTF-8 key name round-trips through its vkey");
     ok(!notary_note_skey_parse(p, C2SP_VKEY, &why), "a vkey is not a signer key (%s)", why);
@@ -111,10 +119,13 @@ static char *flip_sig(apr_pool_t *p, const char *note, int which, unsigned bit, 
 
     *ok_flip = 0;
     for (sp = note; (sp = strstr(sp, "\n\n")); sp++) {
-        s = sp + 2;   /* the signatures start after the last blank line */
+        s = sp + 2; /* the signatures start after the last blank line */
     }
     while (*s) {
-        if (++i == which) { line = s; break; }
+        if (++i == which) {
+            line = s;
+            break;
+        }
         s = strchr(s, '\n') + 1;
     }
     if (!line) return NULL;
@@ -133,7 +144,7 @@ static void test_sign_open(apr_pool_t *p)
     const char *why = NULL;
     notary_note_key *k1 = notary_note_key_generate(p, ORIGIN, &why);
     notary_note_key *k2 = notary_note_key_generate(p, "witness.example/w1", &why);
-    notary_note_key *k3 = notary_note_key_generate(p, ORIGIN, &why);   /* same name, other key */
+    notary_note_key *k3 = notary_note_key_generate(p, ORIGIN, &why); /* same name, other key */
     const notary_note_key *both[2], *one[1];
     const char *text = "line one\n\nline three after an empty line\n";
     char *msg, *bad;
@@ -142,15 +153,18 @@ static void test_sign_open(apr_pool_t *p)
     unsigned bit;
     int accepted = 0, flips = 0, f;
 
-    both[0] = k1; both[1] = k2;
+    both[0] = k1;
+    both[1] = k2;
     ok(notary_note_sign(p, text, strlen(text), both, 2, &msg, &len, &why) == 0, "sign with two keys");
     one[0] = k2;
     ok(notary_note_open(p, msg, len, one, 1, &n, &why) == 0 && n->nsigs == 2 && n->verified_by == k2
-       && strcmp(n->text, text) == 0, "open with the second key only: two signatures seen, one verified, "
+           && strcmp(n->text, text) == 0,
+       "open with the second key only: two signatures seen, one verified, "
        "the text keeps its own empty line");
     one[0] = k3;
     ok(notary_note_open(p, msg, len, one, 1, &n, &why) != 0, "a key of the same name but another ID is unknown: "
-       "no known signature (%s)", why);
+                                                             "no known signature (%s)",
+       why);
     ok(notary_note_open(p, msg, len, both, 2, &n, &why) == 0 && n->sigs[0].key == k1 && n->sigs[1].key == k2,
        "open with both keys: both verified");
     ok(notary_note_sign(p, "no newline", 10, both, 1, &msg, &len, &why) != 0, "text without final newline is not signed");
@@ -171,7 +185,8 @@ static void test_sign_open(apr_pool_t *p)
         }
     }
     ok(flips == 2 * 68 * 8 && accepted == 0, "all %d single-bit flips of two signatures (key ID and "
-       "signature bytes) refused by the key that signed (%d accepted)", flips, accepted);
+                                             "signature bytes) refused by the key that signed (%d accepted)",
+       flips, accepted);
     accepted = 0;
     for (bit = 0; bit < strlen(text) * 8; bit++) {
         bad = apr_pstrdup(p, msg);
@@ -182,7 +197,8 @@ static void test_sign_open(apr_pool_t *p)
     /* a bad signature by a known key spoils the note even if another verifies */
     bad = flip_sig(p, msg, 0, 100, &f);
     ok(notary_note_open(p, bad, strlen(bad), both, 2, &n, &why) != 0, "one known key's bad signature "
-       "rejects the note although the other verifies (%s)", why);
+                                                                      "rejects the note although the other verifies (%s)",
+       why);
 }
 
 static void test_malformed(apr_pool_t *p)
@@ -198,23 +214,25 @@ static void test_malformed(apr_pool_t *p)
 
     keys[0] = k;
     notary_note_sign(p, "hello\n", 6, keys, 1, &msg, &len, &why);
-    cases[count++] = apr_pstrmemdup(p, msg, len - 1);                        /* no final newline */
-    cases[count++] = apr_pstrcat(p, "hello\n", msg + 6 + 1, NULL);           /* no blank line */
-    cases[count++] = apr_pstrcat(p, msg, "\n", NULL);                         /* empty sig line */
-    cases[count++] = apr_pstrcat(p, msg, "- x AAAAAAA=\n", NULL);             /* not an em dash */
-    cases[count++] = apr_pstrcat(p, "he\rllo\n\n", msg + 7, NULL);            /* control char */
+    cases[count++] = apr_pstrmemdup(p, msg, len - 1);                          /* no final newline */
+    cases[count++] = apr_pstrcat(p, "hello\n", msg + 6 + 1, NULL);             /* no blank line */
+    cases[count++] = apr_pstrcat(p, msg, "\n", NULL);                          /* empty sig line */
+    cases[count++] = apr_pstrcat(p, msg, "- x AAAAAAA=\n", NULL);              /* not an em dash */
+    cases[count++] = apr_pstrcat(p, "he\rllo\n\n", msg + 7, NULL);             /* control char */
     cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 a+b AAAAAAA=\n", NULL); /* '+' in name */
-    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x AAAA\n", NULL);      /* 3 bytes */
-    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x AAAAAAB=\n", NULL);  /* not canonical */
-    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x\n", NULL);           /* no signature */
-    cases[count++] = apr_pstrcat(p, "h\xc3\x28llo\n\n", msg + 7, NULL);       /* bad UTF-8 */
+    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x AAAA\n", NULL);       /* 3 bytes */
+    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x AAAAAAB=\n", NULL);   /* not canonical */
+    cases[count++] = apr_pstrcat(p, msg, "\xe2\x80\x94 x\n", NULL);            /* no signature */
+    cases[count++] = apr_pstrcat(p, "h\xc3\x28llo\n\n", msg + 7, NULL);        /* bad UTF-8 */
     many = apr_pstrdup(p, msg);
     for (i = 0; i < 100; i++) many = apr_pstrcat(p, many, "\xe2\x80\x94 other.example AAAAAAA=\n", NULL);
-    cases[count++] = many;                                                    /* 101 signatures */
+    cases[count++] = many; /* 101 signatures */
     for (i = 0; i < count; i++) {
         why = NULL;
-        if (notary_note_open(p, cases[i], strlen(cases[i]), keys, 1, &n, &why) == 0) diag("case %d accepted", i);
-        else if (why) refused++;
+        if (notary_note_open(p, cases[i], strlen(cases[i]), keys, 1, &n, &why) == 0)
+            diag("case %d accepted", i);
+        else if (why)
+            refused++;
     }
     is_int(refused, count, "malformed notes refused, each with a reason");
     ok(notary_note_open(p, msg, len, keys, 1, &n, &why) == 0, "the untouched note still opens");
@@ -253,17 +271,22 @@ static void test_checkpoint(apr_pool_t *p)
     t = notary_checkpoint_text(p, ORIGIN, 20852163, root);
     is_str(t, ORIGIN "\n20852163\nERERERERERERERERERERERERERERERERERERERERERE=\n", "checkpoint text: origin, size, base64 root");
     ok(notary_checkpoint_parse(p, t, strlen(t), &cp, &why) == 0 && cp.size == 20852163 && !cp.extensions
-       && strcmp(cp.origin, ORIGIN) == 0 && memcmp(cp.root, root, 32) == 0, "checkpoint parses back");
+           && strcmp(cp.origin, ORIGIN) == 0 && memcmp(cp.root, root, 32) == 0,
+       "checkpoint parses back");
     /* the C2SP tlog-checkpoint example's body */
     t = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
     ok(notary_checkpoint_parse(p, t, strlen(t), &cp, &why) == 0 && cp.size == 20852163
-       && strcmp(cp.origin, "example.com/behind-the-sofa") == 0, "the tlog-checkpoint example body parses");
+           && strcmp(cp.origin, "example.com/behind-the-sofa") == 0,
+       "the tlog-checkpoint example body parses");
     t = "o\n0\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nx\ny z\n";
     ok(notary_checkpoint_parse(p, t, strlen(t), &cp, &why) == 0 && cp.size == 0
-       && strcmp(cp.extensions, "x\ny z\n") == 0, "size 0 and extension lines");
+           && strcmp(cp.extensions, "x\ny z\n") == 0,
+       "size 0 and extension lines");
     for (i = 0; bad[i]; i++) {
-        if (notary_checkpoint_parse(p, bad[i], strlen(bad[i]), &cp, &why) == 0) diag("accepted %s", bad[i]);
-        else refused++;
+        if (notary_checkpoint_parse(p, bad[i], strlen(bad[i]), &cp, &why) == 0)
+            diag("accepted %s", bad[i]);
+        else
+            refused++;
     }
     is_int(refused, i, "malformed checkpoint bodies refused");
 
@@ -313,12 +336,15 @@ static void make_log(apr_pool_t *p, small_log *lg, int n)
         r.status = i % 2 ? 200 : -1;
         r.recorded_at_us = APR_INT64_C(1767225600000000) + i;
         r.salt = salt;
-        r.sender_spki = (const unsigned char *)"consumer key"; r.sender_spki_len = 12;
-        r.receiver_spki = (const unsigned char *)"merchant key"; r.receiver_spki_len = 12;
+        r.sender_spki = (const unsigned char *)"consumer key";
+        r.sender_spki_len = 12;
+        r.receiver_spki = (const unsigned char *)"merchant key";
+        r.receiver_spki_len = 12;
         notary_leaf_meta_set(&r.meta.merchant, &r.meta.merchant_len, "shop");
         notary_leaf_meta_set(&r.meta.uri, &r.meta.uri_len, apr_psprintf(p, "/doc/%d", i));
         notary_leaf_meta_set(&r.meta.exchange_id, &r.meta.exchange_id_len, apr_psprintf(p, "x%d", i / 2));
-        r.body = (const unsigned char *)body; r.body_len = strlen(body);
+        r.body = (const unsigned char *)body;
+        r.body_len = strlen(body);
         notary_leaf_from_record(p, &r, &e);
         notary_leaf_encode(&e, lg->entries[i]);
         lg->metas[i] = notary_leaf_meta_encode(p, &r.meta, &lg->meta_lens[i]);
@@ -443,7 +469,8 @@ static void test_receipt(apr_pool_t *p)
         if (notary_receipt_verify(p, bad, blen, keys, 1, &r, NULL) == 0) accepted++;
     }
     ok(accepted == 0, "all %d tamperings refused: every bit of entry and metadata, of each proof hash, "
-       "of the root (checkpoint re-signed), of the signature; every other index (%d accepted)", tried, accepted);
+                      "of the root (checkpoint re-signed), of the signature; every other index (%d accepted)",
+       tried, accepted);
 
     {
         notary_tlog_proof t2 = tp;
@@ -455,7 +482,8 @@ static void test_receipt(apr_pool_t *p)
                                         (const unsigned char *)"TST", 3, &t2.extra_len);
         bad = notary_tlog_proof_format(p, &t2, &blen);
         ok(notary_receipt_verify(p, bad, blen, keys, 1, &r, &why) == 0 && r.timestamp_len == 3
-           && memcmp(r.timestamp, "TST", 3) == 0, "a time-stamp token after the metadata is read");
+               && memcmp(r.timestamp, "TST", 3) == 0,
+           "a time-stamp token after the metadata is read");
         t2.extra_len--;
         bad = notary_tlog_proof_format(p, &t2, &blen);
         ok(notary_receipt_verify(p, bad, blen, keys, 1, &r, &why) != 0, "a cut time-stamp token is refused (%s)", why);
@@ -482,10 +510,12 @@ static void test_tlog_proof_format(apr_pool_t *p)
     keys[0] = k;
     notary_note_sign(p, text, strlen(text), keys, 1, &cp, &cplen, &why);
     file = apr_pstrcat(p, "c2sp.org/tlog-proof@v1\nindex 73894\n"
-                       "gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=\n"
-                       "B95lDa8R83lS8n0eG+o0buTxRKQTYFi//1U8anccXmA=\n\n", cp, NULL);
+                          "gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=\n"
+                          "B95lDa8R83lS8n0eG+o0buTxRKQTYFi//1U8anccXmA=\n\n",
+                       cp, NULL);
     ok(notary_tlog_proof_parse(p, file, strlen(file), &tp, &why) == 0 && !tp.extra && tp.index == 73894
-       && tp.count == 2 && tp.checkpoint_len == cplen, "a tlog-proof without extra parses");
+           && tp.count == 2 && tp.checkpoint_len == cplen,
+       "a tlog-proof without extra parses");
     again = notary_tlog_proof_format(p, &tp, &len);
     is_str(again, file, "and formats back to the same bytes");
     ok(notary_tlog_proof_parse(p, "c2sp.org/tlog-proof@v1\nindex 01\n\n", 33, &tp, &why) != 0,
@@ -516,7 +546,7 @@ static void test_promise(apr_pool_t *p)
        "promise text: header, origin, base64 entry");
     notary_note_sign(p, text, strlen(text), keys, 1, &msg, &len, &why);
     ok(notary_promise_verify(p, msg, len, keys, 1, &pr, &n, &why) == 0 && pr.mmd == 60
-       && pr.entry.direction == NOTARY_LEAF_RESPONSE && memcmp(pr.entry_bytes, lg.entries[1], NOTARY_LEAF_LEN) == 0,
+           && pr.entry.direction == NOTARY_LEAF_RESPONSE && memcmp(pr.entry_bytes, lg.entries[1], NOTARY_LEAF_LEN) == 0,
        "signed promise verifies and gives back the entry");
     for (bit = 0; bit < NOTARY_LEAF_LEN * 8; bit++) {
         unsigned char e[NOTARY_LEAF_LEN];

@@ -32,11 +32,11 @@ static void check_full(apr_pool_t *p, const char *name, apr_size_t mem_max,
     int round;
 
     for (i = 0; i < total; i++) {
-        src[i] = (char)(i * 131 + (i >> 8));   /* NULs included */
+        src[i] = (char)(i * 131 + (i >> 8)); /* NULs included */
     }
     ok(notary_spool_create(&s, p, mem_max, limit, NULL) == APR_SUCCESS, "%s: created", name);
     if (expect) {
-        notary_spool_expect(s, expect, now);    /* a hint, right or wrong */
+        notary_spool_expect(s, expect, now); /* a hint, right or wrong */
     }
     if (early == 0) {
         notary_spool_hash_early(s);
@@ -48,7 +48,7 @@ static void check_full(apr_pool_t *p, const char *name, apr_size_t mem_max,
         }
         if (early > 0 && i < (apr_size_t)early && i + n >= (apr_size_t)early) {
             notary_spool_hash_early(s);
-            notary_spool_hash_early(s);   /* idempotent */
+            notary_spool_hash_early(s); /* idempotent */
         }
     }
     is_int(notary_spool_length(s), total, "%s: length counts every byte", name);
@@ -72,8 +72,8 @@ static void check_full(apr_pool_t *p, const char *name, apr_size_t mem_max,
             ok(total > mem_max, "%s: in a file only past mem_max", name);
             ok(d == NULL, "%s: no memory copy once in the file", name);
             ok(apr_file_seek(f, APR_SET, &off) == APR_SUCCESS
-               && (total == 0 || apr_file_read_full(f, back, total, &n) == APR_SUCCESS)
-               && n == total && memcmp(back, src, total) == 0,
+                   && (total == 0 || apr_file_read_full(f, back, total, &n) == APR_SUCCESS)
+                   && n == total && memcmp(back, src, total) == 0,
                "%s: the file holds the body byte for byte", name);
         }
         else {

@@ -72,15 +72,19 @@ static void make_record(rec_buf *b, apr_pool_t *p, const char *direction, const 
     b->rec.direction = direction;
     b->rec.merchant = "shop";
     if (!strcmp(direction, "request")) {
-        b->rec.sender_key = consumer_key;   b->rec.sender_key_len = sizeof(consumer_key);
-        b->rec.receiver_key = merchant_key; b->rec.receiver_key_len = sizeof(merchant_key);
+        b->rec.sender_key = consumer_key;
+        b->rec.sender_key_len = sizeof(consumer_key);
+        b->rec.receiver_key = merchant_key;
+        b->rec.receiver_key_len = sizeof(merchant_key);
         b->rec.status = 0;
         b->rec.content_type = NULL;
         b->rec.headers = "Host: shop.example\r\nX-Bin: \xff\xfe";
     }
     else {
-        b->rec.sender_key = merchant_key;   b->rec.sender_key_len = sizeof(merchant_key);
-        b->rec.receiver_key = consumer_key; b->rec.receiver_key_len = sizeof(consumer_key);
+        b->rec.sender_key = merchant_key;
+        b->rec.sender_key_len = sizeof(merchant_key);
+        b->rec.receiver_key = consumer_key;
+        b->rec.receiver_key_len = sizeof(consumer_key);
         b->rec.status = 200;
         b->rec.content_type = "application/xml";
         b->rec.headers = "Content-Type: application/xml\r\nContent-Length: 17";
@@ -116,7 +120,7 @@ static long long count_rows(apr_pool_t *p, const char *like_suffix)
 static int bytes_eq(const PGresult *r, int row, int col, const void *want, size_t n)
 {
     return !PQgetisnull(r, row, col) && (size_t)PQgetlength(r, row, col) == n
-           && memcmp(PQgetvalue(r, row, col), want, n) == 0;
+        && memcmp(PQgetvalue(r, row, col), want, n) == 0;
 }
 
 static apr_uint64_t be64(const char *p)
@@ -140,8 +144,9 @@ static void check_leaf(apr_pool_t *p, const rec_buf *b, const char *what)
     PGresult *r;
 
     r = PQexecParams(reader,
-        "SELECT salt, leaf_hash, token_sha256, token, leaf_index FROM notary.audit_rows "
-        "WHERE exchange_id = $1 AND direction = $2", 2, NULL, vals, NULL, NULL, 1);
+                     "SELECT salt, leaf_hash, token_sha256, token, leaf_index FROM notary.audit_rows "
+                     "WHERE exchange_id = $1 AND direction = $2",
+                     2, NULL, vals, NULL, NULL, 1);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         ok(0, "%s: its audit row read back (%s)", what, PQresultErrorMessage(r));
         PQclear(r);
@@ -165,8 +170,10 @@ static void check_leaf(apr_pool_t *p, const rec_buf *b, const char *what)
     lr.recorded_at_us = b->rec.recorded_at;
     lr.status = b->rec.status;
     lr.salt = (const unsigned char *)PQgetvalue(r, 0, 0);
-    lr.sender_spki = b->rec.sender_key;       lr.sender_spki_len = b->rec.sender_key_len;
-    lr.receiver_spki = b->rec.receiver_key;   lr.receiver_spki_len = b->rec.receiver_key_len;
+    lr.sender_spki = b->rec.sender_key;
+    lr.sender_spki_len = b->rec.sender_key_len;
+    lr.receiver_spki = b->rec.receiver_key;
+    lr.receiver_spki_len = b->rec.receiver_key_len;
     notary_leaf_meta_set(&lr.meta.merchant, &lr.meta.merchant_len, b->rec.merchant);
     notary_leaf_meta_set(&lr.meta.rule, &lr.meta.rule_len, b->rec.rule);
     notary_leaf_meta_set(&lr.meta.method, &lr.meta.method_len, b->rec.method);
@@ -198,11 +205,11 @@ static void check_row(apr_pool_t *p, const rec_buf *b, const char *what)
     {
         const char *vals[2] = { b->rec.exchange_id, b->rec.direction };
         r = PQexecParams(reader,
-            "SELECT body, body_sha256, sender_key, receiver_key, sender_key_sha256, "
-            "status, headers, content_type, "
-            "(extract(epoch FROM recorded_at) * 1000000)::bigint, merchant, rule, uri "
-            "FROM notary_records WHERE exchange_id = $1 AND direction = $2",
-            2, NULL, vals, NULL, NULL, 1);
+                         "SELECT body, body_sha256, sender_key, receiver_key, sender_key_sha256, "
+                         "status, headers, content_type, "
+                         "(extract(epoch FROM recorded_at) * 1000000)::bigint, merchant, rule, uri "
+                         "FROM notary_records WHERE exchange_id = $1 AND direction = $2",
+                         2, NULL, vals, NULL, NULL, 1);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         ok(0, "%s: read back one row (got %d rows: %s)", what,
@@ -249,7 +256,7 @@ static void check_row(apr_pool_t *p, const rec_buf *b, const char *what)
 typedef struct {
     notary_store *st;
     int idx;
-    int bad;                      /* every record with a wrong body digest */
+    int bad; /* every record with a wrong body digest */
     int failures, refused_right;
     char first_err[256];
 } thr_arg;
@@ -265,7 +272,7 @@ static void *APR_THREAD_FUNC thr_main(apr_thread_t *t, void *data)
         char body[64];
         int n = snprintf(body, sizeof(body), "contract %d/%d", a->idx, i);
         body[n] = '\0';
-        body[8] = '\0';                  /* a NUL in every body */
+        body[8] = '\0'; /* a NUL in every body */
         make_record(&b, p, i % 2 ? "response" : "request",
                     apr_psprintf(p, "conc-%d-%d", a->idx, i), body, (apr_size_t)n);
         if (a->bad) {
@@ -292,7 +299,7 @@ typedef struct {
     rec_buf b;
     apr_status_t rv;
     char err[256];
-    apr_time_t done;              /* when the insert returned */
+    apr_time_t done; /* when the insert returned */
 } one_arg;
 
 static void *APR_THREAD_FUNC one_insert(apr_thread_t *t, void *data)
@@ -362,7 +369,8 @@ static notary_store *ready_store(apr_pool_t *p, const char *conninfo, int hmax, 
     notary_store *st = NULL;
 
     ok(notary_store_create(&st, p, conninfo, 0, hmax, hmax, 0, apr_time_from_sec(secs))
-       == APR_SUCCESS, "%s: a store of %d connection(s), %d s bound, created", phase, hmax, secs);
+           == APR_SUCCESS,
+       "%s: a store of %d connection(s), %d s bound, created", phase, hmax, secs);
     commits(p, st, xid, apr_psprintf(p, "%s: its first record commits", phase));
     return st;
 }
@@ -385,7 +393,7 @@ static long long transactions_matching(apr_pool_t *p, const char *regex, long lo
     c = PQconnectdb(admin);
     v = apr_pstrcat(p, "^", run_id, "-(", regex, ")$", NULL);
     r = PQexecParams(c, "SELECT count(*)::text, count(DISTINCT xmin::text)::text "
-                     "FROM notary.records WHERE exchange_id ~ $1",
+                        "FROM notary.records WHERE exchange_id ~ $1",
                      1, NULL, &v, NULL, NULL, 0);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && atoll(PQgetvalue(r, 0, 0)) == rows) {
         n = atoll(PQgetvalue(r, 0, 1));
@@ -427,7 +435,8 @@ static void phase_gather(apr_pool_t *p, const char *conninfo)
     apr_time_t t0;
 
     ok(notary_store_create(&st, p, conninfo, 0, 4, 4, 0, apr_time_from_sec(20))
-       == APR_SUCCESS, "gather: store created");
+           == APR_SUCCESS,
+       "gather: store created");
     /* long enough that only an arrival or a withdrawal can end it */
     notary_store_gather_wait(st, apr_time_from_sec(8));
 
@@ -458,7 +467,7 @@ static void phase_gather(apr_pool_t *p, const char *conninfo)
     make_record(&b, p, "response", "gather-4", "contract four", 13);
     t0 = apr_time_now();
     ok(notary_store_insert(st, &b.rec, p, &err) == APR_SUCCESS
-       && apr_time_now() - t0 < apr_time_from_sec(4),
+           && apr_time_now() - t0 < apr_time_from_sec(4),
        "gather: a lone unannounced record commits without waiting");
 }
 
@@ -482,7 +491,8 @@ static void phase_batch(apr_pool_t *p, const char *conninfo)
     int i, good;
 
     ok(notary_store_create(&st, p, conninfo, 0, 4, 4, 0, apr_time_from_sec(20))
-       == APR_SUCCESS, "batch: store created");
+           == APR_SUCCESS,
+       "batch: store created");
     notary_store_gather_wait(st, apr_time_from_sec(8));
 
     /* five announced: the first leads and waits for the other four */
@@ -581,11 +591,12 @@ static void phase_deadline(apr_pool_t *p, const char *conninfo)
     apr_thread_join(&trv, tb);
     ok(b.rv != APR_SUCCESS && apr_time_now() - tb0 < apr_time_from_msec(1500),
        "deadline: the queued record fails within its own bound (%" APR_TIME_T_FMT
-       " ms: %s)", apr_time_as_msec(apr_time_now() - tb0), b.err);
+       " ms: %s)",
+       apr_time_as_msec(apr_time_now() - tb0), b.err);
     /* sent with what was left of its time, and the server told to give up
      * before then: its outcome is known, nothing committed later */
     ok(strstr(b.err, "57014") != NULL, "deadline: ... cancelled by the server "
-       "(statement_timeout fitted to its time left), so known not written");
+                                       "(statement_timeout fitted to its time left), so known not written");
     apr_thread_join(&trv, ta);
     ok(a.rv != APR_SUCCESS && apr_time_now() - t0 < apr_time_from_msec(2500),
        "deadline: the stalled one fails too (%s)", a.err);
@@ -608,8 +619,7 @@ static int file_body(apr_pool_t *p, rec_buf *b)
     apr_file_t *f = NULL;
     char *tmpl = apr_pstrdup(p, "/tmp/notary-store-test-XXXXXX");
 
-    if (apr_file_mktemp(&f, tmpl, APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE
-                        | APR_FOPEN_EXCL | APR_FOPEN_DELONCLOSE, p) != APR_SUCCESS
+    if (apr_file_mktemp(&f, tmpl, APR_FOPEN_CREATE | APR_FOPEN_READ | APR_FOPEN_WRITE | APR_FOPEN_EXCL | APR_FOPEN_DELONCLOSE, p) != APR_SUCCESS
         || apr_file_write_full(f, b->rec.body, b->rec.body_len, NULL) != APR_SUCCESS) {
         ok(0, "a temporary body file can be written");
         return 0;
@@ -630,9 +640,9 @@ static PGconn *hold_exchange(apr_pool_t *p, const char *admin, const char *xid)
 
     PQclear(PQexec(lock, "BEGIN"));
     r = PQexecParams(lock, "INSERT INTO notary.records (recorded_at, direction, merchant, "
-                     "sender_key_sha256, receiver_key_sha256, rule, method, uri, headers, "
-                     "body, body_sha256, exchange_id) VALUES (now(), 'request', 'shop', "
-                     "sha256('a'), sha256('b'), 'r', 'POST', '/', '', 'x', sha256('x'), $1)",
+                           "sender_key_sha256, receiver_key_sha256, rule, method, uri, headers, "
+                           "body, body_sha256, exchange_id) VALUES (now(), 'request', 'shop', "
+                           "sha256('a'), sha256('b'), 'r', 'POST', '/', '', 'x', sha256('x'), $1)",
                      1, NULL, v, NULL, NULL, 0);
     ok(PQresultStatus(r) == PGRES_COMMAND_OK,
        "late: another session holds an uncommitted row for %s (%s)", xid,
@@ -706,7 +716,8 @@ static void phase_late(apr_pool_t *p, const char *conninfo)
     apr_thread_join(&trv, tc);
     ok(a.rv != APR_SUCCESS && b.rv != APR_SUCCESS && c.rv != APR_SUCCESS,
        "late: the stalled record and the two queued behind it fail (%" APR_TIME_T_FMT
-       " ms: %s / %s)", apr_time_as_msec(apr_time_now() - t0), b.err, c.err);
+       " ms: %s / %s)",
+       apr_time_as_msec(apr_time_now() - t0), b.err, c.err);
     /* the lock goes after all three were refused, but before a wait the
      * server would have cut off at 900 ms could have ended */
     apr_sleep(apr_time_from_msec(200));
@@ -721,7 +732,7 @@ static void phase_late(apr_pool_t *p, const char *conninfo)
      * statement_timeout, together they are longer than D's bound: D is
      * refused at 1 s, and the rows table is free at 1.2 s. */
     commits(p, st, "late-ready", "late: a record commits, on a connection set up before the "
-            "next locks");
+                                 "next locks");
     lock = lock_records(admin, "late");
     klock = lock_table(admin, "keys", "ACCESS EXCLUSIVE", "late");
     new_key_record(p, st, &a, "late-d");
@@ -730,8 +741,7 @@ static void phase_late(apr_pool_t *p, const char *conninfo)
     apr_sleep(apr_time_from_msec(600));
     unlock(klock);
     apr_thread_join(&trv, ta);
-    ok(a.rv != APR_SUCCESS, "late: the record held up twice fails (%" APR_TIME_T_FMT
-       " ms: %s)", apr_time_as_msec(apr_time_now() - t0), a.err);
+    ok(a.rv != APR_SUCCESS, "late: the record held up twice fails (%" APR_TIME_T_FMT " ms: %s)", apr_time_as_msec(apr_time_now() - t0), a.err);
     apr_sleep(apr_time_from_msec(200));
     unlock(lock);
     apr_sleep(apr_time_from_msec(1500));
@@ -754,8 +764,7 @@ static void phase_late(apr_pool_t *p, const char *conninfo)
     unlock(lock);
     apr_thread_join(&trv, ta);
     ok(a.rv == APR_TIMEUP && apr_time_now() - t0 < apr_time_from_sec(10),
-       "late: the record reached past its bound is refused before its deadline (%"
-       APR_TIME_T_FMT " ms)", apr_time_as_msec(apr_time_now() - t0));
+       "late: the record reached past its bound is refused before its deadline (%" APR_TIME_T_FMT " ms)", apr_time_as_msec(apr_time_now() - t0));
     ok(strstr(a.err, "known not written") != NULL,
        "late: ... saying the database kept nothing (%s)", a.err);
     apr_sleep(apr_time_from_msec(200));
@@ -836,7 +845,8 @@ static void phase_pool(apr_pool_t *p, const char *conninfo)
         return;
     }
     ok(notary_store_create(&st, p, conninfo, 0, 1, 1, 0, apr_time_from_sec(1))
-       == APR_SUCCESS, "pool: store with one connection created");
+           == APR_SUCCESS,
+       "pool: store with one connection created");
     /* the connection set up (statements prepared) before the lock: the
      * records then wait for it, not for a fresh connection's set-up */
     memset(&pa[0], 0, sizeof(pa[0]));
@@ -870,7 +880,7 @@ static void phase_pool(apr_pool_t *p, const char *conninfo)
     }
     is_int(failed, POOL_N, "pool: every record against the locked table fails");
     is_int(late, 0, "pool: ... each within its own bound (1 s, a slice over at most), "
-           "waiting for the connection included");
+                    "waiting for the connection included");
 
     /* A thread that takes the connection back as soon as it has let it go
      * (records of its own, one after the other) usually wins it over a
@@ -919,13 +929,14 @@ static void phase_short_file(apr_pool_t *p, const char *conninfo)
     one_arg a;
 
     ok(notary_store_create(&st, p, conninfo, 0, 1, 1, 0, apr_time_from_sec(5))
-       == APR_SUCCESS, "short file: store with one connection created");
+           == APR_SUCCESS,
+       "short file: store with one connection created");
     one_record(p, st, &a, "short-file", "contract, the first half");
     if (!file_body(p, &a.b)) {
         return;
     }
-    a.b.rec.body_len = 48;          /* the file holds 24 */
-    a.b.rec.body_sha256 = NULL;     /* the store hashes what it reads */
+    a.b.rec.body_len = 48;      /* the file holds 24 */
+    a.b.rec.body_sha256 = NULL; /* the store hashes what it reads */
     one_insert(NULL, &a);
     ok(a.rv != APR_SUCCESS && strstr(a.err, "it ends after 24 of its 48 bytes"),
        "short file: the record fails (%s)", a.err);
@@ -989,10 +1000,11 @@ static void phase_killed_copy(apr_pool_t *p, const char *conninfo)
         return;
     }
     ok(notary_store_create(&st, p, conninfo, 0, 1, 1, 0, apr_time_from_sec(60))
-       == APR_SUCCESS, "killed COPY: store with one connection created");
+           == APR_SUCCESS,
+       "killed COPY: store with one connection created");
     big = apr_palloc(p, big_len);
     for (apr_size_t k = 0; k < big_len; k++) {
-        big[k] = (char)(k * 131 + (k >> 12));   /* hardly compressible */
+        big[k] = (char)(k * 131 + (k >> 12)); /* hardly compressible */
     }
     c = PQconnectdb(admin);
     for (round = 1; round <= 2; round++) {
@@ -1012,13 +1024,14 @@ static void phase_killed_copy(apr_pool_t *p, const char *conninfo)
                round == 1 ? "the first attempt" : "both attempts");
         if (round == 1) {
             ok(a.rv == APR_SUCCESS, "killed COPY: ... the record is stored on a fresh "
-               "connection (%s)", a.err);
+                                    "connection (%s)",
+               a.err);
             xid = a.b.rec.exchange_id;
             r = PQexecParams(reader, "SELECT count(*)::text, min(octet_length(body))::text "
-                             "FROM notary_records WHERE exchange_id = $1",
+                                     "FROM notary_records WHERE exchange_id = $1",
                              1, NULL, &xid, NULL, NULL, 0);
             ok(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "1")
-               && !strcmp(PQgetvalue(r, 0, 1), "67108864"),
+                   && !strcmp(PQgetvalue(r, 0, 1), "67108864"),
                "killed COPY: ... once, with all of its 64 MiB (%s rows, %s bytes)",
                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "?",
                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 1) : "?");
@@ -1026,7 +1039,7 @@ static void phase_killed_copy(apr_pool_t *p, const char *conninfo)
         }
         else {
             ok(a.rv != APR_SUCCESS && strstr(a.err, "connection lost")
-               && strstr(a.err, "first attempt"),
+                   && strstr(a.err, "first attempt"),
                "killed COPY: ... the record fails with both reasons (%s)", a.err);
             is_int(count_rows(p, "killed-copy-2"), 0, "killed COPY: ... and leaves no row");
         }
@@ -1093,12 +1106,12 @@ static void phase_basic(apr_pool_t *p, const char *conninfo)
         check_row(p, &t2, "the same token");
         if (reader) {
             r = PQexecParams(reader,
-                "SELECT count(*), min(token_jti), min((extract(epoch FROM r.token_exp))::bigint) "
-                "FROM notary.report_rows r WHERE r.exchange_id LIKE $1",
-                1, NULL, (const char *[]){ apr_pstrcat(p, run_id, "-tok", NULL) }, NULL, NULL, 0);
+                             "SELECT count(*), min(token_jti), min((extract(epoch FROM r.token_exp))::bigint) "
+                             "FROM notary.report_rows r WHERE r.exchange_id LIKE $1",
+                             1, NULL, (const char *[]){ apr_pstrcat(p, run_id, "-tok", NULL) }, NULL, NULL, 0);
             ok(PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "2")
-               && !strcmp(PQgetvalue(r, 0, 1), "jti-1")
-               && !strcmp(PQgetvalue(r, 0, 2), "1700000900"),
+                   && !strcmp(PQgetvalue(r, 0, 1), "jti-1")
+                   && !strcmp(PQgetvalue(r, 0, 2), "1700000900"),
                "both rows show the admission's jti and exp (got %s, %s, %s: %s)",
                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 0) : "-",
                PQresultStatus(r) == PGRES_TUPLES_OK ? PQgetvalue(r, 0, 1) : "-",
@@ -1169,15 +1182,15 @@ static void phase_basic(apr_pool_t *p, const char *conninfo)
         char *big = apr_palloc(p, big_len), *hdr;
         apr_file_t *f;
         for (apr_size_t i = 0; i < big_len; i++) {
-            big[i] = (char)((i * 7) % 251);           /* NULs and high bytes */
+            big[i] = (char)((i * 7) % 251); /* NULs and high bytes */
         }
         make_record(&b, p, "response", "file", big, big_len);
         if (!file_body(p, &b)) {
             return;
         }
         f = b.rec.body_file;
-        b.rec.body_sha256 = NULL;                     /* the store hashes it */
-        b.rec.token = "file.token.bytes";             /* its admission rides with the keys */
+        b.rec.body_sha256 = NULL;         /* the store hashes it */
+        b.rec.token = "file.token.bytes"; /* its admission rides with the keys */
         b.rec.token_len = 16;
         b.rec.token_exp = 1700000900;
         rv = notary_store_insert(st, &b.rec, p, &err);
@@ -1193,7 +1206,7 @@ static void phase_basic(apr_pool_t *p, const char *conninfo)
         make_record(&b, p, "request", "filebadsha", big, big_len);
         b.rec.body = NULL;
         b.rec.body_file = f;
-        b.md[5] ^= 0x40;                              /* given, and wrong */
+        b.md[5] ^= 0x40; /* given, and wrong */
         rv = notary_store_insert(st, &b.rec, p, &err);
         ok(rv == APR_EGENERAL && err && strstr(err, "records_body_sha256"),
            "file body with a wrong digest refused (rv %d, err %s)", rv, err ? err : "-");
@@ -1330,7 +1343,8 @@ static void phase_restart(apr_pool_t *p, const char *conninfo)
     make_record(&b, p, "request", "r-inflight", "contract in flight", 18);
     rv = notary_store_insert(st, &b.rec, p, &err);
     ok(rv == APR_SUCCESS, "insert whose connection was killed mid-statement succeeds by retry "
-       "(rv %d, err %s)", rv, err ? err : "-");
+                          "(rv %d, err %s)",
+       rv, err ? err : "-");
 
     /* read back only now: an idle reader would be killed by the restarts */
     if (reader_conninfo && *reader_conninfo) {
@@ -1351,7 +1365,7 @@ int main(int argc, char **argv)
     const char *conninfo = getenv("NOTARY_TEST_PGCONN");
     const char *phase = argc > 1 ? argv[1] : "basic";
 
-    setvbuf(stdout, NULL, _IOLBF, 0);   /* the wrapper reads us through a pipe */
+    setvbuf(stdout, NULL, _IOLBF, 0); /* the wrapper reads us through a pipe */
     if (!conninfo || !*conninfo) {
         /* needs a real PostgreSQL: never pass without one */
         printf("1..1\nnot ok 1 - NOTARY_TEST_PGCONN not set (run through t/01-store.t)\n");

@@ -55,7 +55,7 @@ int main(void)
     split_is("/pa/%2e%2e/pb/x", "pb", "/x");
     split_is("/../../shop/x", "shop", "/x");
     split_is("/shop/a//b", "shop", "/a//b");
-    split_is("/shop/a/b/../../../../pb/x", "pb", "/x");  /* the name is routed after the dots */
+    split_is("/shop/a/b/../../../../pb/x", "pb", "/x"); /* the name is routed after the dots */
 
     refused("shop/x", "the path does not start with '/'");
     refused("https://evil.example/shop/x", "the path does not start with '/'");

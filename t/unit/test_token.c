@@ -18,13 +18,13 @@
 #include "notary_token.h"
 #include "tap.h"
 
-#define NOW    APR_INT64_C(1700000000)
-#define AUD    "notary.example"
+#define NOW APR_INT64_C(1700000000)
+#define AUD "notary.example"
 #define MAXAGE 900
 
 static apr_pool_t *pool;
 static EVP_PKEY *k_rsa, *k_rsa_b, *k_rsa1024, *k_p256, *k_p256_b, *k_p384, *k_ed25519,
-                *k_ed448, *k_k256;
+    *k_ed448, *k_k256;
 static unsigned char csha[32], other_sha[32];
 
 /* ---- fixtures ------------------------------------------------------------- */
@@ -38,8 +38,7 @@ static EVP_PKEY *keygen(int type, int param)
         goto cleanup;
     if (type == EVP_PKEY_RSA && EVP_PKEY_CTX_set_rsa_keygen_bits(ctx, param) <= 0)
         goto cleanup;
-    if (type == EVP_PKEY_EC && (EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx, param) <= 0
-                                || EVP_PKEY_CTX_set_ec_param_enc(ctx, OPENSSL_EC_NAMED_CURVE) <= 0))
+    if (type == EVP_PKEY_EC && (EVP_PKEY_CTX_set_ec_paramgen_curve_nid(ctx, param) <= 0 || EVP_PKEY_CTX_set_ec_param_enc(ctx, OPENSSL_EC_NAMED_CURVE) <= 0))
         goto cleanup;
     if (EVP_PKEY_keygen(ctx, &k) != 1)
         k = NULL;
@@ -63,7 +62,8 @@ static X509 *self_signed(EVP_PKEY *key, const char *cn)
         || !X509_gmtime_adj(X509_getm_notAfter(x), 86400)
         || !(name = X509_get_subject_name(x))
         || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn,
-                                      -1, -1, 0) != 1
+                                      -1, -1, 0)
+               != 1
         || X509_set_issuer_name(x, name) != 1 || X509_set_pubkey(x, key) != 1
         || X509_sign(x, key, EVP_sha256()) <= 0) {
         diag("self_signed failed");
@@ -85,8 +85,7 @@ static const char *b64s(const char *s)
 static const char *claims(const char *aud_json, const unsigned char *sha, apr_int64_t iat,
                           apr_int64_t exp, const char *extra)
 {
-    return apr_psprintf(pool, "{\"aud\":%s,\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                        APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "%s}",
+    return apr_psprintf(pool, "{\"aud\":%s,\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "%s}",
                         aud_json, b64(sha, 32), iat, exp, extra ? extra : "");
 }
 
@@ -148,18 +147,20 @@ static notary_token_status verdict(const char *t, EVP_PKEY *key, const char **de
     return verdict_at(t, key, AUD, csha, NOW, MAXAGE, detail);
 }
 
-#define is_status(got, want, detail, ...) do { \
-    notary_token_status g2_ = (got), w2_ = (want); \
-    ok(g2_ == w2_, __VA_ARGS__); \
-    if (g2_ != w2_) printf("#   got %s (%s), want %s\n", notary_token_status_name(g2_), \
-                           (detail) ? (detail) : "no detail", notary_token_status_name(w2_)); \
-} while (0)
+#define is_status(got, want, detail, ...) \
+    do { \
+        notary_token_status g2_ = (got), w2_ = (want); \
+        ok(g2_ == w2_, __VA_ARGS__); \
+        if (g2_ != w2_) printf("#   got %s (%s), want %s\n", notary_token_status_name(g2_), \
+                               (detail) ? (detail) : "no detail", notary_token_status_name(w2_)); \
+    } while (0)
 
-#define expect(t, key, want, ...) do { \
-    const char *d_ = NULL; \
-    notary_token_status s_ = verdict((t), (key), &d_); \
-    is_status(s_, (want), d_, __VA_ARGS__); \
-} while (0)
+#define expect(t, key, want, ...) \
+    do { \
+        const char *d_ = NULL; \
+        notary_token_status s_ = verdict((t), (key), &d_); \
+        is_status(s_, (want), d_, __VA_ARGS__); \
+    } while (0)
 
 /* Replace one character of the signature part, keeping it valid base64url. */
 static const char *flip_sig(const char *t)
@@ -175,9 +176,16 @@ static const char *flip_sig(const char *t)
 
 static void test_b64url(void)
 {
-    static const struct { const char *in, *out; } v[] = {
-        { "", "" }, { "f", "Zg" }, { "fo", "Zm8" }, { "foo", "Zm9v" },
-        { "foob", "Zm9vYg" }, { "fooba", "Zm9vYmE" }, { "foobar", "Zm9vYmFy" },
+    static const struct {
+        const char *in, *out;
+    } v[] = {
+        { "", "" },
+        { "f", "Zg" },
+        { "fo", "Zm8" },
+        { "foo", "Zm9v" },
+        { "foob", "Zm9vYg" },
+        { "fooba", "Zm9vYmE" },
+        { "foobar", "Zm9vYmFy" },
     };
     static const char *bad[] = { "Zg==", "Zg=", "Z", "Zh", "Zm9", "Zm+v", "Zm/v", "Zm 9v",
                                  "Zm9v\n", "Zm9v=", "Zm.v", "Zm9\xc3\xa9" };
@@ -246,9 +254,16 @@ static void test_util(void)
 
 static void test_each_alg(void)
 {
-    static const struct { const char *alg; EVP_PKEY **key; size_t sig_len; } v[] = {
-        { "RS256", &k_rsa, 256 }, { "PS256", &k_rsa, 256 }, { "ES256", &k_p256, 64 },
-        { "ES384", &k_p384, 96 }, { "EdDSA", &k_ed25519, 64 },
+    static const struct {
+        const char *alg;
+        EVP_PKEY **key;
+        size_t sig_len;
+    } v[] = {
+        { "RS256", &k_rsa, 256 },
+        { "PS256", &k_rsa, 256 },
+        { "ES256", &k_p256, 64 },
+        { "ES384", &k_p384, 96 },
+        { "EdDSA", &k_ed25519, 64 },
     };
     size_t i;
 
@@ -274,7 +289,7 @@ static void test_each_alg(void)
         is_int(tok->sig_len, v[i].sig_len, "%s: signature length", v[i].alg);
         ok(memcmp(tok->cnf_x5t_s256, csha, 32) == 0, "%s: cnf x5t#S256", v[i].alg);
         ok(tok->signing_input_len == (apr_size_t)(strrchr(t, '.') - t)
-           && strncmp(tok->signing_input, t, tok->signing_input_len) == 0,
+               && strncmp(tok->signing_input, t, tok->signing_input_len) == 0,
            "%s: signing input", v[i].alg);
         st = notary_token_verify_signature(tok, *v[i].key, &d);
         is_status(st, NOTARY_TOKEN_OK, d, "%s: signature verifies", v[i].alg);
@@ -286,18 +301,25 @@ static void test_each_alg(void)
 
 static void test_sign_defaults(void)
 {
-    static const struct { EVP_PKEY **key; const char *alg; } v[] = {
-        { &k_rsa, "RS256" }, { &k_p256, "ES256" }, { &k_p384, "ES384" }, { &k_ed25519, "EdDSA" },
+    static const struct {
+        EVP_PKEY **key;
+        const char *alg;
+    } v[] = {
+        { &k_rsa, "RS256" },
+        { &k_p256, "ES256" },
+        { &k_p384, "ES384" },
+        { &k_ed25519, "EdDSA" },
     };
     const char *err, *t, *d;
     notary_token *tok;
     size_t i;
 
     for (i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
-        err = NULL; tok = NULL;
+        err = NULL;
+        tok = NULL;
         t = notary_token_sign(pool, *v[i].key, NULL, AUD, csha, NOW, NOW + 60, NULL, &err);
         ok(t && notary_token_parse(pool, t, strlen(t), &tok, &d) == NOTARY_TOKEN_OK
-           && strcmp(tok->alg, v[i].alg) == 0 && tok->jti == NULL,
+               && strcmp(tok->alg, v[i].alg) == 0 && tok->jti == NULL,
            "default alg %s (%s)", v[i].alg, t ? (tok ? tok->alg : d) : err);
     }
     err = NULL;
@@ -337,7 +359,8 @@ static void test_rsa_pss_key(void)
         return;
     t = notary_token_sign(pool, k, NULL, AUD, csha, NOW, NOW + 600, NULL, &err);
     ok(t && notary_token_parse(pool, t, strlen(t), &tok, &err) == NOTARY_TOKEN_OK
-       && strcmp(tok->alg, "PS256") == 0, "RSA-PSS key: default alg PS256 (%s)",
+           && strcmp(tok->alg, "PS256") == 0,
+       "RSA-PSS key: default alg PS256 (%s)",
        tok ? tok->alg : err);
     expect(t ? t : "", k, NOTARY_TOKEN_OK, "RSA-PSS key: PS256 verifies");
     expect(raw(k_rsa, "RS256", hdr_for("RS256"), std_claims()), k, NOTARY_TOKEN_ALG_KEY_MISMATCH,
@@ -431,7 +454,8 @@ static void test_header(void)
 
     for (i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         expect(raw(k_p256, "ES256", apr_psprintf(pool, "{\"alg\":\"ES256\",\"typ\":\"%s\"}", good[i]),
-                   std_claims()), k_p256, NOTARY_TOKEN_OK, "typ %s accepted", good[i]);
+                   std_claims()),
+               k_p256, NOTARY_TOKEN_OK, "typ %s accepted", good[i]);
     expect(raw(k_p256, "ES256", "{\"alg\":\"ES256\"}", std_claims()), k_p256, NOTARY_TOKEN_OK,
            "typ absent accepted");
     expect(raw(k_p256, "ES256", "{\"alg\":\"ES256\",\"typ\":\"JOSE\"}", std_claims()), k_p256,
@@ -452,7 +476,8 @@ static void test_header(void)
     /* Header keys are ignored: a token naming another key still needs the
      * presented key, and one signed by the named key fails. */
     expect(raw(k_p256, "ES256", "{\"alg\":\"ES256\",\"kid\":\"x\",\"x5u\":\"https://evil/\","
-               "\"jku\":\"https://evil/\",\"x5t\":\"AAAA\"}", std_claims()),
+                                "\"jku\":\"https://evil/\",\"x5t\":\"AAAA\"}",
+               std_claims()),
            k_p256, NOTARY_TOKEN_OK, "kid, x5u, jku, x5t ignored");
     expect(raw(k_p256_b, "ES256", "{\"alg\":\"ES256\",\"jwk\":{\"kty\":\"EC\"}}", std_claims()),
            k_p256, NOTARY_TOKEN_BAD_SIGNATURE, "signed by the key in jwk, not the presented one");
@@ -466,20 +491,15 @@ static void test_claims(void)
 #define EXPECT_CLAIMS(pl, want, ...) \
     expect(raw(k_p256, "ES256", hdr_for("ES256"), (pl)), k_p256, (want), __VA_ARGS__)
 
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT
-                  ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
                   NOTARY_TOKEN_MISSING_CLAIM, "aud missing");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"iat\":%" APR_INT64_T_FMT
-                  ",\"exp\":%" APR_INT64_T_FMT "}", NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", NOW, NOW + 60),
                   NOTARY_TOKEN_MISSING_CLAIM, "cnf missing");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 20), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 20), NOW, NOW + 60),
                   NOTARY_TOKEN_MISSING_CLAIM, "cnf without x5t#S256");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT "}", b64(csha, 32), NOW),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW),
                   NOTARY_TOKEN_MISSING_CLAIM, "exp missing");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"exp\":%"
-                  APR_INT64_T_FMT "}", b64(csha, 32), NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW + 60),
                   NOTARY_TOKEN_MISSING_CLAIM, "iat missing");
 
     EXPECT_CLAIMS(claims("42", csha, NOW, NOW + 60, NULL), NOTARY_TOKEN_MALFORMED, "aud a number");
@@ -488,26 +508,22 @@ static void test_claims(void)
                   "aud array with a number");
     EXPECT_CLAIMS(claims("\"no\\u0000tary.example\"", csha, NOW, NOW + 60, NULL),
                   NOTARY_TOKEN_MALFORMED, "aud with an escaped NUL");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":\"%s\",\"iat\":%" APR_INT64_T_FMT
-                  ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":\"%s\",\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "cnf a string");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 31), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 31), NOW, NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "x5t#S256 of 31 bytes");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s=\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s=\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "x5t#S256 with padding");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", notary_hex(pool, csha, 32),
-                  NOW, NOW + 60), NOTARY_TOKEN_MALFORMED, "x5t#S256 in hex");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":\"%" APR_INT64_T_FMT "\"}", b64(csha, 32), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT "}", notary_hex(pool, csha, 32),
+                               NOW, NOW + 60),
+                  NOTARY_TOKEN_MALFORMED, "x5t#S256 in hex");
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":\"%" APR_INT64_T_FMT "\"}", b64(csha, 32), NOW, NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "exp as a string");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":\"%"
-                  APR_INT64_T_FMT "\",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":\"%" APR_INT64_T_FMT "\",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW, NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "iat as a string");
     EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":true"
-                  ",\"exp\":%" APR_INT64_T_FMT "}", b64(csha, 32), NOW + 60),
+                                     ",\"exp\":%" APR_INT64_T_FMT "}",
+                               b64(csha, 32), NOW + 60),
                   NOTARY_TOKEN_MALFORMED, "iat true");
     EXPECT_CLAIMS(claims("\"" AUD "\"", csha, NOW, NOW + 60, ",\"jti\":5"), NOTARY_TOKEN_MALFORMED,
                   "jti a number");
@@ -517,20 +533,19 @@ static void test_claims(void)
                   "iat negative");
     EXPECT_CLAIMS(claims("\"" AUD "\"", csha, NOW, APR_INT64_C(9223372036854775807), NULL),
                   NOTARY_TOKEN_MALFORMED, "exp INT64_MAX");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":1e300}", b64(csha, 32), NOW),
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":1e300}", b64(csha, 32), NOW),
                   NOTARY_TOKEN_MALFORMED, "exp 1e300");
-    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                  APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT ",\"aud\":\"evil\"}",
-                  b64(csha, 32), NOW, NOW + 60), NOTARY_TOKEN_MALFORMED, "duplicate aud claim");
+    EXPECT_CLAIMS(apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ",\"exp\":%" APR_INT64_T_FMT ",\"aud\":\"evil\"}",
+                               b64(csha, 32), NOW, NOW + 60),
+                  NOTARY_TOKEN_MALFORMED, "duplicate aud claim");
 
     /* Reals are floored. */
     t = raw(k_p256, "ES256", hdr_for("ES256"),
-            apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%"
-                         APR_INT64_T_FMT ".5,\"exp\":%" APR_INT64_T_FMT ".999}",
+            apr_psprintf(pool, "{\"aud\":\"" AUD "\",\"cnf\":{\"x5t#S256\":\"%s\"},\"iat\":%" APR_INT64_T_FMT ".5,\"exp\":%" APR_INT64_T_FMT ".999}",
                          b64(csha, 32), NOW, NOW + 60));
     ok(notary_token_parse(pool, t, strlen(t), &tok, &d) == NOTARY_TOKEN_OK
-       && tok->iat == NOW && tok->exp == NOW + 60, "real iat/exp floored (%s)",
+           && tok->iat == NOW && tok->exp == NOW + 60,
+       "real iat/exp floored (%s)",
        tok ? apr_psprintf(pool, "%" APR_INT64_T_FMT "/%" APR_INT64_T_FMT, tok->iat, tok->exp) : d);
     /* Unknown claims are ignored. */
     EXPECT_CLAIMS(claims("\"" AUD "\"", csha, NOW, NOW + 60, ",\"iss\":\"shop\",\"x\":[1,{}]"),
@@ -543,10 +558,11 @@ static void test_times_audience_binding(void)
     const char *t = raw(k_ed25519, "EdDSA", hdr_for("EdDSA"), std_claims()), *d;
     notary_token_status st;
 
-#define AT(tk, aud, sha, now, maxage, want, ...) do { \
-    st = verdict_at((tk), k_ed25519, (aud), (sha), (now), (maxage), &d); \
-    is_status(st, (want), d, __VA_ARGS__); \
-} while (0)
+#define AT(tk, aud, sha, now, maxage, want, ...) \
+    do { \
+        st = verdict_at((tk), k_ed25519, (aud), (sha), (now), (maxage), &d); \
+        is_status(st, (want), d, __VA_ARGS__); \
+    } while (0)
     AT(t, AUD, csha, NOW + 600 + 60, MAXAGE, NOTARY_TOKEN_OK, "accepted at exp + 60 s (skew)");
     AT(t, AUD, csha, NOW + 600 + 61, MAXAGE, NOTARY_TOKEN_EXPIRED, "expired at exp + 61 s");
     AT(t, AUD, csha, NOW - 60, MAXAGE, NOTARY_TOKEN_OK, "accepted at iat - 60 s (skew)");
@@ -630,8 +646,7 @@ static void test_signatures(void)
     const char *es = raw(k_p256, "ES256", hdr_for("ES256"), std_claims());
     const char *es384 = raw(k_p384, "ES384", hdr_for("ES384"), std_claims());
     const char *ed = raw(k_ed25519, "EdDSA", hdr_for("EdDSA"), std_claims());
-    const char *other = raw(k_rsa, "RS256", hdr_for("RS256"), claims("\"evil.example\"", csha, NOW,
-                                                                       NOW + 600, NULL));
+    const char *other = raw(k_rsa, "RS256", hdr_for("RS256"), claims("\"evil.example\"", csha, NOW, NOW + 600, NULL));
     unsigned char *sig, buf[600];
     apr_size_t n = 0;
     const char *d;
@@ -646,7 +661,8 @@ static void test_signatures(void)
     expect(ps256_salt(222), k_rsa, NOTARY_TOKEN_BAD_SIGNATURE, "PS256 with maximal salt");
     /* Signature of one token on another's header and payload. */
     expect(apr_pstrcat(pool, apr_pstrmemdup(pool, other, (apr_size_t)(strrchr(other, '.') - other)),
-                       strrchr(rs, '.'), NULL), k_rsa, NOTARY_TOKEN_BAD_SIGNATURE,
+                       strrchr(rs, '.'), NULL),
+           k_rsa, NOTARY_TOKEN_BAD_SIGNATURE,
            "signature of another payload");
     expect(rs, k_rsa_b, NOTARY_TOKEN_BAD_SIGNATURE, "RS256 with another RSA key");
     expect(es, k_p256_b, NOTARY_TOKEN_BAD_SIGNATURE, "ES256 with another P-256 key");
@@ -692,8 +708,9 @@ static void test_signatures(void)
 
     tok = NULL;
     ok(notary_token_parse(pool, es, strlen(es), &tok, &d) == NOTARY_TOKEN_OK
-       && notary_token_verify_signature(tok, k_p256_b, &d) == NOTARY_TOKEN_BAD_SIGNATURE
-       && ERR_peek_error() == 0, "a failed verify leaves no errors in the queue");
+           && notary_token_verify_signature(tok, k_p256_b, &d) == NOTARY_TOKEN_BAD_SIGNATURE
+           && ERR_peek_error() == 0,
+       "a failed verify leaves no errors in the queue");
 }
 
 static void test_malformed(void)
@@ -739,7 +756,8 @@ static void test_malformed(void)
     big[NOTARY_TOKEN_MAX_LEN] = '\0';
     BAD(big, "NOTARY_TOKEN_MAX_LEN bytes of garbage is malformed, not too large");
     ok(notary_token_parse(pool, big, NOTARY_TOKEN_MAX_LEN, &tok, &d) != NOTARY_TOKEN_OK && tok == NULL
-       && d != NULL, "a refused parse sets *tok NULL and a detail");
+           && d != NULL,
+       "a refused parse sets *tok NULL and a detail");
     ok(notary_token_parse(pool, t, strlen(t), &tok, NULL) == NOTARY_TOKEN_OK, "detail may be NULL");
     /* A padded-out valid token just under the limit still parses. */
     {
@@ -819,7 +837,8 @@ static void test_vectors(void)
     vs = root ? json_object_get(root, "vectors") : NULL;
     ok(json_is_array(vs) && json_array_size(vs) >= 10, "vectors.json lists vectors (%d)",
        vs ? (int)json_array_size(vs) : -1);
-    json_array_foreach(vs, i, v) {
+    json_array_foreach(vs, i, v)
+    {
         const char *name = NULL, *keyf = NULL, *certf = NULL, *token = NULL, *aud = NULL;
         const char *want = NULL, *d = NULL;
         json_int_t now = 0, max_age = 900;
@@ -830,7 +849,8 @@ static void test_vectors(void)
         if (json_unpack_ex(v, &jerr, 0, "{s:s, s:s, s:s, s:s, s:I, s:s, s?I, s:s}",
                            "name", &name, "key", &keyf, "consumer_cert", &certf,
                            "token", &token, "now", &now, "audience", &aud,
-                           "max_age", &max_age, "expect", &want) != 0) {
+                           "max_age", &max_age, "expect", &want)
+            != 0) {
             ok(0, "vector %d is well-formed (%s)", (int)i, jerr.text);
             continue;
         }
