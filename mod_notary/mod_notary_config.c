@@ -168,8 +168,15 @@ static const char *where(cmd_parms *cmd)
                         cmd->directive->filename, cmd->directive->line_num);
 }
 
+/* At server level the setting would be inherited by every vhost, the
+ * default site and /server-status included: refuse it, even Off. */
 static const char *set_engine(cmd_parms *cmd, void *dc, int on)
 {
+    if (!cmd->server->is_virtual) {
+        return "NotaryEngine: only allowed inside <VirtualHost>: at server "
+               "level every virtual host (the default site, /server-status) "
+               "would inherit it; set it in the notary's <VirtualHost>";
+    }
     cmd_conf(cmd)->engine = on ? 1 : 0;
     return NULL;
 }
@@ -655,7 +662,7 @@ static const char *set_session_cache(cmd_parms *cmd, void *dc, const char *arg)
 const command_rec notary_cmds[] = {
     AP_INIT_FLAG("NotaryEngine", set_engine, NULL, RSRC_CONF,
                  "NotaryEngine On|Off - relay registered merchants on this virtual "
-                 "host as a notary (default Off)"),
+                 "host as a notary (default Off, virtual host only)"),
     AP_INIT_TAKE1("NotaryDatabase", set_database, NULL, RSRC_CONF,
                   "NotaryDatabase \"CONNINFO\" - libpq connection string of the record "
                   "store (no default)"),

@@ -79,6 +79,16 @@ for my $case (@bad) {
 isnt($rc, 0, 'NotaryMerchant outside a <VirtualHost> fails');
 like($out, qr/NotaryMerchant: only allowed inside <VirtualHost>/, '... and says where it belongs');
 
+# At server level NotaryEngine would make every vhost a notary (the
+# default site, /server-status): refused, On or Off
+for my $flag (qw(On Off)) {
+    ($rc, $out) = $t->config_test(global => "NotaryEngine $flag");
+    isnt($rc, 0, "NotaryEngine $flag outside a <VirtualHost> fails at apachectl -t");
+    like($out, qr/NotaryEngine: only allowed inside <VirtualHost>: at server level every virtual host/,
+         "... and says where it belongs: NotaryEngine $flag");
+    like($out, qr/Syntax error on line \d+ of \S+httpd\.conf/, "... and the line: NotaryEngine $flag");
+}
+
 ($rc, $out) = $t->config_test(global => 'NotarySessionCache nosuchcache:/x');
 isnt($rc, 0, 'NotarySessionCache with an unknown provider fails at apachectl -t');
 like($out, qr/NotarySessionCache: unknown socache provider 'nosuchcache'/, '... naming the provider');
