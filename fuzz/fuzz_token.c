@@ -127,15 +127,15 @@ static int verify_all(const notary_token *tok, int *which)
     return good;
 }
 
-static void claims(const notary_token *tok)
+static void claims(apr_pool_t *p, const notary_token *tok)
 {
     const char *detail = NULL;
     notary_token_status st;
 
-    st = notary_token_check_claims(tok, AUD, consumer_sha, NOW, MAX_AGE, &detail);
+    st = notary_token_check_claims(p, tok, AUD, consumer_sha, NOW, MAX_AGE, &detail);
     check_status(st, detail, "check_claims");
     /* at its own iat, and with the audience it names first */
-    st = notary_token_check_claims(tok, tok->aud_first, tok->cnf_x5t_s256, tok->iat,
+    st = notary_token_check_claims(p, tok, tok->aud_first, tok->cnf_x5t_s256, tok->iat,
                                    MAX_AGE, &detail);
     check_status(st, detail, "check_claims");
     FUZZ_CHECK(st != NOTARY_TOKEN_BINDING, "a token refused for its own binding: %s", detail);
@@ -143,7 +143,7 @@ static void claims(const notary_token *tok)
     if (strcmp(tok->aud_first, "") && strcmp(tok->aud_first, "."))
         FUZZ_CHECK(st != NOTARY_TOKEN_AUDIENCE, "a token refused for its own audience '%s'",
                    tok->aud_first);
-    st = notary_token_check_claims(tok, "", NULL, 0, 0, &detail);
+    st = notary_token_check_claims(p, tok, "", NULL, 0, 0, &detail);
     FUZZ_CHECK(st == NOTARY_TOKEN_BINDING, "no consumer certificate, yet %s",
                notary_token_status_name(st));
 }
@@ -166,7 +166,7 @@ static void compact(apr_pool_t *p, const char *d, apr_size_t n)
         return;
     FUZZ_CHECK(tok->signing_input_len < n && !memcmp(tok->signing_input, d, tok->signing_input_len),
                "signing input is not a prefix of the token");
-    claims(tok);
+    claims(p, tok);
     FUZZ_CHECK(verify_all(tok, &which) <= 1, "one token verified with two different keys");
 }
 
@@ -185,7 +185,7 @@ static void signed_pair(apr_pool_t *p, unsigned sel, const char *d, apr_size_t n
     check_status(st, detail, "parse");
     if (!tok)
         return;
-    claims(tok);
+    claims(p, tok);
     good = verify_all(tok, &which);
     /* the key it was signed with, and no other, under the alg it was signed with */
     if (!strcmp(tok->alg, signers[k].alg))

@@ -236,11 +236,17 @@ int notary_route_translate(request_rec *r)
         ts = notary_token_parse(r->pool, token, strlen(token), &ex->token,
                                 &detail);
         if (ts == NOTARY_TOKEN_OK) {
-            ts = notary_token_check_claims(ex->token, r->server->server_hostname,
+            ts = notary_token_check_claims(r->pool, ex->token,
+                                           r->server->server_hostname,
                                            ex->consumer->cert_sha256,
                                            apr_time_sec(apr_time_now()),
                                            notary_conf_token_max_age(sc),
                                            &detail);
+            if (ts == NOTARY_TOKEN_AUDIENCE && detail) {
+                /* where the expected value comes from, for the merchant */
+                detail = apr_pstrcat(r->pool, detail,
+                                     ", this virtual host's ServerName", NULL);
+            }
         }
         if (ts != NOTARY_TOKEN_OK) {
             return notary_refuse(ex, HTTP_FORBIDDEN, "NOTARY02008",

@@ -460,7 +460,8 @@ static int host_eq(const char *a, const char *b)
     return la == lb && la > 0 && apr_cstr_casecmpn(a, b, la) == 0;
 }
 
-notary_token_status notary_token_check_claims(const notary_token *tok, const char *audience,
+notary_token_status notary_token_check_claims(apr_pool_t *p, const notary_token *tok,
+                                              const char *audience,
                                               const unsigned char cert_sha256[32],
                                               apr_int64_t now, apr_int64_t max_age,
                                               const char **detail)
@@ -469,6 +470,8 @@ notary_token_status notary_token_check_claims(const notary_token *tok, const cha
     const char *why = NULL;
     int i, aud_ok = 0;
 
+    /* Each refusal says what was expected, so that a merchant can fix its
+     * issuer from the 403 alone. */
     if (!tok) {
         st = NOTARY_TOKEN_MALFORMED;
         why = "no parsed token";
@@ -484,33 +487,41 @@ notary_token_status notary_token_check_claims(const notary_token *tok, const cha
             aud_ok = 1;
     if (!aud_ok) {
         st = NOTARY_TOKEN_AUDIENCE;
-        why = "token aud does not name this notary";
+        why = audience ? apr_psprintf(p, "token aud does not name this notary: aud must be "
+                                         "\"%s\"",
+                                      audience)
+                       : "token aud does not name this notary: no audience is configured";
         goto done;
     }
     if (tok->exp <= tok->iat) {
         st = NOTARY_TOKEN_LIFETIME;
-        why = "token exp is not after iat";
+        why = apr_psprintf(p, "token exp (%" APR_INT64_T_FMT ") is not after iat (%" APR_INT64_T_FMT "): exp must be later than iat",
+                           tok->exp, tok->iat);
         goto done;
     }
     if (tok->exp - tok->iat > max_age) {
         st = NOTARY_TOKEN_LIFETIME;
-        why = "token lifetime (exp - iat) exceeds NotaryTokenMaxAge";
+        why = apr_psprintf(p, "token lifetime (exp - iat) is %" APR_INT64_T_FMT " s: at most NotaryTokenMaxAge %" APR_INT64_T_FMT " s is accepted",
+                           tok->exp - tok->iat, max_age);
         goto done;
     }
     /* Dates are within [0, year 9999] (parse), so this cannot overflow. */
     if (now - NOTARY_TOKEN_SKEW > tok->exp) {
         st = NOTARY_TOKEN_EXPIRED;
-        why = "token exp is more than 60 s in the past";
+        why = apr_psprintf(p, "token exp is %" APR_INT64_T_FMT " s in the past: at most %d s of clock skew is allowed",
+                           now - tok->exp, NOTARY_TOKEN_SKEW);
         goto done;
     }
     if (tok->iat - NOTARY_TOKEN_SKEW > now) {
         st = NOTARY_TOKEN_NOT_YET_VALID;
-        why = "token iat is more than 60 s in the future";
+        why = apr_psprintf(p, "token iat is %" APR_INT64_T_FMT " s in the future: at most %d s of clock skew is allowed",
+                           tok->iat - now, NOTARY_TOKEN_SKEW);
         goto done;
     }
     if (tok->has_nbf && tok->nbf - NOTARY_TOKEN_SKEW > now) {
         st = NOTARY_TOKEN_NOT_YET_VALID;
-        why = "token nbf is more than 60 s in the future";
+        why = apr_psprintf(p, "token nbf is %" APR_INT64_T_FMT " s in the future: at most %d s of clock skew is allowed",
+                           tok->nbf - now, NOTARY_TOKEN_SKEW);
         goto done;
     }
     st = NOTARY_TOKEN_OK;

@@ -63,8 +63,10 @@ notary_token_status notary_token_parse(apr_pool_t *p, const char *compact, apr_s
 /* Check claims, in this order: binding (cnf x5t#S256 == cert_sha256),
  * audience (case-insensitive host compare, one trailing dot ignored),
  * lifetime (exp > iat and exp - iat <= max_age), expiry (now > exp + skew),
- * not yet valid (iat or nbf > now + skew). */
-notary_token_status notary_token_check_claims(const notary_token *tok, const char *audience,
+ * not yet valid (iat or nbf > now + skew). On a refusal *detail, made in p,
+ * names the expected value: the audience, max_age, the skew. */
+notary_token_status notary_token_check_claims(apr_pool_t *p, const notary_token *tok,
+                                              const char *audience,
                                               const unsigned char cert_sha256[32],
                                               apr_int64_t now, apr_int64_t max_age,
                                               const char **detail);

@@ -60,14 +60,24 @@ refuse_token('signed with another merchant\'s key (P-256 too)',
                  # a second P-256 key, not the one shop's backend presents
                  my $k = $t->genkey('stranger', 'ec256'); $k }),
              qr/signature/);
-refuse_token('expired', $t->link_token(merchant => 'shop', consumer => 'alice', now => $now - 1000, lifetime => 600),
-             qr/expired/);
-refuse_token('not yet valid', $t->link_token(merchant => 'shop', consumer => 'alice', now => $now + 1000, lifetime => 600),
-             qr/not yet valid/);
-refuse_token('lifetime over NotaryTokenMaxAge (900 s)', $t->link_token(merchant => 'shop', consumer => 'alice', lifetime => 901),
-             qr/lifetime/);
-refuse_token('wrong audience', $t->link_token(merchant => 'shop', consumer => 'alice', aud => 'evil.test'),
-             qr/audience|another notary/);
+# A refusal for the claims names what was expected -- the audience, the
+# lifetime limit, the clock skew -- in the body and in the log line, so the
+# merchant can fix its issuer from the 403 alone.
+sub refuse_expecting {
+    my ($name, $tok, $want, %o) = @_;
+    my $log_before = length $t->notary_error_log;
+    refuse_token($name, $tok, $want, %o);
+    my $log = substr($t->notary_error_log, $log_before);
+    like($log, qr/NOTARY02008: refused GET \S+: .*$want/, "... and the log line says the same: $name");
+}
+refuse_expecting('expired', $t->link_token(merchant => 'shop', consumer => 'alice', now => $now - 1000, lifetime => 600),
+                 qr/token expired \(token exp is \d+ s in the past: at most 60 s of clock skew is allowed\)/);
+refuse_expecting('not yet valid', $t->link_token(merchant => 'shop', consumer => 'alice', now => $now + 1000, lifetime => 600),
+                 qr/token not yet valid \(token iat is \d+ s in the future: at most 60 s of clock skew is allowed\)/);
+refuse_expecting('lifetime over NotaryTokenMaxAge (900 s)', $t->link_token(merchant => 'shop', consumer => 'alice', lifetime => 901),
+                 qr/token lifetime too long \(token lifetime \(exp - iat\) is 901 s: at most NotaryTokenMaxAge 900 s is accepted\)/);
+refuse_expecting('wrong audience', $t->link_token(merchant => 'shop', consumer => 'alice', aud => 'evil.test'),
+                 qr/token is for another notary \(token aud does not name this notary: aud must be "notary\.test", this virtual host's ServerName\)/);
 refuse_token('bound to another consumer', $t->link_token(merchant => 'shop', consumer => 'bob'),
              qr/certificate|bound|binding/);
 refuse_token('alg none', $t->mint(merchant => 'shop', consumer => 'alice', args => ['--alg-none']),
@@ -152,6 +162,10 @@ $t->start(extra => "    NotaryTokenMaxAge 1200\n");
     my $tok = $t->link_token(merchant => 'shop', consumer => 'erin', lifetime => 1100);
     my $r = $t->request(path => "/shop/echo?notary_token=$tok", consumer => 'erin');
     is($r->{status}, 200, 'NotaryTokenMaxAge 1200 accepts a 1100 s token');
+    refuse_expecting('a 1300 s token over NotaryTokenMaxAge 1200 names the configured limit',
+                     $t->link_token(merchant => 'shop', consumer => 'erin', lifetime => 1300),
+                     qr/token lifetime \(exp - iat\) is 1300 s: at most NotaryTokenMaxAge 1200 s is accepted/,
+                     consumer => 'erin');
 }
 
 done_testing;

@@ -138,7 +138,7 @@ static notary_token_status verdict_at(const char *t, EVP_PKEY *key, const char *
     if (st == NOTARY_TOKEN_OK)
         st = notary_token_verify_signature(tok, key, detail);
     if (st == NOTARY_TOKEN_OK)
-        st = notary_token_check_claims(tok, aud, sha, now, max_age, detail);
+        st = notary_token_check_claims(pool, tok, aud, sha, now, max_age, detail);
     return st;
 }
 
@@ -293,7 +293,7 @@ static void test_each_alg(void)
            "%s: signing input", v[i].alg);
         st = notary_token_verify_signature(tok, *v[i].key, &d);
         is_status(st, NOTARY_TOKEN_OK, d, "%s: signature verifies", v[i].alg);
-        st = notary_token_check_claims(tok, AUD, csha, NOW, MAXAGE, &d);
+        st = notary_token_check_claims(pool, tok, AUD, csha, NOW, MAXAGE, &d);
         is_status(st, NOTARY_TOKEN_OK, d, "%s: claims check", v[i].alg);
         expect(flip_sig(t), *v[i].key, NOTARY_TOKEN_BAD_SIGNATURE, "%s: flipped signature bit", v[i].alg);
     }
@@ -611,6 +611,47 @@ static void test_times_audience_binding(void)
 #undef AT
 }
 
+/* A refusal names what was expected: the merchant fixes its issuer from the
+ * 403 alone. */
+static void test_claim_details(void)
+{
+    const char *t = raw(k_ed25519, "EdDSA", hdr_for("EdDSA"), std_claims()), *d;
+    notary_token_status st;
+
+#define DETAIL(tk, aud, now, maxage, want, want_detail, ...) \
+    do { \
+        st = verdict_at((tk), k_ed25519, (aud), csha, (now), (maxage), &d); \
+        is_status(st, (want), d, __VA_ARGS__); \
+        is_str(d, (want_detail), "... and the detail says what was expected: " __VA_ARGS__); \
+    } while (0)
+    DETAIL(t, "other.example", NOW, MAXAGE, NOTARY_TOKEN_AUDIENCE,
+           "token aud does not name this notary: aud must be \"other.example\"",
+           "wrong audience");
+    DETAIL(t, NULL, NOW, MAXAGE, NOTARY_TOKEN_AUDIENCE,
+           "token aud does not name this notary: no audience is configured",
+           "no audience configured");
+    DETAIL(raw(k_ed25519, "EdDSA", hdr_for("EdDSA"), claims("\"" AUD "\"", csha, NOW, NOW + 901, NULL)),
+           AUD, NOW, 900, NOTARY_TOKEN_LIFETIME,
+           "token lifetime (exp - iat) is 901 s: at most NotaryTokenMaxAge 900 s is accepted",
+           "lifetime 901 s over 900");
+    DETAIL(raw(k_ed25519, "EdDSA", hdr_for("EdDSA"), claims("\"" AUD "\"", csha, NOW, NOW - 10, NULL)),
+           AUD, NOW, 900, NOTARY_TOKEN_LIFETIME,
+           "token exp (1699999990) is not after iat (1700000000): exp must be later than iat",
+           "exp before iat");
+    DETAIL(t, AUD, NOW + 600 + 61, MAXAGE, NOTARY_TOKEN_EXPIRED,
+           "token exp is 61 s in the past: at most 60 s of clock skew is allowed",
+           "expired 61 s ago");
+    DETAIL(t, AUD, NOW - 61, MAXAGE, NOTARY_TOKEN_NOT_YET_VALID,
+           "token iat is 61 s in the future: at most 60 s of clock skew is allowed",
+           "iat 61 s ahead");
+    DETAIL(raw(k_ed25519, "EdDSA", hdr_for("EdDSA"),
+               claims("\"" AUD "\"", csha, NOW, NOW + 600, ",\"nbf\":1700000100")),
+           AUD, NOW, 900, NOTARY_TOKEN_NOT_YET_VALID,
+           "token nbf is 100 s in the future: at most 60 s of clock skew is allowed",
+           "nbf 100 s ahead");
+#undef DETAIL
+}
+
 /* PS256 with a salt length other than 32 must not verify: RFC 7518 fixes it. */
 static const char *ps256_salt(int salt)
 {
@@ -913,6 +954,7 @@ int main(int argc, const char *const *argv)
     test_header();
     test_claims();
     test_times_audience_binding();
+    test_claim_details();
     test_signatures();
     test_malformed();
     test_status_strings();
