@@ -46,4 +46,16 @@ my $out = `curl -sS -L --max-time 20 --cacert @{[$t->ca]} --insecure --cert $cce
 like($out, qr{^200 https://notary\.test:\d+/shop/static/contract\.xml\?notary_token=}, 'a client that follows redirects ends at the contract through the notary')
     or diag $out;
 
+# notary-link --version names the tool, the package and configure's version
+{
+    my $out = `@{[NotaryTest::notary_link()]} --version 2>&1`;
+    is($? >> 8, 0, 'notary-link --version exits 0');
+    my ($version) = `grep -m1 '^#define PACKAGE_VERSION' $NotaryTest::BUILDDIR/config.h` =~ /"([^"]+)"/;
+    ok(defined $version, "config.h defines PACKAGE_VERSION under $NotaryTest::BUILDDIR");
+    is($out, "notary-link (mod_notary) " . ($version // '?') . "\n",
+       'notary-link --version prints "notary-link (mod_notary) VERSION" from config.h');
+    my $help = `@{[NotaryTest::notary_link()]} --help 2>&1`;
+    like($help, qr/^\s+--version\s/m, 'notary-link --help lists --version');
+}
+
 done_testing;

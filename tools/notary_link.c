@@ -1,5 +1,10 @@
 /* notary-link: the merchant's tool to issue a notary token for a consumer's
- * certificate and print the contract link that carries it. */
+ * certificate and print the contract link that carries it. Manual:
+ * docs/notary-link.1. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -16,6 +21,10 @@
 #include "notary_util.h"
 #include "notary_token.h"
 
+#ifndef PACKAGE_VERSION
+#define PACKAGE_VERSION "unknown"
+#endif
+
 #define EXIT_USAGE 2
 #define MAX_PEM (1024 * 1024)
 
@@ -24,6 +33,7 @@ static const char usage_text[] =
     "                   --notary https://NOTARY[:PORT] --merchant NAME --path /PATH[?QUERY]\n"
     "                   [--lifetime SECONDS] [--alg RS256|PS256|ES256|ES384|EdDSA]\n"
     "                   [--jti ID] [--aud HOST] [--param NAME] [--now EPOCH] [--token-only]\n"
+    "       notary-link --version | --help\n"
     "\n"
     "Prints https://NOTARY[:PORT]/NAME/PATH?QUERY&notary_token=TOKEN, where TOKEN is a\n"
     "JWS signed with MERCHANT-KEY (the private key of the certificate the merchant's\n"
@@ -43,6 +53,7 @@ static const char usage_text[] =
     "  --param NAME          query parameter, default notary_token (NotaryTokenParam)\n"
     "  --now EPOCH           issue time in seconds since 1970 (for tests), default now\n"
     "  --token-only          print only the token\n"
+    "  --version             print the version and exit\n"
     "  --help                this text\n";
 
 enum { O_KEY = 256,
@@ -57,6 +68,7 @@ enum { O_KEY = 256,
        O_PARAM,
        O_NOW,
        O_TOKEN_ONLY,
+       O_VERSION,
        O_HELP };
 
 static const apr_getopt_option_t options[] = {
@@ -72,6 +84,7 @@ static const apr_getopt_option_t options[] = {
     { "param", O_PARAM, 1, "" },
     { "now", O_NOW, 1, "" },
     { "token-only", O_TOKEN_ONLY, 0, "" },
+    { "version", O_VERSION, 0, "" },
     { "help", O_HELP, 0, "" },
     { NULL, 0, 0, NULL },
 };
@@ -178,6 +191,10 @@ int main(int argc, const char *const *argv)
         case O_AUD: aud = arg; break;
         case O_PARAM: param = arg; break;
         case O_TOKEN_ONLY: token_only = 1; break;
+        case O_VERSION:
+            printf("notary-link (mod_notary) %s\n", PACKAGE_VERSION);
+            rc = 0;
+            goto cleanup;
         case O_HELP:
             fputs(usage_text, stdout);
             rc = 0;
