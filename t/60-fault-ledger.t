@@ -98,7 +98,9 @@ $t->restart(%conf, server_limit => 1, start_servers => 1);
         allow_undelivered => 'a record is committed before the final byte goes out; a child killed '
                            . 'between the commit and the final byte takes the rest with it');
     my $e = $l->entries($tag);
-    my @cut = grep { my $x = $_; !$x->{client_whole} && grep { $x->{t0} < $_->[1] && $x->{t1} >= $_->[1] } @killed }
+    # a second's margin either side: under load a client may note its start
+    # or its cut a moment off the kill's own clock reading
+    my @cut = grep { my $x = $_; !$x->{client_whole} && grep { $x->{t0} < $_->[1] + 1 && $x->{t1} >= $_->[1] - 1 } @killed }
               values %$e;
     ok(scalar @cut, 'the kills cut transfers in the middle (' . scalar(@cut) . ' cut: '
        . join(', ', map { "$_->{kind} $_->{got_len} bytes" } @cut[0 .. ($#cut > 5 ? 5 : $#cut)]) . ')');
