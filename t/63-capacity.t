@@ -253,9 +253,14 @@ sub read_stats {
                  scalar @tn, $pn // -1, pct(1, @tn) // -1, $pp // -1, pct(1, @tp) // -1));
     ok(($st->{max_held} // 0) >= $SLOW * 0.9,
        "the slow clients held their connections ($st->{max_held} of $SLOW at most at once)");
-    ok(@tn >= 10 && $pn < 1.0, sprintf('under %d slow clients a normal client is served through the notary in under 1 s at p50 (%.3f s, %d requests)',
+    # The goal is "not delayed beyond a second"; the bound is half that:
+    # at the recommended settings the p50 measured ~0.02 s on a loaded
+    # 2-core machine, with Debian's MPM settings 0.6 s here (with the
+    # scaled-down header timeout, which frees a starved thread every 4 s;
+    # at the real 20-40 s the issue measured 18.8 s).
+    ok(@tn >= 10 && $pn < 0.5, sprintf('under %d slow clients a normal client is served through the notary in under 0.5 s at p50 (%.3f s, %d requests)',
                                        $SLOW, $pn // -1, scalar @tn));
-    ok(@tp >= 10 && $pp < 1.0, sprintf('... and through the plain mod_proxy vhost (%.3f s)', $pp // -1));
+    ok(@tp >= 10 && $pp < 0.5, sprintf('... and through the plain mod_proxy vhost (%.3f s)', $pp // -1));
     ok(!@bad, 'every normal request got its 200 and page whole') or diag(join "\n", @bad);
     ok(!$reqtimeout || ($st->{answered} // 0) > 0,
        "mod_reqtimeout answered trickling clients 408 meanwhile (" . ($st->{answered} // 0) . ')');
