@@ -296,7 +296,24 @@ for my $case ((map { my $k = $_; map { ["POST", "/typed", $TYPED_BODY{"$k-$_"}, 
             unless $r->{status} == 200 && $r->{body} eq $want && (!$ctype || $got_ct eq $ctype);
     }
 }
-note("set-up checked: every new body relayed intact by each target, typed ones with their Content-Type");
+# ... and the late target stored each late body as sent (a GET's response;
+# a POST's request and response), the non-matching notary none of them
+{
+    my $dbh = $pg->dbh(user => 'postgres');
+    my %stored;
+    for my $r (@{ $dbh->selectall_arrayref('SELECT rule, encode(body_sha256, \'hex\') FROM notary.records') }) {
+        $stored{ index($r->[0], $MARKER) >= 0 ? 'late' : 'other' }{ $r->[1] }++;
+    }
+    for my $b (sort keys %LATE_BODY) {
+        my $sha = Digest::SHA::sha256_hex(NotaryTest::read_file($LATE_BODY{$b}));
+        my $n = $stored{late}{$sha} // 0;
+        die "set-up check: the late target stored body $b $n time(s), not 3 (GET response, POST request and response)\n"
+            unless $n == 3;
+        die "set-up check: body $b was stored by another rule\n" if $stored{other}{$sha};
+    }
+    $dbh->disconnect;
+}
+note("set-up checked: every new body relayed intact by each target, typed ones with their Content-Type; the late target stored each late body as sent");
 note("servers up: merchant :$mport, proxy :$proxy_port, notary :$nport, recording notary :$rec_port, late-contains notary :$late_port");
 
 # ------------------------------------------------------------------ helpers
