@@ -2,7 +2,11 @@
  * (the module's own insert code) for a fixed time; prints records/s.
  * Compared with pgbench doing the same INSERT at the same concurrency.
  *
- *   store_load CONNINFO THREADS SECONDS BODY_BYTES
+ *   store_load CONNINFO THREADS SECONDS BODY_BYTES [BODY_FILE]
+ *
+ * The body is BODY_BYTES of 'b' (it compresses), or the first BODY_BYTES of
+ * BODY_FILE: the very bytes pgbench inserts beside it (e.g. base64 of random
+ * bytes, which do not compress).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,8 +84,8 @@ int main(int argc, char **argv)
     apr_time_t start;
     double elapsed;
 
-    if (argc != 5) {
-        fprintf(stderr, "usage: store_load CONNINFO THREADS SECONDS BODY_BYTES\n");
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: store_load CONNINFO THREADS SECONDS BODY_BYTES [BODY_FILE]\n");
         return 2;
     }
     threads = atoi(argv[2]);
@@ -90,7 +94,18 @@ int main(int argc, char **argv)
     apr_initialize();
     apr_pool_create(&pool, NULL);
     body = apr_palloc(pool, body_len + 1);
-    memset(body, 'b', body_len);
+    if (argc == 6) {
+        FILE *f = fopen(argv[5], "rb");
+        if (!f || fread(body, 1, body_len, f) != body_len) {
+            fprintf(stderr, "store_load: cannot read %lu bytes from %s\n",
+                    (unsigned long)body_len, argv[5]);
+            return 2;
+        }
+        fclose(f);
+    }
+    else {
+        memset(body, 'b', body_len);
+    }
     notary_sha256(body, body_len, body_sha);
     /* two fixed "keys": the store keeps them once, as it would real ones */
     memset(key1, 1, sizeof(key1));
