@@ -118,7 +118,12 @@ apr_status_t notary_target_split(apr_pool_t *p, const char *target,
 
 int notary_target_within(const char *base, const char *path)
 {
-    apr_size_t blen = base ? strlen(base) : 0;
+    apr_size_t blen;
+
+    if (!base) {
+        base = ""; /* a merchant URL without a path: strncmp wants a string */
+    }
+    blen = strlen(base);
 
     while (blen && base[blen - 1] == '/') {
         blen--;

@@ -76,6 +76,7 @@ int main(void)
     ok(!notary_target_within("/pa", "/pab"), "/pab is not within /pa");
     ok(!notary_target_within("/pa", "/pb/x"), "/pb/x is not within /pa");
     ok(notary_target_within("", "/anything"), "an empty base contains every path");
+    ok(notary_target_within(NULL, "/anything"), "no base (a merchant URL without a path) contains every path");
 
     apr_pool_destroy(pool);
     apr_terminate();
