@@ -725,7 +725,10 @@ sub notary_error_log {
 #   AH01882  mod_ssl built against a newer OpenSSL than the one loaded
 #            (Debian's apache2 and libssl3 updated apart): a warning at
 #            every start, about the machine, not about us
-our @ALWAYS_ALLOWED = qw(AH01882);
+#   AH00098  (with --asan only) the pid file of an httpd killed because its
+#            instrumented exit took over 15 s under load; _stop_one removes
+#            it, this covers a kill that races the removal
+our @ALWAYS_ALLOWED = (qw(AH01882), $ENV{NOTARY_ASAN} ? qw(AH00098) : ());
 
 our %LOG_LEVEL_FAILS = map { $_ => 1 } qw(warn error crit alert emerg);
 
