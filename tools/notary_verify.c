@@ -31,6 +31,7 @@
 #include "notary_log.h"
 #include "notary_merkle.h"
 #include "notary_note.h"
+#include "notary_tsa.h"
 #include "notary_util.h"
 
 #ifndef PACKAGE_VERSION
@@ -48,9 +49,10 @@ static const char usage_text[] =
     "  promise FILE [--body FILE] [--headers FILE]\n"
     "        a promise (the Notary-Receipt header's value, or the 202 answer of\n"
     "        /.notary/receipt/...): signed by the log, names this entry\n"
-    "  receipt FILE [--body FILE] [--headers FILE]\n"
+    "  receipt FILE [--body FILE] [--headers FILE] [--tsa-ca FILE]\n"
     "        a c2sp.org/tlog-proof@v1 receipt: the entry is in the tree of a\n"
-    "        checkpoint the log signed\n"
+    "        checkpoint the log signed (and, with --tsa-ca, that the checkpoint\n"
+    "        was time-stamped by a TSA of that CA)\n"
     "  consistency OLD NEW (--proof FILE | --tiles DIR)\n"
     "        the log of checkpoint NEW extends that of OLD (each a checkpoint or a\n"
     "        receipt); the proof from a file of base64 hashes, or computed from\n"
@@ -65,6 +67,8 @@ static const char usage_text[] =
     "  --key-file FILE   vkeys, one a line ('#' starts a comment)\n"
     "  --body FILE       check that the entry commits to these body bytes\n"
     "  --headers FILE    check that the entry commits to these header bytes\n"
+    "  --tsa-ca FILE     the RFC 3161 TSA's CA certificates (PEM): check the\n"
+    "                    receipt's time-stamp token; a receipt without one fails\n"
     "  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
     "  --json            one JSON object on standard output\n"
     "  --version, --help\n"
@@ -83,7 +87,8 @@ enum { O_KEY = 256,
        O_DB,
        O_CHECKPOINT,
        O_RECEIPT,
-       O_MAX_LAG };
+       O_MAX_LAG,
+       O_TSA_CA };
 #define MAX_FILES 64
 
 static const apr_getopt_option_t options[] = {
@@ -100,6 +105,7 @@ static const apr_getopt_option_t options[] = {
     { "checkpoint", O_CHECKPOINT, 1, "" },
     { "receipt", O_RECEIPT, 1, "" },
     { "max-lag", O_MAX_LAG, 1, "" },
+    { "tsa-ca", O_TSA_CA, 1, "" },
     { NULL, 0, 0, NULL },
 };
 
@@ -112,6 +118,7 @@ typedef struct {
     const char *args[4];
     int nargs;
     const char *db; /* audit */
+    const char *tsa_ca; /* receipt: the TSA's CA file */
     struct {
         const char *path;
         int receipt;
@@ -430,6 +437,43 @@ static int cmd_promise(verify_ctx *c)
     return c->valid ? EXIT_VALID : EXIT_INVALID;
 }
 
+/* The receipt's RFC 3161 token: over SHA-256 of its checkpoint (the signed
+ * note, byte for byte), signed by a TSA of --tsa-ca. Without --tsa-ca it is
+ * shown, not judged: the TSA's trust is the verifier's to give. -1 when
+ * --tsa-ca cannot be read. */
+static int check_timestamp(verify_ctx *c, const notary_receipt *r)
+{
+    unsigned char digest[32];
+    const char *why = NULL;
+    apr_time_t when = 0;
+    char date[APR_RFC822_DATE_LEN];
+
+    if (!r->timestamp) {
+        json_object_set_new(c->out, "timestamp", json_null());
+        if (c->tsa_ca) {
+            invalid(c, "the receipt carries no RFC 3161 time-stamp (--tsa-ca asks for one)");
+        }
+        return 0;
+    }
+    if (!c->tsa_ca) {
+        json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b}", "bytes", (int)r->timestamp_len, "verified", 0));
+        return 0;
+    }
+    if (notary_tsa_check_cafile(c->p, c->tsa_ca, &why) != 0) {
+        usage_error("--tsa-ca: %s", why);
+        return -1;
+    }
+    notary_sha256(r->tp.checkpoint, r->tp.checkpoint_len, digest);
+    if (notary_tsa_token_verify(c->p, r->timestamp, r->timestamp_len, digest, c->tsa_ca, &when, &why) != 0) {
+        json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b}", "bytes", (int)r->timestamp_len, "verified", 0));
+        invalid(c, apr_psprintf(c->p, "the receipt's time-stamp: %s", why));
+        return 0;
+    }
+    apr_rfc822_date(date, when);
+    json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b,s:s,s:I}", "bytes", (int)r->timestamp_len, "verified", 1, "time", date, "unix", (json_int_t)apr_time_sec(when)));
+    return 0;
+}
+
 static int cmd_receipt(verify_ctx *c)
 {
     apr_size_t len;
@@ -460,8 +504,9 @@ static int cmd_receipt(verify_ctx *c)
     json_object_set_new(c->out, "index", json_integer((json_int_t)r.tp.index));
     json_object_set_new(c->out, "entry", entry_json(c->p, &r.entry, r.leaf_hash));
     json_object_set_new(c->out, "metadata", meta_json(c->p, &r.meta));
-    /* an RFC 3161 token is carried, not judged: no TSA trust here (yet) */
-    json_object_set_new(c->out, "timestamp", r.timestamp ? json_pack("{s:i,s:b}", "bytes", (int)r.timestamp_len, "verified", 0) : json_null());
+    if (check_timestamp(c, &r) != 0) {
+        return EXIT_USAGE;
+    }
     if (check_files(c, &r.entry) != 0) {
         return EXIT_USAGE;
     }
@@ -1265,7 +1310,14 @@ static void print_text(verify_ctx *c, const char *cmd)
                json_is_true(json_object_get(v, "matches")) ? "matches the entry" : "DOES NOT match the entry");
     }
     if (json_object_get(c->out, "timestamp") && !json_is_null(json_object_get(c->out, "timestamp"))) {
-        printf("  timestamp             RFC 3161 token present, not verified by this version\n");
+        json_t *ts = json_object_get(c->out, "timestamp");
+        if (json_is_true(json_object_get(ts, "verified")))
+            printf("  timestamp             RFC 3161, the checkpoint existed by %s (TSA of --tsa-ca)\n",
+                   json_string_value(json_object_get(ts, "time")));
+        else if (c->tsa_ca)
+            printf("  timestamp             RFC 3161 token present, DOES NOT verify\n");
+        else
+            printf("  timestamp             RFC 3161 token present, not checked (give --tsa-ca)\n");
     }
     if (json_object_get(c->out, "tree")) {
         json_t *t = json_object_get(c->out, "tree");
@@ -1341,6 +1393,7 @@ int main(int argc, const char *const *argv)
         case O_TILES: c.tiles = arg; break;
         case O_JSON: c.json = 1; break;
         case O_DB: c.db = arg; break;
+        case O_TSA_CA: c.tsa_ca = arg; break;
         case O_CHECKPOINT:
         case O_RECEIPT:
             if (c.nfiles == MAX_FILES) {
