@@ -19,8 +19,8 @@ use NotaryTest;
 
 my $build = $ENV{NOTARY_BUILDDIR} or BAIL_OUT('NOTARY_BUILDDIR not set');
 my $verify = "$build/notary-verify";
-my $get_receipt = "$build/t/unit/get_receipt";
--x $verify && -x $get_receipt or BAIL_OUT("no $verify or $get_receipt");
+my $test_log = "$build/t/unit/test_log";
+-x $verify && -x $test_log or BAIL_OUT("no $verify or $test_log");
 
 my $t = NotaryTest->new(allow_log => [qw(NOTARY04018 NOTARY04019)]);
 my $m = $t->add_merchant('shop', 'ec256');
@@ -207,9 +207,18 @@ is($s4->[2], $url, '... by the configured TSA');
 my @recs = $t->records('uri = ?', '/echo?n=1');
 is(scalar @recs, 2, 'exchange 1 has a request and a response record');
 my $xid = $recs[0]{exchange_id};
-my $rconn = $pg->conninfo('receipts');
+# the log core's test driver: receipts as the endpoint makes them, rows as
+# the writer role can write them
+sub test_log {
+    local %ENV = (%ENV, NOTARY_TEST_PGCONN => $pg->conninfo('notary'),
+                  NOTARY_TEST_PGCONN_RECEIPT => $pg->conninfo('receipts'));
+    my $cmd = join ' ', map { "'$_'" } $test_log, @_;
+    my $out = `$cmd`;
+    return ($? >> 8, $out);
+}
 my $rfile = "$dir/receipt-req";
-my $rc = system("'$get_receipt' '$rconn' '$xid' request stamped > '$rfile'") >> 8;
+my ($rc, $out) = test_log('receipt', $xid, 'request', 'stamped');
+NotaryTest::write_file($rfile, $out);
 is($rc, 0, 'a receipt of the request record against the latest stamped checkpoint');
 my $receipt = NotaryTest::read_file($rfile);
 like($receipt, qr/^c2sp\.org\/tlog-proof\@v1\n/, '... a c2sp.org/tlog-proof@v1 file') or diag($receipt);
@@ -242,7 +251,8 @@ like($text, qr/"timestamp":\s*\{[^}]*"verified":\s*true/, '--json: timestamp.ver
 }
 
 # the unstamped receipt (as before NotaryLogTimestamp) asked for a stamp
-$rc = system("'$get_receipt' '$rconn' '$xid' request > '$dir/receipt-plain'") >> 8;
+($rc, $out) = test_log('receipt', $xid, 'request');
+NotaryTest::write_file("$dir/receipt-plain", $out);
 is($rc, 0, 'the plain receipt (latest checkpoint) is made too');
 $text = `$vcmd receipt '$dir/receipt-plain' 2>&1`;
 is($? >> 8, 0, '... valid') or diag($text);
@@ -289,6 +299,51 @@ like($err, qr/append-only|refused/, 'DELETE is refused');
 # ---- audit still finds everything valid
 $text = `$vcmd audit --db '${\ $pg->conninfo('auditor')}' 2>&1`;
 is($? >> 8, 0, 'notary-verify audit: VALID') or diag($text);
+
+# ---- audit --tsa-ca: every kept token, and the rows' times against the TSA's
+my $acmd = "$vcmd audit --db '${\ $pg->conninfo('auditor')}'";
+$text = `$acmd --tsa-ca '$tsa/ca-ca.pem' 2>&1`;
+is($? >> 8, 0, 'audit --tsa-ca: VALID') or diag($text);
+like($text, qr/timestamps\s+[1-9]\d* checkpoint time-stamps verified with --tsa-ca, 0 failed/,
+     '... every kept token verified') or diag($text);
+$text = `$acmd --tsa-ca '$tsa/other-ca.pem' 2>&1`;
+is($? >> 8, 1, 'audit --tsa-ca with another TSA CA: INVALID') or diag($text);
+like($text, qr/timestamp\s+the time-stamp of the checkpoint of size \d+: /, '... naming the tokens') or diag($text);
+
+# An insider forges a row with a correct leaf through the writer role, dated
+# an hour before the latest stamp, and as superuser moves the database's own
+# clocks (stored_at, the checkpoints' created_at) so they no longer show it.
+my $latest = (stamps())[-1];
+my ($frc, $fout) = test_log('write', 'forged', 1, int(($latest->[1] - 3600) * 1e6));
+is($frc, 0, 'a forged row, dated an hour before the latest stamp, written by the writer role') or diag($fout);
+ok($t->wait_for(sub { my ($f) = $t->records("exchange_id LIKE 'forged-%'"); $f && defined $f->{leaf_index} },
+                timeout => 10, what => 'the forged row integrated'),
+   '... and integrated, as any row');
+$pg->psql("ALTER TABLE notary.records DISABLE TRIGGER USER; "
+          . "UPDATE notary.records SET stored_at = recorded_at WHERE exchange_id LIKE 'forged-%'; "
+          . "ALTER TABLE notary.records ENABLE TRIGGER USER; "
+          . "ALTER TABLE notary.log_checkpoints DISABLE TRIGGER USER; "
+          . "UPDATE notary.log_checkpoints SET created_at = created_at - interval '2 hours'; "
+          . "ALTER TABLE notary.log_checkpoints ENABLE TRIGGER USER;");
+$text = `$acmd 2>&1`;
+is($? >> 8, 0, 'without --tsa-ca the audit is fooled: the database\'s clocks were moved') or diag($text);
+$text = `$acmd --tsa-ca '$tsa/ca-ca.pem' 2>&1`;
+is($? >> 8, 1, 'with --tsa-ca: INVALID') or diag($text);
+like($text, qr/backdated\s+row \d+ \(forged-000 request\): recorded_at \S+ is 3\d\d\d s before \S+, when a TSA stamped the tree of \d+ that did not hold it yet/,
+     '... the forged row named backdated, on the TSA\'s clock') or diag($text);
+
+# and one dated an hour ahead: in a stamped tree before its own time
+($frc, $fout) = test_log('write', 'ahead', 1, int((time + 3600) * 1e6));
+is($frc, 0, 'a row dated an hour ahead, written by the writer role') or diag($fout);
+exchange('after-ahead');    # the log moves on, its new checkpoint is stamped
+my ($ahead) = $t->records("exchange_id LIKE 'ahead-%'");
+ok($t->wait_for(sub { ($ahead) = $t->records("exchange_id LIKE 'ahead-%'");
+                      defined $ahead->{leaf_index} && (stamps())[-1][0] > $ahead->{leaf_index} },
+                timeout => 20, what => 'a stamped tree holding the row dated ahead'),
+   '... integrated, and a tree holding it stamped');
+$text = `$acmd --tsa-ca '$tsa/ca-ca.pem' 2>&1`;
+like($text, qr/postdated\s+row \d+ \(ahead-000 request\): recorded_at \S+ is after \S+, when a TSA stamped the tree of \d+ that already holds it/,
+     'audit --tsa-ca names it postdated') or diag($text);
 
 $t->stop;
 done_testing;

@@ -58,6 +58,7 @@ static const char usage_text[] =
     "        receipt); the proof from a file of base64 hashes, or computed from\n"
     "        tiles fetched from /.notary/log/ into DIR\n"
     "  audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]\n"
+    "        [--tsa-ca FILE]\n"
     "        the record store against its log: every row's leaf recomputed, the\n"
     "        tree, the stored checkpoints, and the checkpoints and receipts given;\n"
     "        names every altered, dropped, reordered, unlogged or backdated row\n"
@@ -68,7 +69,9 @@ static const char usage_text[] =
     "  --body FILE       check that the entry commits to these body bytes\n"
     "  --headers FILE    check that the entry commits to these header bytes\n"
     "  --tsa-ca FILE     the RFC 3161 TSA's CA certificates (PEM): check the\n"
-    "                    receipt's time-stamp token; a receipt without one fails\n"
+    "                    receipt's time-stamp token (a receipt without one fails);\n"
+    "                    audit: every stored token, and each row's time against\n"
+    "                    the TSA's (postdated, backdated)\n"
     "  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
     "  --json            one JSON object on standard output\n"
     "  --version, --help\n"
@@ -1141,6 +1144,90 @@ static int audit_given(audit_ctx *a)
     return EXIT_VALID;
 }
 
+/* --tsa-ca: the RFC 3161 tokens of the stored checkpoints, checked over
+ * their checkpoints, then every row's time against the TSA's: a row in a
+ * stamped tree cannot be recorded after the stamp's genTime (postdated), and
+ * a row the stamped tree does not hold yet cannot be recorded long before
+ * it (backdated, beyond --max-lag). Unlike the checkpoints' created_at,
+ * these times are not the database's to change. */
+typedef struct {
+    apr_uint64_t size;
+    apr_int64_t gen_us;
+} audit_stamp;
+
+static int audit_stamps(audit_ctx *a, PGconn *conn)
+{
+    apr_pool_t *p = a->c->p;
+    apr_array_header_t *st = apr_array_make(p, 16, sizeof(audit_stamp));
+    const char *why = NULL;
+    PGresult *r;
+    int i, n, ok = 0, bad = 0;
+
+    r = PQexecParams(conn, "SELECT to_regclass('notary.log_timestamps') IS NOT NULL", 0, NULL, NULL, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "looking for notary.log_timestamps");
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        PQclear(r);
+        finding(a, "timestamp", NULL, "--tsa-ca: the database has no notary.log_timestamps (schema version 4)");
+        return EXIT_VALID;
+    }
+    PQclear(r);
+    r = PQexecParams(conn, "SELECT size, token FROM notary.log_timestamps ORDER BY size", 0, NULL, NULL, NULL, NULL, 1);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.log_timestamps");
+    for (n = 0; n < PQntuples(r); n++) {
+        apr_uint64_t size = be64_of(PQgetvalue(r, n, 0));
+        const audit_cp *cp = NULL;
+        unsigned char digest[32];
+        apr_time_t gen;
+
+        for (i = 0; i < a->cps->nelts; i++) {
+            if (APR_ARRAY_IDX(a->cps, i, audit_cp).size == size) cp = &APR_ARRAY_IDX(a->cps, i, audit_cp);
+        }
+        if (!cp) {
+            finding(a, "timestamp", NULL, "the time-stamp of size %" APR_UINT64_T_FMT " has no stored checkpoint", size);
+            bad++;
+            continue;
+        }
+        notary_sha256(cp->note, cp->note_len, digest);
+        if (notary_tsa_token_verify(p, (const unsigned char *)PQgetvalue(r, n, 1), (apr_size_t)PQgetlength(r, n, 1),
+                                    digest, a->c->tsa_ca, &gen, &why) != 0) {
+            finding(a, "timestamp", NULL, "the time-stamp of the checkpoint of size %" APR_UINT64_T_FMT ": %s", size, why);
+            bad++;
+            continue;
+        }
+        ((audit_stamp *)apr_array_push(st))->size = size;
+        APR_ARRAY_IDX(st, st->nelts - 1, audit_stamp).gen_us = (apr_int64_t)gen;
+        ok++;
+    }
+    PQclear(r);
+    for (i = 0; i < a->rows->nelts; i++) {
+        const audit_row *row = &APR_ARRAY_IDX(a->rows, i, audit_row);
+        const audit_stamp *holds = NULL, *before = NULL;
+        int lo = 0, hi = st->nelts;
+
+        if (row->index < 0) continue;
+        /* the first stamped tree that holds the row: size > index */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if ((apr_int64_t)APR_ARRAY_IDX(st, mid, audit_stamp).size > row->index) hi = mid;
+            else lo = mid + 1;
+        }
+        if (lo < st->nelts) holds = &APR_ARRAY_IDX(st, lo, audit_stamp);
+        if (lo > 0) before = &APR_ARRAY_IDX(st, lo - 1, audit_stamp);
+        /* genTime is to the second at best (the TSA's accuracy): a second's grace */
+        if (holds && row->recorded_at_us > holds->gen_us + APR_INT64_C(1000000)) {
+            finding(a, "postdated", row, "%s: recorded_at %s is after %s, when a TSA stamped the tree of %" APR_UINT64_T_FMT " that already holds it", row_name(p, row),
+                    iso_time(p, row->recorded_at_us), iso_time(p, holds->gen_us), holds->size);
+        }
+        if (before && row->recorded_at_us < before->gen_us - a->max_lag_us) {
+            finding(a, "backdated", row, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before %s, when a TSA stamped the tree of %" APR_UINT64_T_FMT " that did not hold it yet", row_name(p, row),
+                    iso_time(p, row->recorded_at_us), (before->gen_us - row->recorded_at_us) / 1000000,
+                    iso_time(p, before->gen_us), before->size);
+        }
+    }
+    json_object_set_new(a->c->out, "timestamps", json_pack("{s:i,s:i}", "verified", ok, "failed", bad));
+    return EXIT_VALID;
+}
+
 static int cmd_audit(verify_ctx *c)
 {
     audit_ctx a;
@@ -1149,7 +1236,7 @@ static int cmd_audit(verify_ctx *c)
     int rv, i;
 
     if (c->nargs != 0 || !c->db || c->body || c->headers || c->proof || c->tiles) {
-        usage_error("usage: audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]",
+        usage_error("usage: audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS] [--tsa-ca FILE]",
                     NULL);
         return EXIT_USAGE;
     }
@@ -1169,6 +1256,15 @@ static int cmd_audit(verify_ctx *c)
         return EXIT_USAGE;
     }
     rv = audit_read(&a);
+    if (rv == EXIT_VALID && c->tsa_ca) {
+        if (notary_tsa_check_cafile(c->p, c->tsa_ca, &why) != 0) {
+            usage_error("--tsa-ca: %s", why);
+            rv = EXIT_USAGE;
+        }
+        else {
+            rv = audit_stamps(&a, a.conn);
+        }
+    }
     PQfinish(a.conn);
     if (rv != EXIT_VALID) {
         PQclear(a.upper);
@@ -1326,6 +1422,11 @@ static void print_text(verify_ctx *c, const char *cmd)
         printf("  rows                  %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " waiting for the integrator, %" JSON_INTEGER_FORMAT " from before the log)\n", json_integer_value(json_object_get(c->out, "rows")),
                json_integer_value(json_object_get(c->out, "pending")),
                json_integer_value(json_object_get(c->out, "before_log")));
+    }
+    if (json_object_get(c->out, "timestamps")) {
+        json_t *ts = json_object_get(c->out, "timestamps");
+        printf("  timestamps            %" JSON_INTEGER_FORMAT " checkpoint time-stamps verified with --tsa-ca, %" JSON_INTEGER_FORMAT " failed\n",
+               json_integer_value(json_object_get(ts, "verified")), json_integer_value(json_object_get(ts, "failed")));
     }
     {
         json_t *fs = json_object_get(c->out, "findings"), *f;
