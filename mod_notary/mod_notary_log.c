@@ -73,8 +73,8 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
         if (sc->log_tsa_url && !sc->log_key_file) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04016: "
-                         "NotaryLogTimestamp on %s:%u needs NotaryLogKey: there are no "
-                         "checkpoints to time-stamp without a log",
+                                                                          "NotaryLogTimestamp on %s:%u needs NotaryLogKey: there are no "
+                                                                          "checkpoints to time-stamp without a log",
                          s->server_hostname, (unsigned)s->port);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -83,7 +83,8 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
         if (sc->log_tsa_url && notary_tsa_check_cafile(ptemp, sc->log_tsa_cafile, &detail) != 0) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04017: "
-                         "NotaryLogTimestamp %s: %s", sc->log_tsa_url, detail);
+                                                                          "NotaryLogTimestamp %s: %s",
+                         sc->log_tsa_url, detail);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
         if (!sc->log_origin) {
@@ -232,8 +233,8 @@ static void stamp_round(log_integrator *ig, apr_pool_t *p)
         if (strncmp(ig->tsa_last_err, err, sizeof(ig->tsa_last_err) - 1)) {
             apr_cpystrn(ig->tsa_last_err, err, sizeof(ig->tsa_last_err));
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04018: log %s: cannot "
-                         "time-stamp checkpoint %" APR_UINT64_T_FMT ": %s; receipts carry no "
-                         "time-stamp until one succeeds (tried again in %" APR_TIME_T_FMT " s)",
+                                                              "time-stamp checkpoint %" APR_UINT64_T_FMT ": %s; receipts carry no "
+                                                              "time-stamp until one succeeds (tried again in %" APR_TIME_T_FMT " s)",
                          ig->origin, size, err, apr_time_sec(ig->tsa_every));
         }
         return;
@@ -241,10 +242,10 @@ static void stamp_round(log_integrator *ig, apr_pool_t *p)
     if (ig->tsa_last_err[0]) {
         ig->tsa_last_err[0] = '\0';
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04019: log %s: "
-                     "time-stamping again", ig->origin);
+                                                         "time-stamping again",
+                     ig->origin);
     }
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04020: log %s: checkpoint %"
-                 APR_UINT64_T_FMT " time-stamped by %s", ig->origin, size, ig->tsa_url);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04020: log %s: checkpoint %" APR_UINT64_T_FMT " time-stamped by %s", ig->origin, size, ig->tsa_url);
 }
 
 static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
@@ -341,7 +342,7 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!tsa_ready) {
             if (notary_tsa_global_init() != 0) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04021: cannot initialise "
-                             "libcurl for NotaryLogTimestamp");
+                                                           "libcurl for NotaryLogTimestamp");
                 return HTTP_INTERNAL_SERVER_ERROR;
             }
             tsa_ready = 1;

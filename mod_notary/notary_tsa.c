@@ -16,8 +16,8 @@
 
 #include "notary_tsa.h"
 
-#define FAIL(msg)     \
-    do {              \
+#define FAIL(msg) \
+    do { \
         *err = (msg); \
         goto cleanup; \
     } while (0)
@@ -89,7 +89,7 @@ cleanup:
 /* The trust anchors, and the same certificates as candidates for the
  * signer (a TSA that ignored certReq can be named in cafile). */
 static int load_trust(apr_pool_t *p, const char *cafile, X509_STORE **store,
-                      STACK_OF(X509) **certs, const char **err)
+                      STACK_OF(X509) * *certs, const char **err)
 {
     BIO *in = NULL;
     X509 *x;
@@ -132,7 +132,7 @@ cleanup:
 int notary_tsa_check_cafile(apr_pool_t *p, const char *cafile, const char **err)
 {
     X509_STORE *store;
-    STACK_OF(X509) *certs;
+    STACK_OF(X509) * certs;
     int n;
 
     if (load_trust(p, cafile, &store, &certs, err) != 0) {
@@ -188,7 +188,7 @@ static int sigalg_fits(const X509_ALGOR *alg, const X509_ALGOR *digest, EVP_PKEY
         return 0;
     }
     return (key_id == EVP_PKEY_EC ? pk_nid == NID_X9_62_id_ecPublicKey : pk_nid == key_id)
-           && dobj && md_nid == OBJ_obj2nid(dobj);
+        && dobj && md_nid == OBJ_obj2nid(dobj);
 }
 
 /* A digest AlgorithmIdentifier: parameters absent or NULL (RFC 5754) */
@@ -206,7 +206,7 @@ static int same_der_name(const X509_NAME *a, const X509_NAME *b)
     size_t la = 0, lb = 0;
 
     return X509_NAME_get0_der(a, &da, &la) && X509_NAME_get0_der(b, &db, &lb) && la == lb
-           && memcmp(da, db, la) == 0;
+        && memcmp(da, db, la) == 0;
 }
 
 /* The parts of a token its signature does not cover, held to one form, so

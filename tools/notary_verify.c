@@ -120,7 +120,7 @@ typedef struct {
     const char *body, *headers, *proof, *tiles;
     const char *args[4];
     int nargs;
-    const char *db; /* audit */
+    const char *db;     /* audit */
     const char *tsa_ca; /* receipt: the TSA's CA file */
     struct {
         const char *path;
@@ -1189,7 +1189,8 @@ static int audit_stamps(audit_ctx *a, PGconn *conn)
         }
         notary_sha256(cp->note, cp->note_len, digest);
         if (notary_tsa_token_verify(p, (const unsigned char *)PQgetvalue(r, n, 1), (apr_size_t)PQgetlength(r, n, 1),
-                                    digest, a->c->tsa_ca, &gen, &why) != 0) {
+                                    digest, a->c->tsa_ca, &gen, &why)
+            != 0) {
             finding(a, "timestamp", NULL, "the time-stamp of the checkpoint of size %" APR_UINT64_T_FMT ": %s", size, why);
             bad++;
             continue;
@@ -1208,8 +1209,10 @@ static int audit_stamps(audit_ctx *a, PGconn *conn)
         /* the first stamped tree that holds the row: size > index */
         while (lo < hi) {
             int mid = (lo + hi) / 2;
-            if ((apr_int64_t)APR_ARRAY_IDX(st, mid, audit_stamp).size > row->index) hi = mid;
-            else lo = mid + 1;
+            if ((apr_int64_t)APR_ARRAY_IDX(st, mid, audit_stamp).size > row->index)
+                hi = mid;
+            else
+                lo = mid + 1;
         }
         if (lo < st->nelts) holds = &APR_ARRAY_IDX(st, lo, audit_stamp);
         if (lo > 0) before = &APR_ARRAY_IDX(st, lo - 1, audit_stamp);

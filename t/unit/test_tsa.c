@@ -114,6 +114,56 @@ static int ts_reply(const char *out, const char *cert, const char *key)
 
 static void run(const char *kind);
 
+static unsigned char *read_vector(const char *name, apr_size_t *len)
+{
+    const char *src = getenv("NOTARY_SRCDIR") ? getenv("NOTARY_SRCDIR") : ".";
+    char save[256];
+    unsigned char *d;
+
+    apr_cpystrn(save, dir, sizeof(save));
+    apr_cpystrn(dir, apr_pstrcat(pool, src, "/docs/vectors/tsa", NULL), sizeof(dir));
+    d = read_file(name, len);
+    apr_cpystrn(dir, save, sizeof(dir));
+    return d;
+}
+
+/* Known answer: docs/vectors/tsa/ holds a query made by `openssl ts
+ * -query` over checkpoint-600 (the test log's checkpoint of docs/evidence.md),
+ * OpenSSL's TSA's reply and token, and the CA (valid for 100 years). */
+static void kat(void)
+{
+    unsigned char digest[32], *cp, *q, *reply, *token, *tok2 = NULL;
+    apr_size_t cplen = 0, qlen = 0, rlen = 0, tlen = 0, t2len = 0;
+    const char *err = NULL, *ca;
+    apr_time_t gen = 0;
+
+    diag("known-answer vectors, docs/vectors/tsa/");
+    cp = read_vector("checkpoint-600", &cplen);
+    q = read_vector("query.der", &qlen);
+    reply = read_vector("reply.der", &rlen);
+    token = read_vector("token.der", &tlen);
+    ok(cp && q && reply && token, "vectors read");
+    if (!(cp && q && reply && token)) {
+        return;
+    }
+    ca = apr_pstrcat(pool, getenv("NOTARY_SRCDIR") ? getenv("NOTARY_SRCDIR") : ".",
+                     "/docs/vectors/tsa/ca.pem", NULL);
+    notary_sha256(cp, cplen, digest);
+    ok(notary_tsa_token_verify(pool, token, tlen, digest, ca, &gen, &err) == 0,
+       "the vector token verifies over SHA-256 of checkpoint-600%s%s", err ? ": " : "", err ? err : "");
+    is_int(apr_time_sec(gen), 1796624267, "its genTime is 2026-12-07T06:17:47Z");
+    err = NULL;
+    ok(notary_tsa_reply_token(pool, q, qlen, reply, rlen, ca, &tok2, &t2len, &err) == 0,
+       "the vector reply answers the vector query (openssl's own, nonce and all)%s%s", err ? ": " : "",
+       err ? err : "");
+    ok(tok2 && t2len == tlen && memcmp(tok2, token, tlen) == 0,
+       "the token taken from the reply is the vector token, byte for byte");
+    cp[0] ^= 1;
+    notary_sha256(cp, cplen, digest);
+    ok(notary_tsa_token_verify(pool, token, tlen, digest, ca, NULL, &err) != 0,
+       "the vector token does not verify over a checkpoint with one bit changed");
+}
+
 int main(void)
 {
     apr_initialize();
@@ -122,6 +172,7 @@ int main(void)
         printf("Bail out! libcurl's global init failed\n");
         return 1;
     }
+    kat();
     /* the two kinds of TSA keys found in practice */
     keyopt = "-newkey ec -pkeyopt ec_paramgen_curve:P-256";
     run("EC P-256");
@@ -135,7 +186,7 @@ static void run(const char *kind)
 {
     static const char checkpoint[] = "notary.example/log\n3\nAAAA\n\n\xe2\x80\x94 x y\n";
     unsigned char digest[32], other[32], *query = NULL, *query2 = NULL, *reply, *token = NULL,
-                                          *bad;
+                                         *bad;
     apr_size_t qlen = 0, q2len = 0, rlen = 0, tlen = 0, i;
     const char *err = NULL, *ca, *other_ca;
     apr_time_t gen = 0;
