@@ -28,6 +28,7 @@ void *notary_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->max_record_size = NOTARY_UNSET;
     sc->db_timeout = NOTARY_UNSET;
     sc->log_interval = NOTARY_UNSET;
+    sc->log_tsa_every = NOTARY_UNSET;
     sc->rules = apr_array_make(p, 4, sizeof(notary_rule *));
     sc->merchants = apr_array_make(p, 4, sizeof(notary_merchant *));
     sc->merchant_by_name = apr_hash_make(p);
@@ -53,6 +54,17 @@ void *notary_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_PTR(log_origin);
     MERGE_VAL(log_interval);
     MERGE_PTR(log_database);
+    /* URL, CA and interval are one setting: taken together or not at all */
+    if (add->log_tsa_url) {
+        mc->log_tsa_url = add->log_tsa_url;
+        mc->log_tsa_cafile = add->log_tsa_cafile;
+        mc->log_tsa_every = add->log_tsa_every;
+    }
+    else {
+        mc->log_tsa_url = base->log_tsa_url;
+        mc->log_tsa_cafile = base->log_tsa_cafile;
+        mc->log_tsa_every = base->log_tsa_every;
+    }
     /* Merchants belong to the vhost that registers them, never inherited:
      * a merchant must be reachable only through the vhost the operator chose. */
     mc->merchants = add->merchants;
@@ -94,6 +106,11 @@ apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc)
 {
     return sc->log_interval != NOTARY_UNSET ? sc->log_interval
                                             : NOTARY_DEFAULT_LOG_INTERVAL;
+}
+
+apr_int64_t notary_conf_log_tsa_every(const notary_srv_conf *sc)
+{
+    return sc->log_tsa_every != NOTARY_UNSET ? sc->log_tsa_every : 60;
 }
 
 const char *notary_conf_log_database(const notary_srv_conf *sc)
@@ -499,6 +516,31 @@ static const char *set_db_timeout(cmd_parms *cmd, void *dc, const char *arg)
     return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->db_timeout);
 }
 
+/* NotaryLogTimestamp URL CAFILE [SECONDS] */
+static const char *set_log_timestamp(cmd_parms *cmd, void *dc, const char *url,
+                                     const char *cafile, const char *secs)
+{
+    notary_srv_conf *sc = cmd_conf(cmd);
+    apr_uri_t u;
+    const char *err;
+
+    if (apr_uri_parse(cmd->pool, url, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+        || (strcasecmp(u.scheme, "http") && strcasecmp(u.scheme, "https"))) {
+        return apr_psprintf(cmd->pool, "NotaryLogTimestamp: '%s' is not an http or https "
+                                       "URL of an RFC 3161 time-stamp authority",
+                            url);
+    }
+    if (!(sc->log_tsa_cafile = ap_server_root_relative(cmd->pool, cafile))) {
+        return apr_psprintf(cmd->pool, "NotaryLogTimestamp: invalid path '%s'", cafile);
+    }
+    sc->log_tsa_url = url;
+    sc->log_tsa_every = NOTARY_UNSET;
+    if (secs && (err = parse_seconds(cmd, secs, 86400, &sc->log_tsa_every))) {
+        return err;
+    }
+    return NULL;
+}
+
 static const char *set_log_interval(cmd_parms *cmd, void *dc, const char *arg)
 {
     return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->log_interval);
@@ -697,6 +739,10 @@ const command_rec notary_cmds[] = {
     AP_INIT_TAKE1("NotaryLogInterval", set_log_interval, NULL, RSRC_CONF,
                   "NotaryLogInterval SECONDS - how often new records are integrated into "
                   "the log (default 1)"),
+    AP_INIT_TAKE23("NotaryLogTimestamp", set_log_timestamp, NULL, RSRC_CONF,
+                   "NotaryLogTimestamp URL CAFILE [SECONDS] - RFC 3161 time-stamp authority "
+                   "that stamps the log's checkpoints, its CA certificates (PEM), and the "
+                   "least time between two stamps (default 60)"),
     AP_INIT_TAKE1("NotaryLogIntegratorDatabase", set_log_database, NULL, RSRC_CONF,
                   "NotaryLogIntegratorDatabase \"CONNINFO\" - libpq connection string of "
                   "the log integrator, a notary_integrator role (default: NotaryDatabase)"),

@@ -79,6 +79,9 @@ typedef struct notary_srv_conf {
     const char *log_origin;          /* NotaryLogOrigin: the checkpoints' origin line */
     apr_int64_t log_interval;        /* NotaryLogInterval, seconds; NOTARY_UNSET */
     const char *log_database;        /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
+    const char *log_tsa_url;         /* NotaryLogTimestamp URL; NULL: no time-stamps */
+    const char *log_tsa_cafile;      /* NotaryLogTimestamp CAFILE: the TSA's trust anchors */
+    apr_int64_t log_tsa_every;       /* NotaryLogTimestamp SECONDS; NOTARY_UNSET: 60 */
     struct notary_note_key *log_key; /* loaded at start-up (check_config) */
     server_rec *s;
 } notary_srv_conf;
@@ -94,6 +97,8 @@ int notary_conf_engine(const notary_srv_conf *sc);
 
 apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc);
 apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc);
+/* NotaryLogTimestamp's SECONDS: the least time between two time-stamps */
+apr_int64_t notary_conf_log_tsa_every(const notary_srv_conf *sc);
 /* the integrator's conninfo: NotaryLogIntegratorDatabase, else NotaryDatabase */
 const char *notary_conf_log_database(const notary_srv_conf *sc);
 /* NotarySessionCache: "provider[:args]", NULL = shmcb */

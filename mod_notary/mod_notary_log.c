@@ -28,6 +28,8 @@
 #include "mod_notary_log.h"
 #include "notary_log.h"
 #include "notary_note.h"
+#include "notary_tsa.h"
+#include "notary_util.h"
 
 APLOG_USE_MODULE(notary);
 
@@ -47,8 +49,14 @@ typedef struct {
     apr_interval_time_t interval, timeout;
     PGconn *conn;       /* the singleton child's, kept */
     char last_err[256]; /* logged once until it changes */
+    /* NotaryLogTimestamp: NULL url, none */
+    const char *tsa_url, *tsa_cafile;
+    apr_interval_time_t tsa_every;
+    apr_time_t tsa_next;    /* after a failure, not before */
+    char tsa_last_err[256]; /* logged once until it changes */
 } log_integrator;
 
+static int tsa_ready; /* libcurl's global init, once per process */
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) * wd_get_instance;
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) * wd_register_callback;
 
@@ -60,8 +68,24 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
     for (; s; s = s->next) {
         notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
 
-        if (!notary_conf_engine(sc) || !sc->log_key_file) {
+        if (!notary_conf_engine(sc)) {
             continue;
+        }
+        if (sc->log_tsa_url && !sc->log_key_file) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04016: "
+                                                                          "NotaryLogTimestamp on %s:%u needs NotaryLogKey: there are no "
+                                                                          "checkpoints to time-stamp without a log",
+                         s->server_hostname, (unsigned)s->port);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (!sc->log_key_file) {
+            continue;
+        }
+        if (sc->log_tsa_url && notary_tsa_check_cafile(ptemp, sc->log_tsa_cafile, &detail) != 0) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04017: "
+                                                                          "NotaryLogTimestamp %s: %s",
+                         sc->log_tsa_url, detail);
+            return HTTP_INTERNAL_SERVER_ERROR;
         }
         if (!sc->log_origin) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04001: "
@@ -170,6 +194,60 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
     }
 }
 
+/* After a round: time-stamp the latest checkpoint when one is due. The
+ * TSA is asked over HTTP from this thread, bounded by the store's timeout;
+ * a failure waits one NotaryLogTimestamp interval before the next try. */
+static void stamp_round(log_integrator *ig, apr_pool_t *p)
+{
+    unsigned char digest[32], *query = NULL, *reply = NULL, *token = NULL;
+    apr_size_t qlen = 0, rlen = 0, tlen = 0, len = 0;
+    apr_uint64_t size = 0;
+    const char *err = NULL;
+    char *note = NULL;
+    int rv;
+
+    if (!ig->tsa_url || !ig->conn || PQstatus(ig->conn) != CONNECTION_OK
+        || apr_time_now() < ig->tsa_next) {
+        return;
+    }
+    rv = notary_log_stamp_due(ig->conn, p, ig->tsa_every, &size, &note, &len, &err);
+    if (rv == 0) {
+        return;
+    }
+    if (rv > 0) {
+        notary_sha256(note, len, digest);
+        if (notary_tsa_query(p, digest, &query, &qlen, &err) != 0
+            || notary_tsa_fetch(p, ig->tsa_url, query, qlen, ig->timeout, &reply, &rlen, &err) != 0
+            || notary_tsa_reply_token(p, query, qlen, reply, rlen, ig->tsa_cafile, &token, &tlen,
+                                      &err)
+                   != 0
+            || notary_log_timestamp_put(ig->conn, p, size, token, tlen, ig->tsa_url, &err) != 0) {
+            rv = -1;
+        }
+    }
+    if (rv < 0) {
+        ig->tsa_next = apr_time_now() + ig->tsa_every;
+        if (!err) {
+            err = "unknown error";
+        }
+        if (strncmp(ig->tsa_last_err, err, sizeof(ig->tsa_last_err) - 1)) {
+            apr_cpystrn(ig->tsa_last_err, err, sizeof(ig->tsa_last_err));
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04018: log %s: cannot "
+                                                              "time-stamp checkpoint %" APR_UINT64_T_FMT ": %s; receipts carry no "
+                                                              "time-stamp until one succeeds (tried again in %" APR_TIME_T_FMT " s)",
+                         ig->origin, size, err, apr_time_sec(ig->tsa_every));
+        }
+        return;
+    }
+    if (ig->tsa_last_err[0]) {
+        ig->tsa_last_err[0] = '\0';
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04019: log %s: "
+                                                         "time-stamping again",
+                     ig->origin);
+    }
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04020: log %s: checkpoint %" APR_UINT64_T_FMT " time-stamped by %s", ig->origin, size, ig->tsa_url);
+}
+
 static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
 {
     log_integrator *ig = data;
@@ -178,6 +256,8 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
     case AP_WATCHDOG_STATE_STARTING:
         ig->conn = NULL;
         ig->last_err[0] = '\0';
+        ig->tsa_last_err[0] = '\0';
+        ig->tsa_next = 0;
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04008: log %s: this "
                                                        "child integrates, every %" APR_TIME_T_FMT " s",
                      ig->origin,
@@ -186,6 +266,7 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
     case AP_WATCHDOG_STATE_RUNNING:
         /* pool is the call's own, destroyed after it */
         integrate_round(ig, pool);
+        stamp_round(ig, pool);
         break;
     case AP_WATCHDOG_STATE_STOPPING:
         if (ig->conn) {
@@ -244,6 +325,28 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ig->interval = apr_time_from_sec(notary_conf_log_interval(sc));
         ig->timeout = apr_time_from_sec(notary_conf_db_timeout(sc));
         apr_hash_set(by_db, db, APR_HASH_KEY_STRING, ig);
+    }
+    for (s = main_s; s; s = s->next) {
+        /* one log, one TSA: the first vhost of the database that names one */
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+        log_integrator *ig;
+
+        if (!notary_conf_engine(sc) || !sc->log_key || !sc->log_tsa_url
+            || !(ig = apr_hash_get(by_db, notary_conf_log_database(sc), APR_HASH_KEY_STRING))
+            || ig->tsa_url) {
+            continue;
+        }
+        ig->tsa_url = sc->log_tsa_url;
+        ig->tsa_cafile = sc->log_tsa_cafile;
+        ig->tsa_every = apr_time_from_sec(notary_conf_log_tsa_every(sc));
+        if (!tsa_ready) {
+            if (notary_tsa_global_init() != 0) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04021: cannot initialise "
+                                                           "libcurl for NotaryLogTimestamp");
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+            tsa_ready = 1;
+        }
     }
     if (!apr_hash_count(by_db)) {
         return OK;

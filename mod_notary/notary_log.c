@@ -605,15 +605,51 @@ int notary_log_tile_by_path(PGconn *conn, apr_pool_t *p, const char *path,
     return rv;
 }
 
+/* The receipt of rec against the checkpoint `note` of a tree of `size`
+ * leaves, with the checkpoint's time-stamp token when it has one. */
+static int receipt_at(PGconn *conn, apr_pool_t *p, const notary_log_record *rec, char *note,
+                      apr_size_t note_len, apr_uint64_t size, const unsigned char *tst,
+                      apr_size_t tst_len, char **out, apr_size_t *len, const char **err)
+{
+    notary_merkle_source src;
+    notary_tlog_proof tp;
+    tile_io io = { conn, p, NULL, NULL };
+
+    /* the state was written with the index, in one transaction: a tree
+     * without this leaf means the database was changed behind the log */
+    if (rec->leaf_index >= size) {
+        *err = apr_psprintf(p, "record %" APR_INT64_T_FMT " has index %" APR_UINT64_T_FMT " beyond the checkpoint's %" APR_UINT64_T_FMT " leaves", rec->id,
+                            rec->leaf_index, size);
+        return -1;
+    }
+    memset(&tp, 0, sizeof(tp));
+    /* tiles only grow by prefix: the hashes of an older tree are read from
+     * the same rows */
+    notary_merkle_source_tiles(&src, p, size, read_tile, &io);
+    if (notary_merkle_prove_inclusion(p, &src, rec->leaf_index, size,
+                                      (unsigned char **)&tp.proof, &tp.count)
+        != 0) {
+        *err = io.err ? io.err : "computing the inclusion proof";
+        return -1;
+    }
+    tp.extra = notary_receipt_extra(p, rec->entry_bytes, rec->meta, rec->meta_len, tst, tst_len,
+                                    &tp.extra_len);
+    tp.index = rec->leaf_index;
+    tp.checkpoint = note;
+    tp.checkpoint_len = note_len;
+    if (!(*out = notary_tlog_proof_format(p, &tp, len))) {
+        *err = "formatting the receipt";
+        return -1;
+    }
+    return 1;
+}
+
 int notary_log_receipt(PGconn *conn, apr_pool_t *p, const notary_log_record *rec,
                        char **out, apr_size_t *len, const char **err)
 {
     char *note;
     apr_size_t note_len;
     apr_uint64_t size;
-    notary_merkle_source src;
-    notary_tlog_proof tp;
-    tile_io io = { conn, p, NULL, NULL };
     int rv;
 
     if (!rec->integrated) {
@@ -625,30 +661,113 @@ int notary_log_receipt(PGconn *conn, apr_pool_t *p, const notary_log_record *rec
         }
         return -1;
     }
-    /* the state was written with the index, in one transaction: a tree
-     * without this leaf means the database was changed behind the log */
-    if (rec->leaf_index >= size) {
-        *err = apr_psprintf(p, "record %" APR_INT64_T_FMT " has index %" APR_UINT64_T_FMT " beyond the checkpoint's %" APR_UINT64_T_FMT " leaves", rec->id,
-                            rec->leaf_index, size);
+    return receipt_at(conn, p, rec, note, note_len, size, NULL, 0, out, len, err);
+}
+
+int notary_log_receipt_stamped(PGconn *conn, apr_pool_t *p, const notary_log_record *rec,
+                               char **out, apr_size_t *len, const char **err)
+{
+    char ix[24];
+    const char *params[1] = { ix };
+    PGresult *r;
+    int rv;
+
+    if (!rec->integrated) {
+        return 0;
+    }
+    if (ensure_connected(conn, p, err) != 0) {
         return -1;
     }
-    memset(&tp, 0, sizeof(tp));
-    notary_merkle_source_tiles(&src, p, size, read_tile, &io);
-    if (notary_merkle_prove_inclusion(p, &src, rec->leaf_index, size,
-                                      (unsigned char **)&tp.proof, &tp.count)
-        != 0) {
-        *err = io.err ? io.err : "computing the inclusion proof";
+    apr_snprintf(ix, sizeof(ix), "%" APR_UINT64_T_FMT, rec->leaf_index);
+    r = PQexecParams(conn,
+                     "SELECT c.size, c.checkpoint, t.token FROM notary.log_checkpoints c "
+                     "JOIN notary.log_timestamps t ON t.size = c.size "
+                     "WHERE c.size > $1 ORDER BY c.size DESC LIMIT 1",
+                     1, NULL, params, NULL, NULL, BINARY);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *err = pq_error(p, conn, r, "reading the time-stamped checkpoints");
+        PQclear(r);
         return -1;
     }
-    tp.extra = notary_receipt_extra(p, rec->entry_bytes, rec->meta, rec->meta_len, NULL, 0, &tp.extra_len);
-    tp.index = rec->leaf_index;
-    tp.checkpoint = note;
-    tp.checkpoint_len = note_len;
-    if (!(*out = notary_tlog_proof_format(p, &tp, len))) {
-        *err = "formatting the receipt";
+    if (PQntuples(r) == 0) { /* none holds it yet: the latest, unstamped */
+        PQclear(r);
+        return notary_log_receipt(conn, p, rec, out, len, err);
+    }
+    {
+        apr_uint64_t size = be64(PQgetvalue(r, 0, 0));
+        apr_size_t note_len = (apr_size_t)PQgetlength(r, 0, 1);
+        char *note = apr_pstrmemdup(p, PQgetvalue(r, 0, 1), note_len);
+        apr_size_t tst_len = (apr_size_t)PQgetlength(r, 0, 2);
+        unsigned char *tst = apr_pmemdup(p, PQgetvalue(r, 0, 2), tst_len);
+
+        PQclear(r);
+        rv = receipt_at(conn, p, rec, note, note_len, size, tst, tst_len, out, len, err);
+    }
+    return rv;
+}
+
+int notary_log_stamp_due(PGconn *conn, apr_pool_t *p, apr_interval_time_t every,
+                         apr_uint64_t *size, char **note, apr_size_t *len, const char **err)
+{
+    char secs[32];
+    const char *params[1] = { secs };
+    PGresult *r;
+    int res = -1;
+
+    if (ensure_connected(conn, p, err) != 0) {
         return -1;
     }
-    return 1;
+    apr_snprintf(secs, sizeof(secs), "%.6f", (double)every / APR_USEC_PER_SEC);
+    /* the database's clock for both ends of the interval */
+    r = PQexecParams(conn,
+                     "SELECT c.size, c.checkpoint FROM notary.log_checkpoints c "
+                     "WHERE c.size = (SELECT max(size) FROM notary.log_checkpoints) "
+                     "AND NOT EXISTS (SELECT 1 FROM notary.log_timestamps t WHERE t.size = c.size) "
+                     "AND coalesce((SELECT max(created_at) FROM notary.log_timestamps), "
+                     "'-infinity') <= clock_timestamp() - $1::float8 * interval '1 second'",
+                     1, NULL, params, NULL, NULL, BINARY);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *err = pq_error(p, conn, r, "finding the checkpoint to time-stamp");
+    }
+    else if (PQntuples(r) == 0) {
+        res = 0;
+    }
+    else {
+        *size = be64(PQgetvalue(r, 0, 0));
+        *len = (apr_size_t)PQgetlength(r, 0, 1);
+        *note = apr_pstrmemdup(p, PQgetvalue(r, 0, 1), *len);
+        res = 1;
+    }
+    PQclear(r);
+    return res;
+}
+
+int notary_log_timestamp_put(PGconn *conn, apr_pool_t *p, apr_uint64_t size,
+                             const unsigned char *token, apr_size_t token_len, const char *tsa,
+                             const char **err)
+{
+    char sz[24];
+    const char *params[3] = { sz, (const char *)token, tsa };
+    int lengths[3] = { 0, (int)token_len, 0 };
+    int formats[3] = { 0, 1, 0 };
+    PGresult *r;
+    int ok;
+
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    apr_snprintf(sz, sizeof(sz), "%" APR_UINT64_T_FMT, size);
+    /* another node may have stamped it meanwhile: its token stands */
+    r = PQexecParams(conn,
+                     "INSERT INTO notary.log_timestamps (size, token, tsa) VALUES ($1, $2, $3) "
+                     "ON CONFLICT (size) DO NOTHING",
+                     3, NULL, params, lengths, formats, 0);
+    ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        *err = pq_error(p, conn, r, "keeping the time-stamp token");
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
 }
 
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,

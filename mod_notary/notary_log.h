@@ -90,6 +90,26 @@ int notary_log_tile_by_path(PGconn *conn, apr_pool_t *p, const char *path,
 int notary_log_receipt(PGconn *conn, apr_pool_t *p, const notary_log_record *rec,
                        char **out, apr_size_t *len, const char **err);
 
+/* The same against the latest time-stamped checkpoint that holds the
+ * record, its RFC 3161 token in the extra (NotaryLogTimestamp); against the
+ * latest checkpoint, without a token, while none holds it yet. Needs schema
+ * version 4 (sql/0004_timestamps.sql). 1, 0, -1 as above. */
+int notary_log_receipt_stamped(PGconn *conn, apr_pool_t *p, const notary_log_record *rec,
+                               char **out, apr_size_t *len, const char **err);
+
+/* The checkpoint to time-stamp now: the latest, when it has no token yet
+ * and the newest token is at least `every` old (the database's clock). 1
+ * with *size and *note (the signed note as stored, from p), 0 nothing due,
+ * -1 error. */
+int notary_log_stamp_due(PGconn *conn, apr_pool_t *p, apr_interval_time_t every,
+                         apr_uint64_t *size, char **note, apr_size_t *len, const char **err);
+
+/* Keep the token of checkpoint `size` from TSA `tsa` (its URL). A
+ * checkpoint another node stamped meanwhile keeps that token. 0 / -1. */
+int notary_log_timestamp_put(PGconn *conn, apr_pool_t *p, apr_uint64_t size,
+                             const unsigned char *token, apr_size_t token_len, const char *tsa,
+                             const char **err);
+
 /* The signed promise of an entry (docs/evidence.md). 0 or -1. */
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,
                        const unsigned char entry[NOTARY_LEAF_LEN], apr_int64_t mmd,

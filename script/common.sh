@@ -5,6 +5,7 @@ set -euo pipefail
 NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   apache2 apache2-dev apache2-ssl-dev libapr1-dev libaprutil1-dev
   libssl-dev libjansson-dev libpq-dev zlib1g-dev libbrotli-dev libzstd-dev brotli
+  libcurl4-openssl-dev
   postgresql postgresql-client openssl curl ca-certificates
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
   python3 python3-jwt python3-cryptography

@@ -31,6 +31,7 @@
 #include "notary_log.h"
 #include "notary_merkle.h"
 #include "notary_note.h"
+#include "notary_tsa.h"
 #include "notary_util.h"
 
 #ifndef PACKAGE_VERSION
@@ -48,14 +49,16 @@ static const char usage_text[] =
     "  promise FILE [--body FILE] [--headers FILE]\n"
     "        a promise (the Notary-Receipt header's value, or the 202 answer of\n"
     "        /.notary/receipt/...): signed by the log, names this entry\n"
-    "  receipt FILE [--body FILE] [--headers FILE]\n"
+    "  receipt FILE [--body FILE] [--headers FILE] [--tsa-ca FILE]\n"
     "        a c2sp.org/tlog-proof@v1 receipt: the entry is in the tree of a\n"
-    "        checkpoint the log signed\n"
+    "        checkpoint the log signed (and, with --tsa-ca, that the checkpoint\n"
+    "        was time-stamped by a TSA of that CA)\n"
     "  consistency OLD NEW (--proof FILE | --tiles DIR)\n"
     "        the log of checkpoint NEW extends that of OLD (each a checkpoint or a\n"
     "        receipt); the proof from a file of base64 hashes, or computed from\n"
     "        tiles fetched from /.notary/log/ into DIR\n"
     "  audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]\n"
+    "        [--tsa-ca FILE]\n"
     "        the record store against its log: every row's leaf recomputed, the\n"
     "        tree, the stored checkpoints, and the checkpoints and receipts given;\n"
     "        names every altered, dropped, reordered, unlogged or backdated row\n"
@@ -65,6 +68,10 @@ static const char usage_text[] =
     "  --key-file FILE   vkeys, one a line ('#' starts a comment)\n"
     "  --body FILE       check that the entry commits to these body bytes\n"
     "  --headers FILE    check that the entry commits to these header bytes\n"
+    "  --tsa-ca FILE     the RFC 3161 TSA's CA certificates (PEM): check the\n"
+    "                    receipt's time-stamp token (a receipt without one fails);\n"
+    "                    audit: every stored token, and each row's time against\n"
+    "                    the TSA's (postdated, backdated)\n"
     "  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
     "  --json            one JSON object on standard output\n"
     "  --version, --help\n"
@@ -83,7 +90,8 @@ enum { O_KEY = 256,
        O_DB,
        O_CHECKPOINT,
        O_RECEIPT,
-       O_MAX_LAG };
+       O_MAX_LAG,
+       O_TSA_CA };
 #define MAX_FILES 64
 
 static const apr_getopt_option_t options[] = {
@@ -100,6 +108,7 @@ static const apr_getopt_option_t options[] = {
     { "checkpoint", O_CHECKPOINT, 1, "" },
     { "receipt", O_RECEIPT, 1, "" },
     { "max-lag", O_MAX_LAG, 1, "" },
+    { "tsa-ca", O_TSA_CA, 1, "" },
     { NULL, 0, 0, NULL },
 };
 
@@ -111,7 +120,8 @@ typedef struct {
     const char *body, *headers, *proof, *tiles;
     const char *args[4];
     int nargs;
-    const char *db; /* audit */
+    const char *db;     /* audit */
+    const char *tsa_ca; /* receipt: the TSA's CA file */
     struct {
         const char *path;
         int receipt;
@@ -430,6 +440,43 @@ static int cmd_promise(verify_ctx *c)
     return c->valid ? EXIT_VALID : EXIT_INVALID;
 }
 
+/* The receipt's RFC 3161 token: over SHA-256 of its checkpoint (the signed
+ * note, byte for byte), signed by a TSA of --tsa-ca. Without --tsa-ca it is
+ * shown, not judged: the TSA's trust is the verifier's to give. -1 when
+ * --tsa-ca cannot be read. */
+static int check_timestamp(verify_ctx *c, const notary_receipt *r)
+{
+    unsigned char digest[32];
+    const char *why = NULL;
+    apr_time_t when = 0;
+    char date[APR_RFC822_DATE_LEN];
+
+    if (!r->timestamp) {
+        json_object_set_new(c->out, "timestamp", json_null());
+        if (c->tsa_ca) {
+            invalid(c, "the receipt carries no RFC 3161 time-stamp (--tsa-ca asks for one)");
+        }
+        return 0;
+    }
+    if (!c->tsa_ca) {
+        json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b}", "bytes", (int)r->timestamp_len, "verified", 0));
+        return 0;
+    }
+    if (notary_tsa_check_cafile(c->p, c->tsa_ca, &why) != 0) {
+        usage_error("--tsa-ca: %s", why);
+        return -1;
+    }
+    notary_sha256(r->tp.checkpoint, r->tp.checkpoint_len, digest);
+    if (notary_tsa_token_verify(c->p, r->timestamp, r->timestamp_len, digest, c->tsa_ca, &when, &why) != 0) {
+        json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b}", "bytes", (int)r->timestamp_len, "verified", 0));
+        invalid(c, apr_psprintf(c->p, "the receipt's time-stamp: %s", why));
+        return 0;
+    }
+    apr_rfc822_date(date, when);
+    json_object_set_new(c->out, "timestamp", json_pack("{s:i,s:b,s:s,s:I}", "bytes", (int)r->timestamp_len, "verified", 1, "time", date, "unix", (json_int_t)apr_time_sec(when)));
+    return 0;
+}
+
 static int cmd_receipt(verify_ctx *c)
 {
     apr_size_t len;
@@ -460,8 +507,9 @@ static int cmd_receipt(verify_ctx *c)
     json_object_set_new(c->out, "index", json_integer((json_int_t)r.tp.index));
     json_object_set_new(c->out, "entry", entry_json(c->p, &r.entry, r.leaf_hash));
     json_object_set_new(c->out, "metadata", meta_json(c->p, &r.meta));
-    /* an RFC 3161 token is carried, not judged: no TSA trust here (yet) */
-    json_object_set_new(c->out, "timestamp", r.timestamp ? json_pack("{s:i,s:b}", "bytes", (int)r.timestamp_len, "verified", 0) : json_null());
+    if (check_timestamp(c, &r) != 0) {
+        return EXIT_USAGE;
+    }
     if (check_files(c, &r.entry) != 0) {
         return EXIT_USAGE;
     }
@@ -1096,6 +1144,93 @@ static int audit_given(audit_ctx *a)
     return EXIT_VALID;
 }
 
+/* --tsa-ca: the RFC 3161 tokens of the stored checkpoints, checked over
+ * their checkpoints, then every row's time against the TSA's: a row in a
+ * stamped tree cannot be recorded after the stamp's genTime (postdated), and
+ * a row the stamped tree does not hold yet cannot be recorded long before
+ * it (backdated, beyond --max-lag). Unlike the checkpoints' created_at,
+ * these times are not the database's to change. */
+typedef struct {
+    apr_uint64_t size;
+    apr_int64_t gen_us;
+} audit_stamp;
+
+static int audit_stamps(audit_ctx *a, PGconn *conn)
+{
+    apr_pool_t *p = a->c->p;
+    apr_array_header_t *st = apr_array_make(p, 16, sizeof(audit_stamp));
+    const char *why = NULL;
+    PGresult *r;
+    int i, n, ok = 0, bad = 0;
+
+    r = PQexecParams(conn, "SELECT to_regclass('notary.log_timestamps') IS NOT NULL", 0, NULL, NULL, NULL, NULL, 0);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "looking for notary.log_timestamps");
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
+        PQclear(r);
+        finding(a, "timestamp", NULL, "--tsa-ca: the database has no notary.log_timestamps (schema version 4)");
+        return EXIT_VALID;
+    }
+    PQclear(r);
+    r = PQexecParams(conn, "SELECT size, token FROM notary.log_timestamps ORDER BY size", 0, NULL, NULL, NULL, NULL, 1);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) return pq_fail(a, r, "reading notary.log_timestamps");
+    for (n = 0; n < PQntuples(r); n++) {
+        apr_uint64_t size = be64_of(PQgetvalue(r, n, 0));
+        const audit_cp *cp = NULL;
+        unsigned char digest[32];
+        apr_time_t gen;
+
+        for (i = 0; i < a->cps->nelts; i++) {
+            if (APR_ARRAY_IDX(a->cps, i, audit_cp).size == size) cp = &APR_ARRAY_IDX(a->cps, i, audit_cp);
+        }
+        if (!cp) {
+            finding(a, "timestamp", NULL, "the time-stamp of size %" APR_UINT64_T_FMT " has no stored checkpoint", size);
+            bad++;
+            continue;
+        }
+        notary_sha256(cp->note, cp->note_len, digest);
+        if (notary_tsa_token_verify(p, (const unsigned char *)PQgetvalue(r, n, 1), (apr_size_t)PQgetlength(r, n, 1),
+                                    digest, a->c->tsa_ca, &gen, &why)
+            != 0) {
+            finding(a, "timestamp", NULL, "the time-stamp of the checkpoint of size %" APR_UINT64_T_FMT ": %s", size, why);
+            bad++;
+            continue;
+        }
+        ((audit_stamp *)apr_array_push(st))->size = size;
+        APR_ARRAY_IDX(st, st->nelts - 1, audit_stamp).gen_us = (apr_int64_t)gen;
+        ok++;
+    }
+    PQclear(r);
+    for (i = 0; i < a->rows->nelts; i++) {
+        const audit_row *row = &APR_ARRAY_IDX(a->rows, i, audit_row);
+        const audit_stamp *holds = NULL, *before = NULL;
+        int lo = 0, hi = st->nelts;
+
+        if (row->index < 0) continue;
+        /* the first stamped tree that holds the row: size > index */
+        while (lo < hi) {
+            int mid = (lo + hi) / 2;
+            if ((apr_int64_t)APR_ARRAY_IDX(st, mid, audit_stamp).size > row->index)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        if (lo < st->nelts) holds = &APR_ARRAY_IDX(st, lo, audit_stamp);
+        if (lo > 0) before = &APR_ARRAY_IDX(st, lo - 1, audit_stamp);
+        /* genTime is to the second at best (the TSA's accuracy): a second's grace */
+        if (holds && row->recorded_at_us > holds->gen_us + APR_INT64_C(1000000)) {
+            finding(a, "postdated", row, "%s: recorded_at %s is after %s, when a TSA stamped the tree of %" APR_UINT64_T_FMT " that already holds it", row_name(p, row),
+                    iso_time(p, row->recorded_at_us), iso_time(p, holds->gen_us), holds->size);
+        }
+        if (before && row->recorded_at_us < before->gen_us - a->max_lag_us) {
+            finding(a, "backdated", row, "%s: recorded_at %s is %" APR_INT64_T_FMT " s before %s, when a TSA stamped the tree of %" APR_UINT64_T_FMT " that did not hold it yet", row_name(p, row),
+                    iso_time(p, row->recorded_at_us), (before->gen_us - row->recorded_at_us) / 1000000,
+                    iso_time(p, before->gen_us), before->size);
+        }
+    }
+    json_object_set_new(a->c->out, "timestamps", json_pack("{s:i,s:i}", "verified", ok, "failed", bad));
+    return EXIT_VALID;
+}
+
 static int cmd_audit(verify_ctx *c)
 {
     audit_ctx a;
@@ -1104,7 +1239,7 @@ static int cmd_audit(verify_ctx *c)
     int rv, i;
 
     if (c->nargs != 0 || !c->db || c->body || c->headers || c->proof || c->tiles) {
-        usage_error("usage: audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS]",
+        usage_error("usage: audit --db CONNINFO [--checkpoint FILE]... [--receipt FILE]... [--max-lag SECONDS] [--tsa-ca FILE]",
                     NULL);
         return EXIT_USAGE;
     }
@@ -1124,6 +1259,15 @@ static int cmd_audit(verify_ctx *c)
         return EXIT_USAGE;
     }
     rv = audit_read(&a);
+    if (rv == EXIT_VALID && c->tsa_ca) {
+        if (notary_tsa_check_cafile(c->p, c->tsa_ca, &why) != 0) {
+            usage_error("--tsa-ca: %s", why);
+            rv = EXIT_USAGE;
+        }
+        else {
+            rv = audit_stamps(&a, a.conn);
+        }
+    }
     PQfinish(a.conn);
     if (rv != EXIT_VALID) {
         PQclear(a.upper);
@@ -1265,7 +1409,14 @@ static void print_text(verify_ctx *c, const char *cmd)
                json_is_true(json_object_get(v, "matches")) ? "matches the entry" : "DOES NOT match the entry");
     }
     if (json_object_get(c->out, "timestamp") && !json_is_null(json_object_get(c->out, "timestamp"))) {
-        printf("  timestamp             RFC 3161 token present, not verified by this version\n");
+        json_t *ts = json_object_get(c->out, "timestamp");
+        if (json_is_true(json_object_get(ts, "verified")))
+            printf("  timestamp             RFC 3161, the checkpoint existed by %s (TSA of --tsa-ca)\n",
+                   json_string_value(json_object_get(ts, "time")));
+        else if (c->tsa_ca)
+            printf("  timestamp             RFC 3161 token present, DOES NOT verify\n");
+        else
+            printf("  timestamp             RFC 3161 token present, not checked (give --tsa-ca)\n");
     }
     if (json_object_get(c->out, "tree")) {
         json_t *t = json_object_get(c->out, "tree");
@@ -1274,6 +1425,11 @@ static void print_text(verify_ctx *c, const char *cmd)
         printf("  rows                  %" JSON_INTEGER_FORMAT " (%" JSON_INTEGER_FORMAT " waiting for the integrator, %" JSON_INTEGER_FORMAT " from before the log)\n", json_integer_value(json_object_get(c->out, "rows")),
                json_integer_value(json_object_get(c->out, "pending")),
                json_integer_value(json_object_get(c->out, "before_log")));
+    }
+    if (json_object_get(c->out, "timestamps")) {
+        json_t *ts = json_object_get(c->out, "timestamps");
+        printf("  timestamps            %" JSON_INTEGER_FORMAT " checkpoint time-stamps verified with --tsa-ca, %" JSON_INTEGER_FORMAT " failed\n",
+               json_integer_value(json_object_get(ts, "verified")), json_integer_value(json_object_get(ts, "failed")));
     }
     {
         json_t *fs = json_object_get(c->out, "findings"), *f;
@@ -1341,6 +1497,7 @@ int main(int argc, const char *const *argv)
         case O_TILES: c.tiles = arg; break;
         case O_JSON: c.json = 1; break;
         case O_DB: c.db = arg; break;
+        case O_TSA_CA: c.tsa_ca = arg; break;
         case O_CHECKPOINT:
         case O_RECEIPT:
             if (c.nfiles == MAX_FILES) {

@@ -623,14 +623,18 @@ static int tool(apr_pool_t *p, int argc, char **argv)
         PQfinish(ig);
         return 0;
     }
-    if (strcmp(argv[1], "receipt") == 0 && argc == 4) {
+    if (strcmp(argv[1], "receipt") == 0 && (argc == 4 || (argc == 5 && !strcmp(argv[4], "stamped")))) {
+        /* receipt XID DIR [stamped]: against the latest (or the latest
+         * time-stamped) checkpoint, as the receipt endpoint makes it */
         PGconn *rr = connect_env("NOTARY_TEST_PGCONN_RECEIPT");
         notary_log_record rec;
         char *out;
         apr_size_t len;
 
         if (notary_log_record_get(rr, p, argv[2], argv[3], &rec, &err) != 1
-            || notary_log_receipt(rr, p, &rec, &out, &len, &err) != 1) {
+            || (argc == 5 ? notary_log_receipt_stamped(rr, p, &rec, &out, &len, &err)
+                          : notary_log_receipt(rr, p, &rec, &out, &len, &err))
+                   != 1) {
             fprintf(stderr, "receipt: %s\n", err ? err : "not found or not integrated");
             return 1;
         }
@@ -667,7 +671,7 @@ static int tool(apr_pool_t *p, int argc, char **argv)
         return 0;
     }
     fprintf(stderr, "usage: test_log basic|concurrent|restart | vkey | write PREFIX N [US] | integrate | "
-                    "receipt XID DIR | releaf ID\n");
+                    "receipt XID DIR [stamped] | releaf ID\n");
     return 2;
 }
 
