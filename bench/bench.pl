@@ -714,6 +714,25 @@ EOF
          median(@{ $DB{$key}{pgbench} }), median(@{ $DB{$key}{store} }));
 }
 
+# Issue 14: the log integrator's lag at the store's full rate. store_load
+# runs the module's integrator (a round a second, 4096-leaf batches) beside
+# its 16 writers and reports, from the database's clock, how long each row
+# waited from its storing to the first signed checkpoint that holds it.
+my %LAG;
+$pg->psql(q{DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'bench_integrator') THEN
+            CREATE ROLE bench_integrator LOGIN IN ROLE notary_integrator; END IF; END$$});
+for my $size ('1k', '16k') {
+    local $ENV{NOTARY_BENCH_INTEGRATOR} = $pg->conninfo('bench_integrator');
+    local $ENV{NOTARY_BENCH_LAG_DB} = $pg->conninfo('postgres');
+    my $out = `'$store_load' '$pgconn' 16 $DUR $SIZES{$size} 2>&1`;
+    my ($rps) = $out =~ /records_per_sec=([\d.]+)/;
+    my ($p50, $p99, $max) = $out =~ /lag_p50=([\d.]+) lag_p99=([\d.]+) lag_max=([\d.]+)/;
+    if (!defined $max) { warn "store_load with the integrator: $out"; next }
+    $LAG{$size} = { rps => $rps, p50 => $p50, p99 => $p99, max => $max };
+    note(sprintf "LOG %-4s store_load %.0f records/s with the integrator: lag p50 %.2f s, p99 %.2f s, max %.2f s",
+         $size, $rps, $p50, $p99, $max);
+}
+
 # What one WAL sync costs on this disk (issue 16's c=1 goal allows two per
 # recorded GET); the cluster itself runs with fsync off, as the tests do
 my $fsync_us = 0;
@@ -1087,8 +1106,12 @@ if (%LR) {
                   $fsync_us && $LR{$w}{added} <= 2 * $fsync_us / 1000];
     }
 }
+for my $size (sort keys %LAG) {
+    push @G, ["issue 14: integrator lag under 2 s at the store's full rate (store_load 16 threads, $size bodies, $LAG{$size}{rps} records/s), p99",
+              sprintf('p50 %.2f s, p99 %.2f s, max %.2f s', @{ $LAG{$size} }{qw(p50 p99 max)}), $LAG{$size}{p99} < 2];
+}
 if (@G) {
-    push @md, '## Goals of issues 12, 13 and 16', '',
+    push @md, '## Goals of issues 12, 13, 14 and 16', '',
         ($REPS == 1 ? "Every figure below is one run of ${DUR} s, good to about ±0.1 in a ratio on this machine (see the analysis)." : "Every figure below is the median of $REPS runs of ${DUR} s."), '',
         '| goal | measured | met |', '|---|---|---|';
     push @md, map { sprintf '| %s | %s | %s |', $_->[0], $_->[1], $_->[2] ? 'yes' : '**no**' } @G;

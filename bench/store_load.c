@@ -7,6 +7,17 @@
  * The body is BODY_BYTES of 'b' (it compresses), or the first BODY_BYTES of
  * BODY_FILE: the very bytes pgbench inserts beside it (e.g. base64 of random
  * bytes, which do not compress).
+ *
+ * With NOTARY_BENCH_INTEGRATOR=CONNINFO (a role in notary_integrator), a
+ * thread integrates the records into the log as the module's watchdog does
+ * (every second, up to 16 batches of 4096: mod_notary_log.c's
+ * LOG_BATCHES_PER_ROUND and LOG_BATCH_MAX), while the writers run and
+ * until every record is in; then the integrator lag of each record -- from
+ * its storing to the signing of the first checkpoint that holds it, both
+ * the database's clock -- is printed as p50, p99 and max (issue 14: under
+ * 2 s at the store's full rate). The lag is read with
+ * NOTARY_BENCH_LAG_DB=CONNINFO (a role that may read notary.records and
+ * notary.log_checkpoints, e.g. the superuser), else with CONNINFO.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +30,15 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <libpq-fe.h>
+
+#include "notary_log.h"
+#include "notary_note.h"
 #include "notary_store.h"
 #include "notary_util.h"
+
+#define LOG_BATCH_MAX 4096
+#define LOG_BATCHES_PER_ROUND 16
 
 static notary_store *store;
 static apr_time_t deadline;
@@ -29,6 +47,93 @@ static char *body;
 static apr_size_t body_len;
 static unsigned char body_sha[32];
 static unsigned char key1[91], key2[91];
+static volatile apr_uint32_t writers_done, integrator_failed;
+
+/* The module's integrator, on its own connection: a round a second. */
+static void *APR_THREAD_FUNC integrator(apr_thread_t *t, void *arg)
+{
+    const char *conninfo = arg;
+    unsigned char seed[32];
+    const notary_note_key *key;
+    const char *err = NULL;
+    PGconn *conn = PQconnectdb(conninfo);
+    apr_pool_t *kp, *p;
+    int idle_after_writers = 0;
+
+    apr_pool_create(&kp, NULL); /* the key's, for the whole run */
+    apr_pool_create(&p, kp);    /* each batch's, cleared */
+    memset(seed, 7, sizeof(seed));
+    if (PQstatus(conn) != CONNECTION_OK
+        || !(key = notary_note_key_from_seed(kp, "bench.example/log", seed, &err))) {
+        fprintf(stderr, "store_load: integrator: %s\n", err ? err : PQerrorMessage(conn));
+        apr_atomic_inc32(&integrator_failed);
+        apr_thread_exit(t, APR_SUCCESS);
+        return NULL;
+    }
+    while (idle_after_writers < 2) {
+        apr_time_t round = apr_time_now();
+        int i, rv = NOTARY_LOG_IDLE;
+        notary_log_batch b;
+
+        for (i = 0; i < LOG_BATCHES_PER_ROUND; i++) {
+            apr_pool_clear(p);
+            rv = notary_log_integrate(conn, p, key, LOG_BATCH_MAX, apr_time_from_sec(10), &b, &err);
+            if (rv != NOTARY_LOG_ADDED) {
+                break;
+            }
+        }
+        if (rv == NOTARY_LOG_ERROR) {
+            fprintf(stderr, "store_load: integrator: %s\n", err ? err : "?");
+            apr_atomic_inc32(&integrator_failed);
+            break;
+        }
+        /* done once the writers are and two rounds found nothing */
+        idle_after_writers = apr_atomic_read32(&writers_done) && rv == NOTARY_LOG_IDLE
+                                 ? idle_after_writers + 1
+                                 : 0;
+        if (apr_time_now() - round < apr_time_from_sec(1)) {
+            apr_sleep(apr_time_from_sec(1) - (apr_time_now() - round));
+        }
+    }
+    PQfinish(conn);
+    apr_pool_destroy(kp);
+    apr_thread_exit(t, APR_SUCCESS);
+    return NULL;
+}
+
+/* p50, p99 and max of (first checkpoint holding the row) - stored_at over
+ * this run's rows, by the database's clock */
+static int print_lag(const char *conninfo, apr_time_t since)
+{
+    char since_s[32];
+    const char *params[1] = { since_s };
+    PGconn *conn = PQconnectdb(conninfo);
+    PGresult *r;
+    int rc = 1;
+
+    apr_snprintf(since_s, sizeof(since_s), "%.6f", (double)since / APR_USEC_PER_SEC);
+    r = PQexecParams(conn,
+                     "SELECT count(*), count(c.created_at), "
+                     "percentile_cont(0.5) WITHIN GROUP (ORDER BY lag), "
+                     "percentile_cont(0.99) WITHIN GROUP (ORDER BY lag), max(lag) "
+                     "FROM notary.records r "
+                     "LEFT JOIN LATERAL (SELECT created_at FROM notary.log_checkpoints k "
+                     "  WHERE k.size > r.leaf_index ORDER BY k.size LIMIT 1) c ON true "
+                     "CROSS JOIN LATERAL (SELECT extract(epoch FROM c.created_at - r.stored_at) AS lag) l "
+                     "WHERE r.exchange_id LIKE 'sl-%' AND r.stored_at >= to_timestamp($1::float8)",
+                     1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        printf("integrated=%s/%s lag_p50=%s lag_p99=%s lag_max=%s\n", PQgetvalue(r, 0, 1),
+               PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3), PQgetvalue(r, 0, 4));
+        rc = strcmp(PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)) != 0;
+    }
+    else {
+        fprintf(stderr, "store_load: lag: %s", PQerrorMessage(conn));
+    }
+    PQclear(r);
+    PQfinish(conn);
+    return rc;
+}
 
 static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *arg)
 {
@@ -79,8 +184,9 @@ static void *APR_THREAD_FUNC worker(apr_thread_t *t, void *arg)
 int main(int argc, char **argv)
 {
     apr_pool_t *pool;
-    apr_thread_t **th;
-    int threads, secs, i;
+    apr_thread_t **th, *ig = NULL;
+    const char *ig_conninfo = getenv("NOTARY_BENCH_INTEGRATOR");
+    int threads, secs, i, lag_rc = 0;
     apr_time_t start;
     double elapsed;
 
@@ -119,6 +225,9 @@ int main(int argc, char **argv)
     th = apr_pcalloc(pool, sizeof(*th) * threads);
     start = apr_time_now();
     deadline = start + apr_time_from_sec(secs);
+    if (ig_conninfo && *ig_conninfo) {
+        apr_thread_create(&ig, NULL, integrator, (void *)ig_conninfo, pool);
+    }
     for (i = 0; i < threads; i++) {
         apr_thread_create(&th[i], NULL, worker, (void *)(long)i, pool);
     }
@@ -129,7 +238,18 @@ int main(int argc, char **argv)
     elapsed = (double)(apr_time_now() - start) / APR_USEC_PER_SEC;
     printf("records=%u failed=%u seconds=%.3f records_per_sec=%.1f\n",
            done, failed, elapsed, done / elapsed);
+    fflush(stdout);
+    if (ig) {
+        apr_status_t rv;
+
+        apr_atomic_set32(&writers_done, 1);
+        apr_thread_join(&rv, ig);
+        const char *lag_db = getenv("NOTARY_BENCH_LAG_DB");
+
+        lag_rc = integrator_failed
+                 || print_lag(lag_db && *lag_db ? lag_db : argv[1], start - apr_time_from_sec(1));
+    }
     apr_pool_destroy(pool);
     apr_terminate();
-    return failed ? 1 : 0;
+    return failed || lag_rc ? 1 : 0;
 }
