@@ -536,8 +536,11 @@ cleanup:
     return res;
 }
 
-int notary_log_checkpoint_get(PGconn *conn, apr_pool_t *p, char **note, apr_size_t *len,
-                              apr_uint64_t *size, const char **err)
+/* A one-row query whose first two columns are a tree size and a signed
+ * note: 1 with them (the note from p), 0 no row, -1 error (*err names what). */
+static int size_and_note(PGconn *conn, apr_pool_t *p, const char *sql, int nparams,
+                         const char *const *params, const char *what, apr_uint64_t *size,
+                         char **note, apr_size_t *len, const char **err)
 {
     PGresult *r;
     int res = -1;
@@ -545,10 +548,9 @@ int notary_log_checkpoint_get(PGconn *conn, apr_pool_t *p, char **note, apr_size
     if (ensure_connected(conn, p, err) != 0) {
         return -1;
     }
-    r = PQexecParams(conn, "SELECT size, checkpoint FROM notary.log_state WHERE checkpoint IS NOT NULL",
-                     0, NULL, NULL, NULL, NULL, BINARY);
+    r = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, BINARY);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        *err = pq_error(p, conn, r, "reading the checkpoint");
+        *err = pq_error(p, conn, r, what);
     }
     else if (PQntuples(r) == 0) {
         res = 0;
@@ -561,6 +563,14 @@ int notary_log_checkpoint_get(PGconn *conn, apr_pool_t *p, char **note, apr_size
     }
     PQclear(r);
     return res;
+}
+
+int notary_log_checkpoint_get(PGconn *conn, apr_pool_t *p, char **note, apr_size_t *len,
+                              apr_uint64_t *size, const char **err)
+{
+    return size_and_note(conn, p,
+                         "SELECT size, checkpoint FROM notary.log_state WHERE checkpoint IS NOT NULL",
+                         0, NULL, "reading the checkpoint", size, note, len, err);
 }
 
 int notary_log_tile_get(PGconn *conn, apr_pool_t *p, int level, apr_uint64_t index,
@@ -711,35 +721,16 @@ int notary_log_stamp_due(PGconn *conn, apr_pool_t *p, apr_interval_time_t every,
 {
     char secs[32];
     const char *params[1] = { secs };
-    PGresult *r;
-    int res = -1;
 
-    if (ensure_connected(conn, p, err) != 0) {
-        return -1;
-    }
     apr_snprintf(secs, sizeof(secs), "%.6f", (double)every / APR_USEC_PER_SEC);
     /* the database's clock for both ends of the interval */
-    r = PQexecParams(conn,
-                     "SELECT c.size, c.checkpoint FROM notary.log_checkpoints c "
-                     "WHERE c.size = (SELECT max(size) FROM notary.log_checkpoints) "
-                     "AND NOT EXISTS (SELECT 1 FROM notary.log_timestamps t WHERE t.size = c.size) "
-                     "AND coalesce((SELECT max(created_at) FROM notary.log_timestamps), "
-                     "'-infinity') <= clock_timestamp() - $1::float8 * interval '1 second'",
-                     1, NULL, params, NULL, NULL, BINARY);
-    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
-        *err = pq_error(p, conn, r, "finding the checkpoint to time-stamp");
-    }
-    else if (PQntuples(r) == 0) {
-        res = 0;
-    }
-    else {
-        *size = be64(PQgetvalue(r, 0, 0));
-        *len = (apr_size_t)PQgetlength(r, 0, 1);
-        *note = apr_pstrmemdup(p, PQgetvalue(r, 0, 1), *len);
-        res = 1;
-    }
-    PQclear(r);
-    return res;
+    return size_and_note(conn, p,
+                         "SELECT c.size, c.checkpoint FROM notary.log_checkpoints c "
+                         "WHERE c.size = (SELECT max(size) FROM notary.log_checkpoints) "
+                         "AND NOT EXISTS (SELECT 1 FROM notary.log_timestamps t WHERE t.size = c.size) "
+                         "AND coalesce((SELECT max(created_at) FROM notary.log_timestamps), "
+                         "'-infinity') <= clock_timestamp() - $1::float8 * interval '1 second'",
+                         1, params, "finding the checkpoint to time-stamp", size, note, len, err);
 }
 
 int notary_log_timestamp_put(PGconn *conn, apr_pool_t *p, apr_uint64_t size,
