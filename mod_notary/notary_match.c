@@ -70,19 +70,22 @@ typedef struct {
     unsigned char root[256]; /* 1: the byte leaves the root state */
     int root_hi;             /* some byte >= 0x80 leaves the root state */
     /* the readers that read in place (JSON, form): per byte, SK_* bits;
-     * a byte with none passes on as it is and leaves the root state not,
-     * so at the root a reader skips it unseen (skip_zero) */
-    unsigned char sk[4][256];
+     * at the root a reader skips the bytes with none unseen (skip_zero):
+     * they mean nothing to it, and nothing they stand for leaves the root */
+    unsigned char sk[6][256];
 } notary_ac;
 #define AC_MAX_FIRST 3
 
-enum { SK_JOUT,   /* JSON outside strings */
-       SK_JSTR,   /* JSON in a string */
-       SK_FNAME,  /* a form field's name */
-       SK_FVAL }; /* a form field's value */
-#define SK_ROOT 1 /* leaves the root state */
-#define SK_STOP 2 /* structure: '"', '\\', '%', '+', '&', '=' as the reader has them */
-#define SK_BAD 4  /* not valid JSON there (flagged, passed on as it is) */
+enum { SK_JOUT,     /* JSON outside strings */
+       SK_JSTR,     /* JSON in a string */
+       SK_FNAME,    /* a form field's name */
+       SK_FVAL,     /* a form field's value */
+       SK_FNLAZY,   /* a name at the root, %XX skipped too (f_scan) */
+       SK_FVLAZY }; /* a value at the root, likewise */
+#define SK_ROOT 1   /* leaves the root state */
+#define SK_STOP 2   /* structure: '"', '\\', '%', '+', '&', '=' as the reader has them */
+#define SK_BAD 4    /* not valid JSON there (flagged, passed on as it is) */
+#define SK_HI 8     /* a hex digit: a %XX starting with it may leave the root */
 
 /* Bytes that may stand outside a JSON string (whitespace, structure,
  * numbers, true/false/null). */
@@ -122,13 +125,39 @@ static const unsigned char j_out_ok[256] = {
     ['n'] = 1,
 };
 
+/* Hex digit values plus one: 0 is not a hex digit. */
+static const unsigned char hex1[256] = {
+    ['0'] = 1,
+    ['1'] = 2,
+    ['2'] = 3,
+    ['3'] = 4,
+    ['4'] = 5,
+    ['5'] = 6,
+    ['6'] = 7,
+    ['7'] = 8,
+    ['8'] = 9,
+    ['9'] = 10,
+    ['a'] = 11,
+    ['b'] = 12,
+    ['c'] = 13,
+    ['d'] = 14,
+    ['e'] = 15,
+    ['f'] = 16,
+    ['A'] = 11,
+    ['B'] = 12,
+    ['C'] = 13,
+    ['D'] = 14,
+    ['E'] = 15,
+    ['F'] = 16,
+};
+
 static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npats,
                              int nids_total, apr_pool_t *p)
 {
     apr_pool_t *tmp = NULL;
     notary_ac *ac;
     apr_uint32_t *trie, *fail, *queue, *own_head, *next_pat, *hasout;
-    unsigned char used[256];
+    unsigned char used[256], hi_nibble[16];
     apr_size_t max_states = 1, cells;
     apr_uint32_t n = 1, c, qh = 0, qt = 0, s, k;
     unsigned char *seen;
@@ -136,6 +165,7 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
     apr_status_t rv;
 
     memset(used, 0, sizeof(used));
+    memset(hi_nibble, 0, sizeof(hi_nibble));
     for (i = 0; i < npats; i++) {
         apr_size_t j;
         max_states += pats[i].len;
@@ -230,9 +260,13 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
         apr_uint32_t t = trie[k];
         ac->delta[k] = (t * ac->ncls) | (hasout[t] ? AC_HIT : 0);
     }
+    for (k = 0; k < 256; k++)
+        ac->root[k] = (ac->delta[ac->cls[k]] & ~AC_HIT) != 0;
+    for (k = 0; k < 256; k++)
+        if (ac->root[k])
+            hi_nibble[k >> 4] = 1;
     for (k = 0; k < 256; k++) {
         unsigned char r;
-        ac->root[k] = (ac->delta[ac->cls[k]] & ~AC_HIT) != 0;
         r = ac->root[k] ? SK_ROOT : 0;
         if (r && k >= 0x80)
             ac->root_hi = 1;
@@ -240,6 +274,9 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
         ac->sk[SK_JSTR][k] = r | (k == '"' || k == '\\' ? SK_STOP : 0) | (k < 0x20 ? SK_BAD : 0);
         ac->sk[SK_FVAL][k] = r | (k == '&' || k == '%' || k == '+' ? SK_STOP : 0);
         ac->sk[SK_FNAME][k] = ac->sk[SK_FVAL][k] | (k == '=' ? SK_STOP : 0);
+        ac->sk[SK_FVLAZY][k] = r | (k == '&' || (k == '+' && ac->root[' ']) ? SK_STOP : 0)
+                             | (hex1[k] && hi_nibble[hex1[k] - 1] ? SK_HI : 0);
+        ac->sk[SK_FNLAZY][k] = ac->sk[SK_FVLAZY][k] | (k == '=' ? SK_STOP : 0);
     }
     for (k = 0; k < 256; k++) {
         if (ac->delta[ac->cls[k]] & ~AC_HIT) {
@@ -976,12 +1013,12 @@ static void view_init(view *v, notary_match_stream *s, const notary_ac *ac)
 
 /* The first i in [i, n) where t[p[i]] is not 0, else n: most bytes of a
  * body mean nothing to the automaton at its root, nor to the reader. Runs
- * in JSON and forms are short (a few bytes between escapes), so a test per
- * byte that leaves at once, four to a loop. */
+ * in JSON are short (a few bytes between quotes and escapes), so a test
+ * per byte that leaves at once, eight to a loop. */
 static APR_INLINE apr_size_t skip_zero(const unsigned char *t, const unsigned char *p,
                                        apr_size_t i, apr_size_t n)
 {
-    while (n - i >= 4) {
+    while (n - i >= 8) {
         if (t[p[i]])
             return i;
         if (t[p[i + 1]])
@@ -990,7 +1027,15 @@ static APR_INLINE apr_size_t skip_zero(const unsigned char *t, const unsigned ch
             return i + 2;
         if (t[p[i + 3]])
             return i + 3;
-        i += 4;
+        if (t[p[i + 4]])
+            return i + 4;
+        if (t[p[i + 5]])
+            return i + 5;
+        if (t[p[i + 6]])
+            return i + 6;
+        if (t[p[i + 7]])
+            return i + 7;
+        i += 8;
     }
     while (i < n && !t[p[i]])
         i++;
@@ -1352,32 +1397,6 @@ static apr_status_t text_init(text *t, notary_match_stream *s, const char *n)
 
 /* ---- JSON: string escapes undone, the rest as it is --------------------- */
 
-/* Hex digit values plus one: 0 is not a hex digit. */
-static const unsigned char hex1[256] = {
-    ['0'] = 1,
-    ['1'] = 2,
-    ['2'] = 3,
-    ['3'] = 4,
-    ['4'] = 5,
-    ['5'] = 6,
-    ['6'] = 7,
-    ['7'] = 8,
-    ['8'] = 9,
-    ['9'] = 10,
-    ['a'] = 11,
-    ['b'] = 12,
-    ['c'] = 13,
-    ['d'] = 14,
-    ['e'] = 15,
-    ['f'] = 16,
-    ['A'] = 11,
-    ['B'] = 12,
-    ['C'] = 13,
-    ['D'] = 14,
-    ['E'] = 15,
-    ['F'] = 16,
-};
-
 static int hexval(unsigned char c)
 {
     return hex1[c] - 1;
@@ -1470,7 +1489,12 @@ static apr_size_t j_escape(jnode *j, const unsigned char *p, apr_size_t i, apr_s
             unsigned a = hex1[p[i + 2]], b = hex1[p[i + 3]], c = hex1[p[i + 4]],
                      d = hex1[p[i + 5]];
             if (a && b && c && d) {
-                j_unit(j, ((a - 1) << 12) | ((b - 1) << 8) | ((c - 1) << 4) | (d - 1));
+                apr_uint32_t cp = ((a - 1) << 12) | ((b - 1) << 8) | ((c - 1) << 4) | (d - 1);
+                const notary_ac *ac = j->v.ac;
+                /* at the root, a character (no surrogate) that leaves it not */
+                if (j->v.state || j->hi || (cp >= 0xd800 && cp <= 0xdfff)
+                    || (cp < 0x80 ? ac->root[cp] : ac->root_hi))
+                    j_unit(j, cp);
                 return i + 6;
             }
         }
@@ -1496,13 +1520,26 @@ static apr_size_t j_fast(jnode *j, const unsigned char *p, apr_size_t i, apr_siz
     if (j->hi && i < n && p[i] != '\\')
         j_lone(j), st = j->v.state;
     while (i < n) {
-        const unsigned char *t = in_str ? tstr : tout;
         unsigned char c, k;
-        if (!st && (i = skip_zero(t, p, i, n)) == n)
+        if (!in_str) {
+            /* structure, numbers, literals up to a string's opening quote */
+            if (!st && (i = skip_zero(tout, p, i, n)) == n)
+                break;
+            c = p[i++];
+            k = tout[c];
+            if (k & SK_STOP)
+                in_str = 1;
+            else if (k & SK_BAD)
+                j_invalid(j);
+            if ((st || (k & SK_ROOT)) && ac_step(s, ac, &st, c))
+                break;
+            continue;
+        }
+        if (!st && (i = skip_zero(tstr, p, i, n)) == n)
             break;
         c = p[i];
-        k = t[c];
-        if (c == '\\' && in_str) {
+        k = tstr[c];
+        if (c == '\\') {
             j->v.state = st;
             j->st = J_STR;
             i = j_escape(j, p, i, n);
@@ -1515,11 +1552,11 @@ static apr_size_t j_fast(jnode *j, const unsigned char *p, apr_size_t i, apr_siz
                 break;
             continue;
         }
-        if (k & SK_STOP)
-            in_str = !in_str; /* a quote: it goes on with the text */
+        i++;
+        if (c == '"')
+            in_str = 0; /* it goes on with the text */
         else if (k & SK_BAD)
             j_invalid(j);
-        i++;
         if ((st || (k & SK_ROOT)) && ac_step(s, ac, &st, c))
             break;
     }
@@ -1653,7 +1690,7 @@ static apr_status_t j_init(jnode *j, notary_match_stream *s, const char *n)
  * are in). Then the decoded bytes of the current name or value gather in
  * f->ob; one that never left it whole can be "_charset_" or its value.
  * Which way is decided where a name or value ends, so one is read one way. */
-static int f_gathers(const fnode *f)
+static APR_INLINE int f_gathers(const fnode *f)
 {
     return f->t.decode || f->cs_field;
 }
@@ -1824,53 +1861,94 @@ static apr_size_t f_gather(fnode *f, const unsigned char *p, apr_size_t i, apr_s
 }
 
 /* Read in place (not f_gathers): '+' and %XX decoded and matched a byte at
- * a time; at the automaton's root the bytes that decode to themselves and
- * leave it not are skipped unseen. Up to the end of this name or value,
- * or of p. */
+ * a time while a match is under way, or while a name may be "_charset_".
+ * At the automaton's root the reader skips, %XX included, to the next
+ * byte that may matter (SK_FVLAZY): a byte that leaves the root, '&' or
+ * '=', or a hex digit that may be the first of a %XX decoding to one. The
+ * skip starts where no %XX is half read (b), so a byte it stops at is read
+ * by looking back at most two bytes, not before b. */
 static apr_size_t f_scan(fnode *f, const unsigned char *p, apr_size_t i, apr_size_t n)
 {
     const notary_ac *ac = f->t.v.ac;
-    const unsigned char *t = ac->sk[f->in_value ? SK_FVAL : SK_FNAME];
-    int name = !f->in_value;
+    const unsigned char *lazy = ac->sk[f->in_value ? SK_FVLAZY : SK_FNLAZY];
+    const unsigned char *eager = ac->sk[f->in_value ? SK_FVAL : SK_FNAME];
+    int track = !f->in_value && !f->cs_fixed && f->nm >= 0;
     apr_uint32_t st = f->t.v.state;
 
     while (i < n) {
-        unsigned char c, k;
+        unsigned char c;
         int hi, lo;
-        if (!st) {
+        if (!st && !track) {
             apr_size_t b = i;
-            i = skip_zero(t, p, i, n);
-            if (name && i > b)
+            i = skip_zero(lazy, p, i, n);
+            if (i == n) {
+                /* a %XX the next piece completes */
+                if (n > b && p[n - 1] == '%') {
+                    f->pct = 1;
+                }
+                else if (n - b >= 2 && p[n - 2] == '%' && hex1[p[n - 1]]) {
+                    f->pct = 2;
+                    f->hex1 = p[n - 1];
+                }
+                break;
+            }
+            c = p[i];
+            if (i > b && p[i - 1] == '%' && hex1[c]) {
+                /* c follows a '%': a %XX if the byte after it is a digit */
+                if (i + 1 == n) {
+                    f->pct = 2;
+                    f->hex1 = c;
+                    i = n;
+                    break;
+                }
+                if (hex1[p[i + 1]]) {
+                    c = (unsigned char)(((hex1[c] - 1) << 4) | (hex1[p[i + 1]] - 1));
+                    i += 2;
+                    goto decoded;
+                }
+            }
+            else if (i - b >= 2 && p[i - 2] == '%' && hex1[p[i - 1]] && hex1[c]) {
+                /* the second digit of a %XX whose first was skipped: its
+                 * byte leaves the root not */
+                i++;
+                continue;
+            }
+        }
+        else if (!st) {
+            apr_size_t b = i;
+            i = skip_zero(eager, p, i, n);
+            if (i > b) {
                 f_name(f, p + b, i - b);
+                track = f->nm >= 0;
+            }
             if (i == n)
                 break;
         }
         c = p[i++];
-        k = t[c];
-        if (k & SK_STOP) {
-            if (c == '+') {
-                c = ' ';
-            }
-            else if (c == '%') {
-                if (i + 1 < n && (hi = hexval(p[i])) >= 0 && (lo = hexval(p[i + 1])) >= 0) {
-                    c = (unsigned char)((hi << 4) | lo);
-                    i += 2;
-                }
-                else {
-                    f->pct = 1; /* the rest in the next piece, or stray */
-                    break;
-                }
+        if (c == '+') {
+            c = ' ';
+        }
+        else if (c == '%') {
+            if (i + 1 < n && (hi = hexval(p[i])) >= 0 && (lo = hexval(p[i + 1])) >= 0) {
+                c = (unsigned char)((hi << 4) | lo);
+                i += 2;
             }
             else {
-                /* '&', or '=' in a name */
-                f->t.v.state = st;
-                f_end(f);
-                f->in_value = c == '=';
-                return i;
+                f->pct = 1; /* the rest in the next piece, or stray */
+                break;
             }
         }
-        if (name)
+        else if (c == '&' || (c == '=' && !f->in_value)) {
+            f->t.v.state = st;
+            f_end(f);
+            f->in_value = c == '=';
+            return i;
+        }
+        if (track) {
             f_name(f, &c, 1);
+            track = f->nm >= 0;
+        }
+    decoded:
         if ((st || ac->root[c]) && ac_step(f->s, ac, &st, c))
             break;
     }
