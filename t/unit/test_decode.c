@@ -797,6 +797,14 @@ static void test_fast_paths(notary_matcher *m)
         check("form: \"_charse\" is not \"_charset_\"", cafe, form, NULL, b, strlen(b), 0, 0);
         b = "x_charset_=windows-1252&a=un+caf%E9";
         check("form: \"x_charset_\" is not \"_charset_\"", cafe, form, NULL, b, strlen(b), 0, 0);
+        /* at the root %XX is skipped unread unless its first digit may
+         * start a rule's first byte ('c' is 63: a '6' after a '%') */
+        b = "a=x%6%63af%C3%A9&b=%%63af%c3%a9&c=%E6%63af%C3%A9";
+        check("form: %XX decoding to a rule's first byte after a stray '%', '%%' and a %XX "
+              "ending in that digit",
+              cafe, form, NULL, b, strlen(b), B(1), 0);
+        b = "a=%E63af%C3%A9&b=%36caf%C3%A8&c=caf%C3%A&d=caf%6";
+        check("form: near misses around %XX at the root", cafe, form, NULL, b, strlen(b), 0, 0);
         b = "_charset_&a=un+caf%E9&_charset_=windows-1252&b=caf%E9";
         check("form: a \"_charset_\" name without a value, then one with", cafe, form, NULL, b,
               strlen(b), B(1), 0);
@@ -814,6 +822,9 @@ static void test_fast_paths(notary_matcher *m)
     b = "a%&b=I+agree+to+the+terms%4";
     check("form: '%' ends a name, '%X' ends the body", m, form, NULL, b, strlen(b), B(R_AGREE),
           0);
+    b = "comment=%E5%A5%91%E7%B4%84%E3%81%AB+%49+agree+to+the+terms%E3%81%AB";
+    check("form: a rule's first byte as %XX between %XX that are skipped", m, form, NULL, b,
+          strlen(b), B(R_AGREE), 0);
     b = "accept=I%+agree+to+the+terms%%41&x=I%2";
     check("form: '%' before '+' and before '%'", m, form, NULL, b, strlen(b), 0, 0);
 }
