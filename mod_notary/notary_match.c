@@ -1517,8 +1517,10 @@ static apr_size_t j_fast(jnode *j, const unsigned char *p, apr_size_t i, apr_siz
     int in_str = j->st == J_STR;
 
     /* a \uD8xx waits for its low half only if another escape follows */
-    if (j->hi && i < n && p[i] != '\\')
-        j_lone(j), st = j->v.state;
+    if (j->hi && i < n && p[i] != '\\') {
+        j_lone(j);
+        st = j->v.state;
+    }
     while (i < n) {
         unsigned char c, k;
         if (!in_str) {
