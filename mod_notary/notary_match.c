@@ -68,8 +68,88 @@ typedef struct {
     int nfirst;
     unsigned char first[3];
     unsigned char root[256]; /* 1: the byte leaves the root state */
+    int root_hi;             /* some byte >= 0x80 leaves the root state */
+    /* the readers that read in place (JSON, form): per byte, SK_* bits;
+     * at the root a reader skips the bytes with none unseen (skip_zero):
+     * they mean nothing to it, and nothing they stand for leaves the root */
+    unsigned char sk[6][256];
 } notary_ac;
 #define AC_MAX_FIRST 3
+
+enum { SK_JOUT,     /* JSON outside strings */
+       SK_JSTR,     /* JSON in a string */
+       SK_FNAME,    /* a form field's name */
+       SK_FVAL,     /* a form field's value */
+       SK_FNLAZY,   /* a name at the root, %XX skipped too (f_scan) */
+       SK_FVLAZY }; /* a value at the root, likewise */
+#define SK_ROOT 1   /* leaves the root state */
+#define SK_STOP 2   /* structure: '"', '\\', '%', '+', '&', '=' as the reader has them */
+#define SK_BAD 4    /* not valid JSON there (flagged, passed on as it is) */
+#define SK_HI 8     /* a hex digit: a %XX starting with it may leave the root */
+
+/* Bytes that may stand outside a JSON string (whitespace, structure,
+ * numbers, true/false/null). */
+static const unsigned char j_out_ok[256] = {
+    [' '] = 1,
+    ['\t'] = 1,
+    ['\n'] = 1,
+    ['\r'] = 1,
+    ['{'] = 1,
+    ['}'] = 1,
+    ['['] = 1,
+    [']'] = 1,
+    [','] = 1,
+    [':'] = 1,
+    ['-'] = 1,
+    ['+'] = 1,
+    ['.'] = 1,
+    ['0'] = 1,
+    ['1'] = 1,
+    ['2'] = 1,
+    ['3'] = 1,
+    ['4'] = 1,
+    ['5'] = 1,
+    ['6'] = 1,
+    ['7'] = 1,
+    ['8'] = 1,
+    ['9'] = 1,
+    ['e'] = 1,
+    ['E'] = 1,
+    ['t'] = 1,
+    ['r'] = 1,
+    ['u'] = 1,
+    ['f'] = 1,
+    ['a'] = 1,
+    ['l'] = 1,
+    ['s'] = 1,
+    ['n'] = 1,
+};
+
+/* Hex digit values plus one: 0 is not a hex digit. */
+static const unsigned char hex1[256] = {
+    ['0'] = 1,
+    ['1'] = 2,
+    ['2'] = 3,
+    ['3'] = 4,
+    ['4'] = 5,
+    ['5'] = 6,
+    ['6'] = 7,
+    ['7'] = 8,
+    ['8'] = 9,
+    ['9'] = 10,
+    ['a'] = 11,
+    ['b'] = 12,
+    ['c'] = 13,
+    ['d'] = 14,
+    ['e'] = 15,
+    ['f'] = 16,
+    ['A'] = 11,
+    ['B'] = 12,
+    ['C'] = 13,
+    ['D'] = 14,
+    ['E'] = 15,
+    ['F'] = 16,
+};
 
 static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npats,
                              int nids_total, apr_pool_t *p)
@@ -77,7 +157,7 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
     apr_pool_t *tmp = NULL;
     notary_ac *ac;
     apr_uint32_t *trie, *fail, *queue, *own_head, *next_pat, *hasout;
-    unsigned char used[256];
+    unsigned char used[256], hi_nibble[16];
     apr_size_t max_states = 1, cells;
     apr_uint32_t n = 1, c, qh = 0, qt = 0, s, k;
     unsigned char *seen;
@@ -85,6 +165,7 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
     apr_status_t rv;
 
     memset(used, 0, sizeof(used));
+    memset(hi_nibble, 0, sizeof(hi_nibble));
     for (i = 0; i < npats; i++) {
         apr_size_t j;
         max_states += pats[i].len;
@@ -181,6 +262,22 @@ static apr_status_t ac_build(const notary_ac **out, const ac_pat *pats, int npat
     }
     for (k = 0; k < 256; k++)
         ac->root[k] = (ac->delta[ac->cls[k]] & ~AC_HIT) != 0;
+    for (k = 0; k < 256; k++)
+        if (ac->root[k])
+            hi_nibble[k >> 4] = 1;
+    for (k = 0; k < 256; k++) {
+        unsigned char r;
+        r = ac->root[k] ? SK_ROOT : 0;
+        if (r && k >= 0x80)
+            ac->root_hi = 1;
+        ac->sk[SK_JOUT][k] = r | (k == '"' ? SK_STOP : 0) | (!j_out_ok[k] && k != '"' ? SK_BAD : 0);
+        ac->sk[SK_JSTR][k] = r | (k == '"' || k == '\\' ? SK_STOP : 0) | (k < 0x20 ? SK_BAD : 0);
+        ac->sk[SK_FVAL][k] = r | (k == '&' || k == '%' || k == '+' ? SK_STOP : 0);
+        ac->sk[SK_FNAME][k] = ac->sk[SK_FVAL][k] | (k == '=' ? SK_STOP : 0);
+        ac->sk[SK_FVLAZY][k] = r | (k == '&' || (k == '+' && ac->root[' ']) ? SK_STOP : 0)
+                             | (hex1[k] && hi_nibble[hex1[k] - 1] ? SK_HI : 0);
+        ac->sk[SK_FNLAZY][k] = ac->sk[SK_FVLAZY][k] | (k == '=' ? SK_STOP : 0);
+    }
     for (k = 0; k < 256; k++) {
         if (ac->delta[ac->cls[k]] & ~AC_HIT) {
             if (ac->nfirst == AC_MAX_FIRST) {
@@ -785,11 +882,9 @@ typedef struct {
     notary_match_stream *s;
     xdec pre; /* the charset to UTF-8 first, if not UTF-8 */
     int pre_on;
-    view v; /* the unescaped document, UTF-8 */
+    view v; /* the unescaped document, UTF-8, matched as it is made */
     int st, nhex;
     apr_uint32_t cp, hi;
-    unsigned char ob[OBUF];
-    apr_size_t on;
 } jnode;
 
 typedef struct {
@@ -800,8 +895,10 @@ typedef struct {
     unsigned char hex1;
     int in_value;
     int cs_field, cs_fixed;
-    int spilled;            /* part of this name/value already went on */
-    unsigned char ob[OBUF]; /* decoded bytes of the current name/value */
+    int nm;            /* read in place: a name's bytes so far are this many
+                        * of "_charset_"; -1 it is not */
+    int spilled;       /* part of this name/value already went on */
+    unsigned char *ob; /* OBUF, once gathering: the current name/value */
     apr_size_t on;
 } fnode;
 
@@ -914,6 +1011,57 @@ static void view_init(view *v, notary_match_stream *s, const notary_ac *ac)
     need_ac(s, ac);
 }
 
+/* The first i in [i, n) where t[p[i]] is not 0, else n: most bytes of a
+ * body mean nothing to the automaton at its root, nor to the reader. Runs
+ * in JSON are short (a few bytes between quotes and escapes), so a test
+ * per byte that leaves at once, eight to a loop. */
+static APR_INLINE apr_size_t skip_zero(const unsigned char *t, const unsigned char *p,
+                                       apr_size_t i, apr_size_t n)
+{
+    while (n - i >= 8) {
+        if (t[p[i]])
+            return i;
+        if (t[p[i + 1]])
+            return i + 1;
+        if (t[p[i + 2]])
+            return i + 2;
+        if (t[p[i + 3]])
+            return i + 3;
+        if (t[p[i + 4]])
+            return i + 4;
+        if (t[p[i + 5]])
+            return i + 5;
+        if (t[p[i + 6]])
+            return i + 6;
+        if (t[p[i + 7]])
+            return i + 7;
+        i += 8;
+    }
+    while (i < n && !t[p[i]])
+        i++;
+    return i;
+}
+
+/* The automaton over one byte from *st; 1 once every rule has matched. */
+static APR_INLINE int ac_step(notary_match_stream *s, const notary_ac *ac, apr_uint32_t *st,
+                              unsigned char b)
+{
+    apr_uint32_t x = ac->delta[*st + ac->cls[b]];
+
+    *st = x & ~AC_HIT;
+    if (!(x & AC_HIT))
+        return 0;
+    ac_report(s, ac, *st / ac->ncls);
+    return all_found(s);
+}
+
+/* One decoded byte into a view (escapes, %XX: a byte at a time). */
+static void view_byte(view *v, unsigned char b)
+{
+    if (v->state || v->ac->root[b])
+        ac_step(v->s, v->ac, &v->state, b);
+}
+
 static void view_scan(view *v, const unsigned char *p, apr_size_t n)
 {
     const notary_ac *ac = v->ac;
@@ -929,9 +1077,7 @@ static void view_scan(view *v, const unsigned char *p, apr_size_t n)
         apr_uint32_t x;
         if (st == 0 && (!prefilter || n - i < 64)) {
             /* short runs (form fields, JSON pieces): a table, not memchr */
-            const unsigned char *root = ac->root;
-            while (i < n && !root[p[i]])
-                i++;
+            i = skip_zero(ac->root, p, i, n);
             if (i == n)
                 break;
         }
@@ -1251,126 +1397,50 @@ static apr_status_t text_init(text *t, notary_match_stream *s, const char *n)
 
 /* ---- JSON: string escapes undone, the rest as it is --------------------- */
 
-static void j_flush(jnode *j)
+static int hexval(unsigned char c)
 {
-    view_scan(&j->v, j->ob, j->on);
-    j->on = 0;
+    return hex1[c] - 1;
 }
 
+/* What a string escape's second byte stands for; 1: \uXXXX follows. */
+static const unsigned char j_esc[256] = {
+    ['"'] = '"',
+    ['\\'] = '\\',
+    ['/'] = '/',
+    ['b'] = '\b',
+    ['f'] = '\f',
+    ['n'] = '\n',
+    ['r'] = '\r',
+    ['t'] = '\t',
+    ['u'] = 1,
+};
+
+/* A code point, as UTF-8, into the unescaped document. */
 static void j_put(jnode *j, apr_uint32_t c)
 {
-    if (j->on + 4 > OBUF)
-        j_flush(j);
+    view *v = &j->v;
+
     if (c < 0x80) {
-        j->ob[j->on++] = (unsigned char)c;
+        view_byte(v, (unsigned char)c);
+        return;
     }
-    else if (c < 0x800) {
-        j->ob[j->on++] = (unsigned char)(0xc0 | (c >> 6));
-        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+    /* at the root, bytes >= 0x80 only: they leave it not, nor would the
+     * continuation bytes after them */
+    if (!v->state && !v->ac->root_hi)
+        return;
+    if (c < 0x800) {
+        view_byte(v, (unsigned char)(0xc0 | (c >> 6)));
     }
     else if (c < 0x10000) {
-        j->ob[j->on++] = (unsigned char)(0xe0 | (c >> 12));
-        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
-        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+        view_byte(v, (unsigned char)(0xe0 | (c >> 12)));
+        view_byte(v, (unsigned char)(0x80 | ((c >> 6) & 0x3f)));
     }
     else {
-        j->ob[j->on++] = (unsigned char)(0xf0 | (c >> 18));
-        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 12) & 0x3f));
-        j->ob[j->on++] = (unsigned char)(0x80 | ((c >> 6) & 0x3f));
-        j->ob[j->on++] = (unsigned char)(0x80 | (c & 0x3f));
+        view_byte(v, (unsigned char)(0xf0 | (c >> 18)));
+        view_byte(v, (unsigned char)(0x80 | ((c >> 12) & 0x3f)));
+        view_byte(v, (unsigned char)(0x80 | ((c >> 6) & 0x3f)));
     }
-}
-
-/* Bytes that may stand outside a JSON string (whitespace, structure,
- * numbers, true/false/null), and bytes that end a run inside one. */
-static const unsigned char j_out_ok[256] = {
-    [' '] = 1,
-    ['\t'] = 1,
-    ['\n'] = 1,
-    ['\r'] = 1,
-    ['{'] = 1,
-    ['}'] = 1,
-    ['['] = 1,
-    [']'] = 1,
-    [','] = 1,
-    [':'] = 1,
-    ['-'] = 1,
-    ['+'] = 1,
-    ['.'] = 1,
-    ['0'] = 1,
-    ['1'] = 1,
-    ['2'] = 1,
-    ['3'] = 1,
-    ['4'] = 1,
-    ['5'] = 1,
-    ['6'] = 1,
-    ['7'] = 1,
-    ['8'] = 1,
-    ['9'] = 1,
-    ['e'] = 1,
-    ['E'] = 1,
-    ['t'] = 1,
-    ['r'] = 1,
-    ['u'] = 1,
-    ['f'] = 1,
-    ['a'] = 1,
-    ['l'] = 1,
-    ['s'] = 1,
-    ['n'] = 1,
-};
-static const unsigned char j_str_stop[256] = {
-    ['"'] = 1,
-    ['\\'] = 1,
-    [0] = 2,
-    [1] = 2,
-    [2] = 2,
-    [3] = 2,
-    [4] = 2,
-    [5] = 2,
-    [6] = 2,
-    [7] = 2,
-    [8] = 2,
-    [9] = 2,
-    [10] = 2,
-    [11] = 2,
-    [12] = 2,
-    [13] = 2,
-    [14] = 2,
-    [15] = 2,
-    [16] = 2,
-    [17] = 2,
-    [18] = 2,
-    [19] = 2,
-    [20] = 2,
-    [21] = 2,
-    [22] = 2,
-    [23] = 2,
-    [24] = 2,
-    [25] = 2,
-    [26] = 2,
-    [27] = 2,
-    [28] = 2,
-    [29] = 2,
-    [30] = 2,
-    [31] = 2,
-};
-
-/* Gather n bytes for the automaton: one call per OBUF, not per run. */
-static void j_copy(jnode *j, const unsigned char *p, apr_size_t n)
-{
-    while (n) {
-        apr_size_t k = OBUF - j->on;
-        if (!k) {
-            j_flush(j);
-            k = OBUF;
-        }
-        if (k > n)
-            k = n;
-        memcpy(j->ob + j->on, p, k);
-        j->on += k;
-        p += k;
-        n -= k;
-    }
+    view_byte(v, (unsigned char)(0x80 | (c & 0x3f)));
 }
 
 static void j_invalid(jnode *j)
@@ -1387,125 +1457,175 @@ static void j_lone(jnode *j)
     }
 }
 
+/* A \uXXXX code unit: a surrogate pair joined, a lone half U+FFFD. */
+static void j_unit(jnode *j, apr_uint32_t cp)
+{
+    if (j->hi && cp >= 0xdc00 && cp <= 0xdfff) {
+        j_put(j, 0x10000 + ((j->hi - 0xd800) << 10) + (cp - 0xdc00));
+        j->hi = 0;
+        return;
+    }
+    j_lone(j);
+    if (cp >= 0xd800 && cp <= 0xdbff)
+        j->hi = cp; /* wait: its low half may follow */
+    else if (cp >= 0xdc00 && cp <= 0xdfff)
+        j_put(j, 0xfffd);
+    else
+        j_put(j, cp);
+}
+
+/* A string's escape at p[i]: whole in this piece, undone at once; cut by
+ * the piece's end, or not valid, left to j_slow (J_ESC). */
+static apr_size_t j_escape(jnode *j, const unsigned char *p, apr_size_t i, apr_size_t n)
+{
+    if (i + 1 < n) {
+        unsigned char e = j_esc[p[i + 1]];
+        if (e > 1) {
+            j_lone(j);
+            j_put(j, e);
+            return i + 2;
+        }
+        if (e == 1 && i + 5 < n) {
+            unsigned a = hex1[p[i + 2]], b = hex1[p[i + 3]], c = hex1[p[i + 4]],
+                     d = hex1[p[i + 5]];
+            if (a && b && c && d) {
+                apr_uint32_t cp = ((a - 1) << 12) | ((b - 1) << 8) | ((c - 1) << 4) | (d - 1);
+                const notary_ac *ac = j->v.ac;
+                /* at the root, a character (no surrogate) that leaves it not */
+                if (j->v.state || j->hi || (cp >= 0xd800 && cp <= 0xdfff)
+                    || (cp < 0x80 ? ac->root[cp] : ac->root_hi))
+                    j_unit(j, cp);
+                return i + 6;
+            }
+        }
+    }
+    j->st = J_ESC;
+    return i + 1;
+}
+
+/* The document read in place (J_OUT, J_STR): bytes that stand for
+ * themselves are not copied; at the automaton's root those that leave it
+ * not and mean nothing to JSON are skipped unseen. Whole escapes are
+ * undone at once. Up to the end of p, an escape cut off (J_ESC), or every
+ * rule matched. */
+static apr_size_t j_fast(jnode *j, const unsigned char *p, apr_size_t i, apr_size_t n)
+{
+    notary_match_stream *s = j->s;
+    const notary_ac *ac = j->v.ac;
+    const unsigned char *const tout = ac->sk[SK_JOUT], *const tstr = ac->sk[SK_JSTR];
+    apr_uint32_t st = j->v.state;
+    int in_str = j->st == J_STR;
+
+    /* a \uD8xx waits for its low half only if another escape follows */
+    if (j->hi && i < n && p[i] != '\\') {
+        j_lone(j);
+        st = j->v.state;
+    }
+    while (i < n) {
+        unsigned char c, k;
+        if (!in_str) {
+            /* structure, numbers, literals up to a string's opening quote */
+            if (!st && (i = skip_zero(tout, p, i, n)) == n)
+                break;
+            c = p[i++];
+            k = tout[c];
+            if (k & SK_STOP)
+                in_str = 1;
+            else if (k & SK_BAD)
+                j_invalid(j);
+            if ((st || (k & SK_ROOT)) && ac_step(s, ac, &st, c))
+                break;
+            continue;
+        }
+        if (!st && (i = skip_zero(tstr, p, i, n)) == n)
+            break;
+        c = p[i];
+        k = tstr[c];
+        if (c == '\\') {
+            j->v.state = st;
+            j->st = J_STR;
+            i = j_escape(j, p, i, n);
+            if (j->st == J_ESC)
+                return i;
+            if (j->hi && i < n && p[i] != '\\')
+                j_lone(j);
+            st = j->v.state;
+            if (all_found(s))
+                break;
+            continue;
+        }
+        i++;
+        if (c == '"')
+            in_str = 0; /* it goes on with the text */
+        else if (k & SK_BAD)
+            j_invalid(j);
+        if ((st || (k & SK_ROOT)) && ac_step(s, ac, &st, c))
+            break;
+    }
+    j->st = in_str ? J_STR : J_OUT;
+    j->v.state = st;
+    return i;
+}
+
+/* One byte of an escape cut by a piece's end, or not valid; returns where
+ * to read on (c again if it ended a \u that was not one). */
+static apr_size_t j_slow(jnode *j, unsigned char c, apr_size_t i)
+{
+    if (j->st == J_ESC) {
+        unsigned char e = j_esc[c];
+        j->st = J_STR;
+        if (e == 1) {
+            j->st = J_HEX;
+            j->nhex = 0;
+            j->cp = 0;
+        }
+        else if (e) {
+            j_lone(j);
+            j_put(j, e);
+        }
+        else {
+            j_invalid(j); /* kept as written */
+            j_lone(j);
+            j_put(j, '\\');
+            j_put(j, c);
+        }
+        return i + 1;
+    }
+    {
+        int v = hexval(c);
+        if (v < 0) {
+            /* not an escape after all: kept as written, c read afresh */
+            static const char hexd[] = "0123456789abcdef";
+            int k;
+            j_invalid(j);
+            j_lone(j);
+            j_put(j, '\\');
+            j_put(j, 'u');
+            for (k = j->nhex - 1; k >= 0; k--)
+                j_put(j, (unsigned char)hexd[(j->cp >> (4 * k)) & 0xf]);
+            j->st = J_STR;
+            return i;
+        }
+        j->cp = (j->cp << 4) | (apr_uint32_t)v;
+        if (++j->nhex == 4) {
+            j->st = J_STR;
+            j_unit(j, j->cp);
+        }
+        return i + 1;
+    }
+}
+
 static void j_parse(void *ctx, const unsigned char *p, apr_size_t n)
 {
     jnode *j = ctx;
     apr_size_t i = 0;
 
-    while (i < n) {
-        unsigned char c = p[i];
-        switch (j->st) {
-        case J_OUT: {
-            /* outside strings: structure, numbers, literals, passed as is */
-            apr_size_t b = i;
-            int bad = 0;
-            while (i < n && p[i] != '"')
-                bad |= !j_out_ok[p[i++]];
-            if (bad)
-                j_invalid(j);
-            if (i < n) {
-                i++; /* the opening quote goes with the run */
-                j->st = J_STR;
-            }
-            j_copy(j, p + b, i - b);
-            break;
-        }
-        case J_STR:
-            if (c == '\\') {
-                j->st = J_ESC;
-                i++;
-                break;
-            }
-            j_lone(j);
-            if (c == '"') {
-                j_copy(j, p + i, 1);
-                j->st = J_OUT;
-                i++;
-                break;
-            }
-            {
-                /* a run of plain string bytes */
-                apr_size_t b = i;
-                int bad = 0;
-                while (i < n && j_str_stop[p[i]] != 1)
-                    bad |= j_str_stop[p[i++]];
-                if (bad)
-                    j_invalid(j);
-                j_copy(j, p + b, i - b);
-            }
-            break;
-        case J_ESC: {
-            apr_uint32_t e = 0;
-            i++;
-            j->st = J_STR;
-            switch (c) {
-            case '"': e = '"'; break;
-            case '\\': e = '\\'; break;
-            case '/': e = '/'; break;
-            case 'b': e = '\b'; break;
-            case 'f': e = '\f'; break;
-            case 'n': e = '\n'; break;
-            case 'r': e = '\r'; break;
-            case 't': e = '\t'; break;
-            case 'u':
-                j->st = J_HEX;
-                j->nhex = 0;
-                j->cp = 0;
-                break;
-            default:
-                j_invalid(j); /* kept as written */
-                j_lone(j);
-                j_put(j, '\\');
-                j_put(j, c);
-                break;
-            }
-            if (e) {
-                j_lone(j);
-                j_put(j, e);
-            }
-            break;
-        }
-        case J_HEX: {
-            int v = (c >= '0' && c <= '9') ? c - '0'
-                  : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                  : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-                                           : -1;
-            if (v < 0) {
-                /* not an escape after all: kept as written, c read afresh */
-                static const char hexd[] = "0123456789abcdef";
-                int k;
-                j_invalid(j);
-                j_lone(j);
-                j_put(j, '\\');
-                j_put(j, 'u');
-                for (k = j->nhex - 1; k >= 0; k--)
-                    j_put(j, (unsigned char)hexd[(j->cp >> (4 * k)) & 0xf]);
-                j->st = J_STR;
-                break;
-            }
-            i++;
-            j->cp = (j->cp << 4) | (apr_uint32_t)v;
-            if (++j->nhex < 4)
-                break;
-            j->st = J_STR;
-            if (j->hi && j->cp >= 0xdc00 && j->cp <= 0xdfff) {
-                j_put(j, 0x10000 + ((j->hi - 0xd800) << 10) + (j->cp - 0xdc00));
-                j->hi = 0;
-                break;
-            }
-            j_lone(j);
-            if (j->cp >= 0xd800 && j->cp <= 0xdbff)
-                j->hi = j->cp; /* wait: its low half may follow */
-            else if (j->cp >= 0xdc00 && j->cp <= 0xdfff)
-                j_put(j, 0xfffd);
-            else
-                j_put(j, j->cp);
-            break;
-        }
-        }
+    while (i < n && !all_found(j->s)) {
+        if (j->st == J_ESC || j->st == J_HEX)
+            i = j_slow(j, p[i], i);
+        else
+            i = j_fast(j, p, i, n);
     }
-    if (j->on)
-        j_flush(j);
 }
 
 static void j_feed(node *nd, const unsigned char *p, apr_size_t n)
@@ -1527,7 +1647,6 @@ static void j_brk(node *nd)
         if (j->st == J_HEX)
             j_parse(j, (const unsigned char *)"\"", 1); /* keeps "\uXX" */
         j_lone(j);
-        j_flush(j);
     }
     j->st = J_OUT;
     j->hi = 0;
@@ -1567,16 +1686,17 @@ static apr_status_t j_init(jnode *j, notary_match_stream *s, const char *n)
 
 /* ---- application/x-www-form-urlencoded ---------------------------------- */
 
-static int hexval(unsigned char c)
+/* A name or value is read in place and matched as it decodes, unless its
+ * bytes must be held: the form's charset is decoded to UTF-8 (xdec), or it
+ * is the value of a "_charset_" field (which charset the fields after it
+ * are in). Then the decoded bytes of the current name or value gather in
+ * f->ob; one that never left it whole can be "_charset_" or its value.
+ * Which way is decided where a name or value ends, so one is read one way. */
+static APR_INLINE int f_gathers(const fnode *f)
 {
-    return (c >= '0' && c <= '9') ? c - '0'
-         : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-         : (c >= 'A' && c <= 'F') ? c - 'A' + 10
-                                  : -1;
+    return f->t.decode || f->cs_field;
 }
 
-/* The decoded bytes of the current name or value gather in f->ob; a
- * name or value that never left it whole can be "_charset_" or its value. */
 static void f_flush(fnode *f)
 {
     if (f->on)
@@ -1586,6 +1706,8 @@ static void f_flush(fnode *f)
 
 static void f_put(fnode *f, unsigned char b)
 {
+    if (!f->ob)
+        f->ob = apr_palloc(f->s->pool, OBUF);
     if (f->on == OBUF) {
         f_flush(f);
         f->spilled = 1;
@@ -1593,13 +1715,38 @@ static void f_put(fnode *f, unsigned char b)
     f->ob[f->on++] = b;
 }
 
+/* The bytes of a name read in place, against "_charset_". */
+static void f_name(fnode *f, const unsigned char *p, apr_size_t n)
+{
+    static const char cs[] = "_charset_";
+
+    if (f->nm >= 0)
+        f->nm = (apr_size_t)f->nm + n <= sizeof(cs) - 1 && !memcmp(p, cs + f->nm, n)
+                  ? f->nm + (int)n
+                  : -1;
+}
+
+/* One decoded byte where it goes. */
+static void f_byte(fnode *f, unsigned char b)
+{
+    if (f_gathers(f)) {
+        f_put(f, b);
+        return;
+    }
+    if (!f->in_value)
+        f_name(f, &b, 1);
+    view_byte(&f->t.v, b);
+}
+
 static void f_pct_flush(fnode *f)
 {
-    if (f->pct)
-        f_put(f, '%');
-    if (f->pct == 2)
-        f_put(f, f->hex1);
+    int pct = f->pct;
+
     f->pct = 0;
+    if (pct)
+        f_byte(f, '%');
+    if (pct == 2)
+        f_byte(f, f->hex1);
 }
 
 /* A name or a value ends: each is its own text. */
@@ -1608,7 +1755,11 @@ static void f_end(fnode *f)
     int whole;
     f_pct_flush(f);
     whole = !f->spilled;
-    if (!f->in_value) {
+    if (!f_gathers(f)) {
+        if (!f->in_value)
+            f->cs_field = f->nm == 9 && !f->cs_fixed;
+    }
+    else if (!f->in_value) {
         f->cs_field = whole && f->on == 9 && !memcmp(f->ob, "_charset_", 9) && !f->cs_fixed;
     }
     else if (f->cs_field) {
@@ -1617,52 +1768,60 @@ static void f_end(fnode *f)
         f->cs_field = 0;
         if (whole && f->on <= 40) {
             char v[41];
-            memcpy(v, f->ob, f->on);
+            if (f->on)
+                memcpy(v, f->ob, f->on);
             v[f->on] = '\0';
             f_flush(f);
             text_brk(&f->t.base);
             text_set(&f->t, charset_norm(f->s->pool, v));
             f->spilled = 0;
+            f->nm = 0;
             return;
         }
     }
     f_flush(f);
     text_brk(&f->t.base);
     f->spilled = 0;
+    f->nm = 0;
 }
 
-static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
+/* The rest of a '%' cut off by the previous piece, or a stray one. */
+static apr_size_t f_pct(fnode *f, const unsigned char *p, apr_size_t i, apr_size_t n)
+{
+    while (f->pct && i < n) {
+        int v = hexval(p[i]);
+        if (v < 0) {
+            f_pct_flush(f); /* a stray '%' stays; p[i] is read afresh */
+            break;
+        }
+        if (f->pct == 1) {
+            f->hex1 = p[i];
+            f->pct = 2;
+        }
+        else {
+            f->pct = 0;
+            f_byte(f, (unsigned char)((hexval(f->hex1) << 4) | v));
+        }
+        i++;
+    }
+    return i;
+}
+
+/* Gathering (f_gathers): up to the end of this name or value, or of p. */
+static apr_size_t f_gather(fnode *f, const unsigned char *p, apr_size_t i, apr_size_t n)
 {
     /* bytes that end a run of literal bytes, in a value / in a name */
     static const unsigned char stop_value[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1 };
     static const unsigned char stop_name[256] = { ['&'] = 1, ['%'] = 1, ['+'] = 1, ['='] = 1 };
-    fnode *f = (fnode *)nd;
-    apr_size_t i = 0;
 
-    while (i < n) {
+    if (!f->ob)
+        f->ob = apr_palloc(f->s->pool, OBUF);
+    while (i < n && !f->pct) {
         unsigned char c = p[i];
-        if (f->pct) {
-            int v = hexval(c);
-            if (v < 0) {
-                f_pct_flush(f); /* a stray '%' stays; c is read afresh */
-                continue;
-            }
-            i++;
-            if (f->pct == 1) {
-                f->hex1 = c;
-                f->pct = 2;
-            }
-            else {
-                f->pct = 0;
-                f_put(f, (unsigned char)((hexval(f->hex1) << 4) | v));
-            }
-            continue;
-        }
         if (c == '&' || (c == '=' && !f->in_value)) {
             f_end(f);
             f->in_value = c == '=';
-            i++;
-            continue;
+            return i + 1;
         }
         if (c == '%') {
             int hi, lo;
@@ -1700,6 +1859,118 @@ static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
     }
     /* what gathered stays until its name or value ends (at most OBUF):
      * whether it is "_charset_" must not depend on where the body was cut */
+    return i;
+}
+
+/* Read in place (not f_gathers): '+' and %XX decoded and matched a byte at
+ * a time while a match is under way, or while a name may be "_charset_".
+ * At the automaton's root the reader skips, %XX included, to the next
+ * byte that may matter (SK_FVLAZY): a byte that leaves the root, '&' or
+ * '=', or a hex digit that may be the first of a %XX decoding to one. The
+ * skip starts where no %XX is half read (b), so a byte it stops at is read
+ * by looking back at most two bytes, not before b. */
+static apr_size_t f_scan(fnode *f, const unsigned char *p, apr_size_t i, apr_size_t n)
+{
+    const notary_ac *ac = f->t.v.ac;
+    const unsigned char *lazy = ac->sk[f->in_value ? SK_FVLAZY : SK_FNLAZY];
+    const unsigned char *eager = ac->sk[f->in_value ? SK_FVAL : SK_FNAME];
+    int track = !f->in_value && !f->cs_fixed && f->nm >= 0;
+    apr_uint32_t st = f->t.v.state;
+
+    while (i < n) {
+        unsigned char c;
+        int hi, lo;
+        if (!st && !track) {
+            apr_size_t b = i;
+            i = skip_zero(lazy, p, i, n);
+            if (i == n) {
+                /* a %XX the next piece completes */
+                if (n > b && p[n - 1] == '%') {
+                    f->pct = 1;
+                }
+                else if (n - b >= 2 && p[n - 2] == '%' && hex1[p[n - 1]]) {
+                    f->pct = 2;
+                    f->hex1 = p[n - 1];
+                }
+                break;
+            }
+            c = p[i];
+            if (i > b && p[i - 1] == '%' && hex1[c]) {
+                /* c follows a '%': a %XX if the byte after it is a digit */
+                if (i + 1 == n) {
+                    f->pct = 2;
+                    f->hex1 = c;
+                    i = n;
+                    break;
+                }
+                if (hex1[p[i + 1]]) {
+                    c = (unsigned char)(((hex1[c] - 1) << 4) | (hex1[p[i + 1]] - 1));
+                    i += 2;
+                    goto decoded;
+                }
+            }
+            else if (i - b >= 2 && p[i - 2] == '%' && hex1[p[i - 1]] && hex1[c]) {
+                /* the second digit of a %XX whose first was skipped: its
+                 * byte leaves the root not */
+                i++;
+                continue;
+            }
+        }
+        else if (!st) {
+            apr_size_t b = i;
+            i = skip_zero(eager, p, i, n);
+            if (i > b) {
+                f_name(f, p + b, i - b);
+                track = f->nm >= 0;
+            }
+            if (i == n)
+                break;
+        }
+        c = p[i++];
+        if (c == '+') {
+            c = ' ';
+        }
+        else if (c == '%') {
+            if (i + 1 < n && (hi = hexval(p[i])) >= 0 && (lo = hexval(p[i + 1])) >= 0) {
+                c = (unsigned char)((hi << 4) | lo);
+                i += 2;
+            }
+            else {
+                f->pct = 1; /* the rest in the next piece, or stray */
+                break;
+            }
+        }
+        else if (c == '&' || (c == '=' && !f->in_value)) {
+            f->t.v.state = st;
+            f_end(f);
+            f->in_value = c == '=';
+            return i;
+        }
+        if (track) {
+            f_name(f, &c, 1);
+            track = f->nm >= 0;
+        }
+    decoded:
+        if ((st || ac->root[c]) && ac_step(f->s, ac, &st, c))
+            break;
+    }
+    f->t.v.state = st;
+    return i;
+}
+
+static void f_feed(node *nd, const unsigned char *p, apr_size_t n)
+{
+    fnode *f = (fnode *)nd;
+    apr_size_t i = 0;
+
+    while (i < n && !all_found(f->s)) {
+        if (f->pct)
+            i = f_pct(f, p, i, n);
+        else if (f_gathers(f))
+            i = f_gather(f, p, i, n);
+        else
+            i = f_scan(f, p, i, n);
+    }
 }
 
 static void f_brk(node *nd)
@@ -1710,9 +1981,13 @@ static void f_brk(node *nd)
     f->cs_field = 0;
 }
 
+/* f is zeroed memory, or a node set up before (its buffer is kept). */
 static apr_status_t f_init(fnode *f, notary_match_stream *s, const char *n, int fixed)
 {
+    unsigned char *ob = f->ob;
+
     memset(f, 0, sizeof(*f));
+    f->ob = ob;
     f->base.feed = f_feed;
     f->base.brk = f_brk;
     f->s = s;
@@ -1918,7 +2193,7 @@ static void mp_headers_done(mpnode *mp)
     }
     else if (ct && media_is(ct, "application", "x-www-form-urlencoded")) {
         if (!mp->f)
-            mp->f = apr_palloc(s->pool, sizeof(*mp->f));
+            mp->f = apr_pcalloc(s->pool, sizeof(*mp->f));
         if (f_init(mp->f, s, n, cs != NULL) == APR_SUCCESS)
             mp->inner = &mp->f->base;
     }
@@ -2144,7 +2419,7 @@ static void sniff_decide(notary_match_stream *s)
     s->cs = cs;
     text_init(&s->raw, s, cs);
     if (s->structure == ST_FORM) {
-        fnode *f = apr_palloc(s->pool, sizeof(*f));
+        fnode *f = apr_pcalloc(s->pool, sizeof(*f));
         if (f_init(f, s, cs, s->declared != NULL || skip) == APR_SUCCESS)
             s->st = &f->base;
     }

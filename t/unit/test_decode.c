@@ -91,7 +91,7 @@ static verdict verdict_of(notary_match_stream *s)
 {
     verdict v = { 0, 0 };
     int id;
-    for (id = 1; id <= 8; id++)
+    for (id = 1; id <= 16; id++)
         if (notary_match_stream_has(s, id))
             v.found |= 1u << id;
     v.flags = notary_match_stream_flags(s);
@@ -741,6 +741,244 @@ static void test_many_parts(notary_matcher *m)
     apr_pool_destroy(p);
 }
 
+/* ---- the readers' fast paths ------------------------------------------------ */
+
+/* JSON strings and form fields are read in place: runs without escapes are
+ * skipped eight bytes a test at the automaton's root, whole escapes are
+ * undone at once, and only what a piece cuts goes byte by byte. Each case
+ * at every cut: an escape or '%' split anywhere, a match that starts in a
+ * long run and goes on through escapes. */
+static void test_fast_paths(notary_matcher *m)
+{
+    static const char *const form = "application/x-www-form-urlencoded";
+    notary_matcher *cafe = matcher1("caf\xc3\xa9", 5), *ete = matcher1("\xc3\xa9t\xc3\xa9", 5);
+    const char *b;
+
+    b = "{\"long\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxI\\u0020agree to\\u0020the terms, "
+        "and more text after it, xxxxxxxxxxxxxxxxxxxxxxxx\", \"n\": [1, 2, 3, true, null]}";
+    check("JSON: a match from a long run on through \\u escapes", m, "application/json", NULL,
+          b, strlen(b), B(R_AGREE), 0);
+    b = "{\"x\": \"smile \\ud83d\\ud83d\\ude00!\", \"y\": \"smile \\ud83d\\ude00!\\ud83d\"}";
+    check("JSON: two high surrogates, then a pair; a high one at a string's end", m,
+          "application/json", NULL, b, strlen(b), B(R_GRIN), 0);
+    b = "{\"x\": \"smile \\ud83d\\ude00!\\ud83d\\n I agree to the terms\\ude00\"}";
+    check("JSON: a high surrogate before \\n, a lone low one", m, "application/json", NULL, b,
+          strlen(b), B(R_GRIN) | B(R_AGREE), 0);
+    b = "{\"a\": \"xxxxxxxxxxxx\x01xxxxxxxxxxxxx I agree to the terms xxxxxxxxxxxxx\"}";
+    check("JSON: a control byte in a long string: flagged, the run still read", m,
+          "application/json", NULL, b, strlen(b), B(R_AGREE), NOTARY_MATCH_F_JSON_INVALID);
+    b = "{\"a\": 1} and then, outside any string, I agree to the terms";
+    check("JSON: bytes outside strings that JSON has not: flagged, read as they are", m,
+          "application/json", NULL, b, strlen(b), B(R_AGREE), NOTARY_MATCH_F_JSON_INVALID);
+    b = "{\"a\": \"I agree to the terms\\x and \\u00zz\"}";
+    check("JSON: escapes that are not: kept as written", m, "application/json", NULL, b,
+          strlen(b), B(R_AGREE), NOTARY_MATCH_F_JSON_INVALID);
+    ok(cafe && ete, "one-rule matchers compiled");
+    if (cafe && ete) {
+        /* rules that start with ASCII: at the root the reader skips
+         * non-ASCII code points unencoded, within a match it must not */
+        b = "{\"a\": \"\\u00e9\\u00e9 un caf\\u00e9 \\u00e9\"}";
+        check("JSON: \\u00e9 ends a match an ASCII byte began", cafe, "application/json", NULL,
+              b, strlen(b), B(1), 0);
+        b = "{\"a\": \"ca\\u00e9f\\u00e9 caf\\u00e8 caf\\ud83d\\ude00\"}";
+        check("JSON: near misses of an ASCII-led rule", cafe, "application/json", NULL, b,
+              strlen(b), 0, 0);
+        b = "{\"a\": \"l'\\u00e9t\\u00e9\"}";
+        check("JSON: a rule that starts with a non-ASCII byte", ete, "application/json", NULL,
+              b, strlen(b), B(1), 0);
+        b = "_charset_=windows-1252&a=un+caf%E9";
+        check("form: \"_charset_\" switches to a transcoded automaton, read in place", cafe,
+              form, NULL, b, strlen(b), B(1), 0);
+        b = "%5Fcharset%5f=windows-1252&a=un+caf%E9";
+        check("form: \"_charset_\" spelled with %XX", cafe, form, NULL, b, strlen(b), B(1), 0);
+        b = "_charset_x=windows-1252&a=un+caf%E9";
+        check("form: \"_charset_x\" is not \"_charset_\"", cafe, form, NULL, b, strlen(b), 0, 0);
+        b = "_charse=windows-1252&a=un+caf%E9";
+        check("form: \"_charse\" is not \"_charset_\"", cafe, form, NULL, b, strlen(b), 0, 0);
+        b = "x_charset_=windows-1252&a=un+caf%E9";
+        check("form: \"x_charset_\" is not \"_charset_\"", cafe, form, NULL, b, strlen(b), 0, 0);
+        /* at the root %XX is skipped unread unless its first digit may
+         * start a rule's first byte ('c' is 63: a '6' after a '%') */
+        b = "a=x%6%63af%C3%A9&b=%%63af%c3%a9&c=%E6%63af%C3%A9";
+        check("form: %XX decoding to a rule's first byte after a stray '%', '%%' and a %XX "
+              "ending in that digit",
+              cafe, form, NULL, b, strlen(b), B(1), 0);
+        b = "a=%E63af%C3%A9&b=%36caf%C3%A8&c=caf%C3%A&d=caf%6";
+        check("form: near misses around %XX at the root", cafe, form, NULL, b, strlen(b), 0, 0);
+        b = "_charset_&a=un+caf%E9&_charset_=windows-1252&b=caf%E9";
+        check("form: a \"_charset_\" name without a value, then one with", cafe, form, NULL, b,
+              strlen(b), B(1), 0);
+    }
+    b = "comment=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+I+agree+to+the+terms+"
+        "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy&z=1";
+    check("form: the text between long literal runs", m, form, NULL, b, strlen(b), B(R_AGREE),
+          0);
+    b = "a=xxxxxxxxxxxxxxxxxxxxI%20agree%20to%20the%20termsxxxxxxxxxxxxxxxxxxxx";
+    check("form: a match from a long run on through %XX", m, form, NULL, b, strlen(b),
+          B(R_AGREE), 0);
+    b = "I+agree+to+the+terms%";
+    check("form: '%' the last byte of a name and of the body", m, form, NULL, b, strlen(b),
+          B(R_AGREE), 0);
+    b = "a%&b=I+agree+to+the+terms%4";
+    check("form: '%' ends a name, '%X' ends the body", m, form, NULL, b, strlen(b), B(R_AGREE),
+          0);
+    b = "comment=%E5%A5%91%E7%B4%84%E3%81%AB+%49+agree+to+the+terms%E3%81%AB";
+    check("form: a rule's first byte as %XX between %XX that are skipped", m, form, NULL, b,
+          strlen(b), B(R_AGREE), 0);
+    b = "accept=I%+agree+to+the+terms%%41&x=I%2";
+    check("form: '%' before '+' and before '%'", m, form, NULL, b, strlen(b), 0, 0);
+}
+
+/* A reference reader, whole-body and plain: what the streaming readers
+ * must find, on random bodies made of what they treat specially. */
+static int has_text(const char *h, apr_size_t hl, const char *t)
+{
+    apr_size_t tl = strlen(t), i;
+    for (i = 0; i + tl <= hl; i++)
+        if (!memcmp(h + i, t, tl))
+            return 1;
+    return 0;
+}
+
+static int hexval_ref(char c)
+{
+    return (c >= '0' && c <= '9') ? c - '0'
+         : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+         : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+                                  : -1;
+}
+
+/* A form's name or value decoded whole: which rules (bit per id) it has. */
+static unsigned form_ref(const char *t, apr_size_t n, const char *const *rules, int nr)
+{
+    char dec[4096];
+    apr_size_t dl = 0, q;
+    unsigned found = 0;
+    int k;
+    for (q = 0; q < n; q++) {
+        int h1 = q + 2 < n ? hexval_ref(t[q + 1]) : -1, h2 = q + 2 < n ? hexval_ref(t[q + 2]) : -1;
+        if (t[q] == '+') {
+            dec[dl++] = ' ';
+        }
+        else if (t[q] == '%' && h1 >= 0 && h2 >= 0) {
+            dec[dl++] = (char)(h1 * 16 + h2);
+            q += 2;
+        }
+        else {
+            dec[dl++] = t[q];
+        }
+    }
+    for (k = 0; k < nr; k++)
+        if (has_text(dec, dl, rules[k]))
+            found |= 1u << (k + 1);
+    return found;
+}
+
+static void test_reference(void)
+{
+    static const char *const rules[] = { "agree", "a\"g", "caf\xc3\xa9", "e e", "\xc3\xa9\xc3\xa9",
+                                         "r\\g", "e=e", "&g", "%e", "\n\"" };
+    /* JSON string pieces as written, and what they stand for */
+    static const char *const jraw[] = { "a", "g", "r", "e", "c", "f", " ", "\\\"", "\\\\",
+                                        "\\n", "\\u0061", "\\u0065", "\\u00e9", "\xc3\xa9",
+                                        "\\/", "\\ud83d\\ude00", "xxxxxxxxxxxxxxxxxx" };
+    static const char *const jdec[] = { "a", "g", "r", "e", "c", "f", " ", "\"", "\\",
+                                        "\n", "a", "e", "\xc3\xa9", "\xc3\xa9",
+                                        "/", GRIN, "xxxxxxxxxxxxxxxxxx" };
+    /* form pieces as written (decoded below by the reference) */
+    static const char *const fraw[] = { "a", "g", "r", "e", "c", "f", "+", "%20", "%61", "%65",
+                                        "%C3%A9", "%3D", "%26", "%25", "=", "%", "xxxxxxxxxxxxxx",
+                                        "%c3%a9", "%E" };
+    notary_matcher *m = NULL;
+    int r, k, bad = 0, nr = (int)(sizeof(rules) / sizeof(rules[0]));
+    size_t i;
+
+    ok(notary_matcher_create(&m, pool) == APR_SUCCESS, "reference: matcher created");
+    for (k = 0; k < nr; k++)
+        notary_matcher_add(m, rules[k], strlen(rules[k]), k + 1);
+    ok(notary_matcher_compile(m) == APR_SUCCESS, "reference: matcher compiled");
+    srand(1717);
+    for (r = 0; r < 400; r++) {
+        /* JSON: {"s": "...", "s": "...", ...}, the document matched as one
+         * text with its strings unescaped */
+        char raw[4096], dec[4096];
+        apr_size_t rl = 0, dl = 0, cuts[4];
+        unsigned want = 0;
+        verdict w, v;
+        int members = 1 + rand() % 4, mi;
+        raw[rl++] = dec[dl++] = '{';
+        for (mi = 0; mi < members * 2; mi++) {
+            int pieces = rand() % 12, pi;
+            if (mi)
+                raw[rl++] = dec[dl++] = (mi % 2) ? ':' : ',';
+            raw[rl++] = dec[dl++] = '"';
+            for (pi = 0; pi < pieces; pi++) {
+                int c = rand() % (int)(sizeof(jraw) / sizeof(jraw[0]));
+                memcpy(raw + rl, jraw[c], strlen(jraw[c]));
+                rl += strlen(jraw[c]);
+                memcpy(dec + dl, jdec[c], strlen(jdec[c]));
+                dl += strlen(jdec[c]);
+            }
+            raw[rl++] = dec[dl++] = '"';
+        }
+        raw[rl++] = dec[dl++] = '}';
+        for (k = 0; k < nr; k++)
+            if (has_text(dec, dl, rules[k]) || has_text(raw, rl, rules[k]))
+                want |= 1u << (k + 1);
+        w = run_whole(m, "application/json", NULL, raw, rl);
+        for (i = 0; i < 4; i++)
+            cuts[i] = (apr_size_t)rand() % (rl + 1);
+        qsort(cuts, 4, sizeof(*cuts), cmp_size);
+        v = run_cuts(m, "application/json", NULL, 0, raw, rl, cuts, 4);
+        if ((w.found != want || w.flags || v.found != want || v.flags) && !bad++)
+            diag("JSON #%d: found %#x (cut %#x) flags %#x, reference %#x: %.*s", r, w.found,
+                 v.found, w.flags, want, (int)rl, raw);
+    }
+    is_int(bad, 0, "400 random JSON bodies: found what a whole-body reference decoder finds");
+    bad = 0;
+    for (r = 0; r < 400; r++) {
+        /* form: name=value&..., each name and value its own text */
+        char raw[4096];
+        apr_size_t rl = 0, cuts[4], fb, fe;
+        unsigned want = 0;
+        verdict w, v;
+        int fields = 1 + rand() % 5, fi;
+        for (fi = 0; fi < fields; fi++) {
+            int pieces = rand() % 10, pi;
+            if (fi)
+                raw[rl++] = '&';
+            for (pi = 0; pi < pieces; pi++) {
+                int c = rand() % (int)(sizeof(fraw) / sizeof(fraw[0]));
+                memcpy(raw + rl, fraw[c], strlen(fraw[c]));
+                rl += strlen(fraw[c]);
+            }
+        }
+        for (k = 0; k < nr; k++)
+            if (has_text(raw, rl, rules[k]))
+                want |= 1u << (k + 1);
+        /* each field: the name up to its first '=', the value after it */
+        for (fb = 0; fb <= rl; fb = fe + 1) {
+            apr_size_t eq;
+            for (fe = fb; fe < rl && raw[fe] != '&'; fe++)
+                ;
+            for (eq = fb; eq < fe && raw[eq] != '='; eq++)
+                ;
+            want |= form_ref(raw + fb, eq - fb, rules, nr);
+            if (eq < fe)
+                want |= form_ref(raw + eq + 1, fe - eq - 1, rules, nr);
+        }
+        w = run_whole(m, "application/x-www-form-urlencoded", NULL, raw, rl);
+        for (i = 0; i < 4; i++)
+            cuts[i] = (apr_size_t)rand() % (rl + 1);
+        qsort(cuts, 4, sizeof(*cuts), cmp_size);
+        v = run_cuts(m, "application/x-www-form-urlencoded", NULL, 0, raw, rl, cuts, 4);
+        if ((w.found != want || w.flags || v.found != want || v.flags) && !bad++)
+            diag("form #%d: found %#x (cut %#x) flags %#x, reference %#x: %.*s", r, w.found,
+                 v.found, w.flags, want, (int)rl, raw);
+    }
+    is_int(bad, 0, "400 random forms: found what a whole-body reference decoder finds");
+}
+
 static void test_util(void)
 {
 #ifndef NOTARY_OLD_MATCHER
@@ -779,6 +1017,8 @@ int main(void)
     test_many_parts(m);
     test_error_splits(m);
     test_mutations(m);
+    test_fast_paths(m);
+    test_reference();
     test_util();
     return tap_done();
 }

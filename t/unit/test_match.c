@@ -714,6 +714,44 @@ static void test_media(void)
     is_str(notary_media_charset(pool, "text/html; charset=\"unterminated"), NULL, "unterminated quote");
 }
 
+/* At the automaton's root the scan tests eight bytes at a time: a rule
+ * text at every offset from such a block's edge, with more first bytes
+ * than the memchr prefilter takes and with one (memchr on long runs, the
+ * table on the last 64 bytes), whole and split at every byte. */
+static void test_skip_blocks(void)
+{
+    static const char *const many[] = { "alpha", "bravo", "charlie", "delta", NULL };
+    static const char *const one[] = { "delta", NULL };
+    static const int ids[] = { 1, 2, 3, 4 };
+    notary_matcher *mm = mk(many, ids), *m1 = mk(one, ids + 3);
+    char body[160];
+    int off, bad = -1, k;
+
+    ok(mm && m1, "matchers of four rules and of one compiled");
+    if (!mm || !m1)
+        return;
+    for (k = 0; k < 2; k++) {
+        notary_matcher *m = k ? m1 : mm;
+        for (off = 0; off + 5 <= (int)sizeof(body) && bad < 0; off++) {
+            apr_size_t at;
+            memset(body, 'x', sizeof(body));
+            body[sizeof(body) - 1 - off % 7] = 'd'; /* a first byte alone */
+            memcpy(body + off, "delta", 5);
+            for (at = 0; at <= sizeof(body) && bad < 0; at++) {
+                notary_match_stream *s = run_split(m, NULL, NULL, body, sizeof(body), at);
+                if (!notary_match_stream_has(s, 4) || notary_match_stream_has(s, 1))
+                    bad = off;
+            }
+            memcpy(body + off, "deltx", 5);
+            if (bad < 0 && notary_match_stream_first(run(m, NULL, NULL, 0, body, sizeof(body), 0)) != -1)
+                bad = off;
+        }
+        is_int(bad, -1, "%s: rule text at every offset, split at every byte, found; "
+                        "one letter off, not (first failing offset)",
+               k ? "one rule (memchr)" : "four rules (eight-byte table)");
+    }
+}
+
 int main(void)
 {
     apr_initialize();
@@ -723,6 +761,7 @@ int main(void)
     test_multi();
     test_edges();
     test_utf8_split();
+    test_skip_blocks();
     test_charsets();
     test_cache_bound();
     test_threads();
