@@ -46,8 +46,8 @@ typedef struct {
     const notary_note_key *key;
     const char *origin;
     apr_interval_time_t interval, timeout;
-    PGconn *conn;       /* the singleton child's, kept */
-    char last_err[256]; /* logged once until it changes */
+    PGconn *conn;         /* the singleton child's, kept */
+    char last_err[256];   /* logged once until it changes */
     char status_err[256]; /* the status query's, likewise */
 } log_integrator;
 

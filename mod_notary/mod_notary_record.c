@@ -192,9 +192,10 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
         rule = notary_msg_rule(m);
         if (rule && notary_spool_over_limit(m->spool)) {
             int st = too_large(m, rule);
-            return refuse_request(m, st, "too-large", "the request matched a recording "
-                                         "rule but is larger than the notary may "
-                                         "record (NotaryMaxRecordSize)");
+            return refuse_request(m, st, "too-large",
+                                  "the request matched a recording "
+                                  "rule but is larger than the notary may "
+                                  "record (NotaryMaxRecordSize)");
         }
         /* previously held bytes go first */
         APR_BRIGADE_PREPEND(bb, m->held);

@@ -87,10 +87,13 @@ enum { STORE_UNKNOWN,
 typedef struct {
     apr_uint32_t magic;
     apr_uint32_t nmerchants, nlogs; /* slots after this header */
+    /* the record store: STORE_*, the apr_status_t of the last failure,
+     * when a commit last reached the server and last did not */
     volatile apr_uint32_t store_state;
-    volatile apr_uint32_t store_failure; /* apr_status_t of the last failure */
-    volatile apr_uint64_t store_reached_at, store_failed_at; /* apr_time_t */
-    status_refusals unrouted; /* refused before the merchant was known */
+    volatile apr_uint32_t store_failure;
+    volatile apr_uint64_t store_reached_at, store_failed_at;
+    /* refused before the merchant was known */
+    status_refusals unrouted;
 } status_shared;
 
 #define SHARED_LOGS(sh) ((status_log *)((char *)(sh) + sizeof(status_shared)))
@@ -125,7 +128,8 @@ typedef struct {
 /* this generation's (set in the parent's post_config, inherited by the
  * children, read-only there) */
 static status_shared *shared;
-static apr_hash_t *slot_of; /* const notary_merchant * -> status_merchant * */
+/* const notary_merchant * -> status_merchant * */
+static apr_hash_t *slot_of;
 static apr_array_header_t *merchant_entries; /* status_entry */
 static apr_array_header_t *log_entries;      /* status_log_entry */
 
@@ -195,6 +199,7 @@ static apr_status_t segment_make(status_retained *rd, int nm, int nl, server_rec
     apr_pool_t *pool;
     apr_shm_t *shm;
     status_shared *sh, *old = rd->shared;
+    status_merchant *ms;
     apr_size_t size;
     apr_uint32_t i;
     apr_status_t rv;
@@ -239,8 +244,8 @@ static apr_status_t segment_make(status_retained *rd, int nm, int nl, server_rec
                old->nlogs * sizeof(status_log));
         memcpy((void *)SHARED_MERCHANTS(sh), (const void *)SHARED_MERCHANTS(old),
                old->nmerchants * sizeof(status_merchant));
-        for (i = 0; i < old->nmerchants; i++) {
-            SHARED_MERCHANTS(sh)[i].held = 0;
+        for (i = 0, ms = SHARED_MERCHANTS(sh); i < old->nmerchants; i++) {
+            ms[i].held = 0;
         }
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "NOTARY05003: status counters moved "
                                                    "to a larger segment (%d merchants, %d logs)",

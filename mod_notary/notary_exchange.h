@@ -78,9 +78,9 @@ typedef struct notary_msg {
     apr_bucket_brigade *held_head; /* the serialised header block */
     apr_bucket_brigade *held;
     apr_bucket_brigade *rest; /* scratch: the held tail while releasing */
-    apr_off_t held_bytes; /* only through notary_msg_hold() */
-    int hold_counted;     /* its release at the request's end is registered */
-    int released;         /* some bytes went downstream */
+    apr_off_t held_bytes;     /* only through notary_msg_hold() */
+    int hold_counted;         /* its release at the request's end is registered */
+    int released;             /* some bytes went downstream */
 } notary_msg;
 
 /* The consumer: identity from the client certificate of connection A.
