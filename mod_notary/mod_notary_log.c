@@ -171,7 +171,9 @@ static void log_report(log_integrator *ig, PGconn *conn, int rv)
             if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
                 msg = "notary.log_state has no row";
             }
-            if (strncmp(ig->status_err, msg, sizeof(ig->status_err) - 1)) {
+            /* a connection lost now is the next round's to report */
+            if (PQstatus(conn) == CONNECTION_OK
+                && strncmp(ig->status_err, msg, sizeof(ig->status_err) - 1)) {
                 apr_cpystrn(ig->status_err, msg, sizeof(ig->status_err));
                 ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY05005: log %s: "
                                                                   "cannot read the log's size for /server-status: %s",

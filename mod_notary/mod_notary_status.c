@@ -164,13 +164,17 @@ static void status_collect(apr_pool_t *pconf, server_rec *s)
     for (; s; s = s->next) {
         notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
         const char *server;
+        apr_port_t port;
         int i;
 
         if (!notary_conf_engine(sc)) {
             continue;
         }
-        server = apr_psprintf(pconf, "%s:%u", s->server_hostname ? s->server_hostname : "",
-                              (unsigned)s->port);
+        /* ServerName's port, else the <VirtualHost> address's */
+        port = s->port ? s->port : s->addrs ? s->addrs->host_port
+                                            : 0;
+        server = apr_psprintf(pconf, port ? "%s:%u" : "%s",
+                              s->server_hostname ? s->server_hostname : "", (unsigned)port);
         for (i = 0; i < sc->merchants->nelts; i++) {
             status_entry *e = apr_array_push(merchant_entries);
 
