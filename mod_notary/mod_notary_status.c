@@ -612,6 +612,10 @@ static void status_auto(request_rec *r, apr_time_t now)
         status_merchant *sm = e->slot;
         const char *pre = apr_psprintf(r->pool, "NotaryMerchant[%d]", i);
 
+        if (!sm) {
+            continue; /* cannot be: slots_assign gives every entry one */
+        }
+
         ap_rprintf(r, "%sName: %s\n", pre, e->m->name);
         ap_rprintf(r, "%sServer: %s\n", pre, e->server);
         ap_rprintf(r, "%sAdmittedToken: %" APR_UINT64_T_FMT "\n", pre,
@@ -632,8 +636,12 @@ static void status_auto(request_rec *r, apr_time_t now)
     for (i = 0; i < log_entries->nelts; i++) {
         status_log_entry *l = &APR_ARRAY_IDX(log_entries, i, status_log_entry);
         status_log *sl = l->slot;
-        int tree = apr_atomic_read32(&sl->have_tree) != 0;
+        int tree;
 
+        if (!sl) {
+            continue;
+        }
+        tree = apr_atomic_read32(&sl->have_tree) != 0;
         ap_rprintf(r, "NotaryLog[%d]Origin: %s\n", i, l->origin);
         ap_rprintf(r, "NotaryLog[%d]State: %s\n", i, log_state_str(apr_atomic_read32(&sl->state)));
         ap_rprintf(r, "NotaryLog[%d]TreeSize: %" APR_INT64_T_FMT "\n", i,
@@ -678,6 +686,9 @@ static void status_html(request_rec *r, apr_time_t now)
         status_entry *e = &APR_ARRAY_IDX(merchant_entries, i, status_entry);
         status_merchant *sm = e->slot;
 
+        if (!sm) {
+            continue;
+        }
         ap_rprintf(r, "<tr><td>%s</td><td>%s</td><td>%" APR_UINT64_T_FMT "</td><td>%" APR_UINT64_T_FMT "</td><td>",
                    ap_escape_html(r->pool, e->m->name), ap_escape_html(r->pool, e->server),
                    apr_atomic_read64(&sm->counts[NOTARY_STAT_ADMITTED_TOKEN]),
@@ -703,8 +714,12 @@ static void status_html(request_rec *r, apr_time_t now)
     for (i = 0; i < log_entries->nelts; i++) {
         status_log_entry *l = &APR_ARRAY_IDX(log_entries, i, status_log_entry);
         status_log *sl = l->slot;
-        int tree = apr_atomic_read32(&sl->have_tree) != 0;
+        int tree;
 
+        if (!sl) {
+            continue;
+        }
+        tree = apr_atomic_read32(&sl->have_tree) != 0;
         ap_rprintf(r, "<tr><td>%s</td><td>%s</td>", ap_escape_html(r->pool, l->origin),
                    log_state_str(apr_atomic_read32(&sl->state)));
         if (tree) {
