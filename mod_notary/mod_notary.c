@@ -4,8 +4,9 @@
  * (directives, start-up checks), mod_notary_route.c (translate, fixups,
  * the consumer), mod_notary_session.c (contract sessions),
  * mod_notary_gate.c (connection B), mod_notary_record.c (the record
- * filters) and mod_notary_log.c (the log integrator); they share one
- * exchange object (notary_exchange.c). */
+ * filters), mod_notary_log.c (the log integrator) and
+ * mod_notary_status.c (the mod_status section); they share one exchange
+ * object (notary_exchange.c). */
 #include <httpd.h>
 #include <http_config.h>
 #include <http_connection.h>
@@ -16,6 +17,7 @@
 
 #include <mod_proxy.h>
 #include <mod_ssl_openssl.h>
+#include <mod_status.h>
 
 #include "mod_notary_config.h"
 #include "mod_notary_route.h"
@@ -23,6 +25,7 @@
 #include "mod_notary_gate.h"
 #include "mod_notary_record.h"
 #include "mod_notary_log.h"
+#include "mod_notary_status.h"
 
 static void notary_register_hooks(apr_pool_t *p)
 {
@@ -35,6 +38,7 @@ static void notary_register_hooks(apr_pool_t *p)
     ap_hook_post_config(notary_config_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(notary_session_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(notary_record_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(notary_status_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(notary_config_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(notary_log_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     /* before mod_watchdog's (APR_HOOK_LAST), which starts what we register */
@@ -85,6 +89,9 @@ static void notary_register_hooks(apr_pool_t *p)
                              NULL, AP_FTYPE_CONTENT_SET);
     ap_register_output_filter(NOTARY_RECORD_OUT_FILTER, notary_record_out, NULL,
                               (ap_filter_type)(AP_FTYPE_PROTOCOL + 1));
+
+    /* mod_status's /server-status, if it is loaded (in any order) */
+    APR_OPTIONAL_HOOK(ap, status_hook, notary_status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(notary) = {

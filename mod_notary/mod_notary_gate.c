@@ -160,9 +160,9 @@ static int gate_commit_request(notary_exchange *ex, apr_bucket_brigade *bb)
     if (!notary_msg_commit(m, rule, "refused with 503, the merchant's "
                                     "connection closed")) {
         notary_msg_transit(m, NOTARY_MSG_FAILED);
-        notary_exchange_refuse(ex, HTTP_SERVICE_UNAVAILABLE,
-                               "the request matched a recording rule and its "
-                               "record could not be committed");
+        notary_exchange_refuse_as(ex, HTTP_SERVICE_UNAVAILABLE, "record-failed",
+                                  "the request matched a recording rule and its "
+                                  "record could not be committed");
         notary_exchange_close_backend(ex);
         return HTTP_SERVICE_UNAVAILABLE;
     }

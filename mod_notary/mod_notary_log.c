@@ -26,6 +26,7 @@
 
 #include "mod_notary_config.h"
 #include "mod_notary_log.h"
+#include "mod_notary_status.h"
 #include "notary_log.h"
 #include "notary_note.h"
 #include "notary_tsa.h"
@@ -47,8 +48,9 @@ typedef struct {
     const notary_note_key *key;
     const char *origin;
     apr_interval_time_t interval, timeout;
-    PGconn *conn;       /* the singleton child's, kept */
-    char last_err[256]; /* logged once until it changes */
+    PGconn *conn;         /* the singleton child's, kept */
+    char last_err[256];   /* logged once until it changes */
+    char status_err[256]; /* the status query's, likewise */
     /* NotaryLogTimestamp: NULL url, none */
     const char *tsa_url, *tsa_cafile;
     apr_interval_time_t tsa_every;
@@ -120,11 +122,13 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
  * (logged once per different reason). */
 static PGconn *integrator_conn(log_integrator *ig)
 {
-    /* before dbname: the operator's conninfo may override them */
-    const char *const kw[] = { "fallback_application_name", "connect_timeout", "dbname",
-                               NULL };
-    const char *val[] = { "mod_notary log", NULL, ig->conninfo, NULL };
-    char secs[16];
+    /* before dbname: the operator's conninfo may override them. The
+     * statement timeout bounds the status query (log_report); a batch
+     * sets its own. */
+    const char *const kw[] = { "fallback_application_name", "connect_timeout", "options",
+                               "dbname", NULL };
+    const char *val[] = { "mod_notary log", NULL, NULL, ig->conninfo, NULL };
+    char secs[16], opts[48];
 
     if (ig->conn && PQstatus(ig->conn) == CONNECTION_OK) {
         return ig->conn;
@@ -133,7 +137,10 @@ static PGconn *integrator_conn(log_integrator *ig)
         PQfinish(ig->conn);
     }
     apr_snprintf(secs, sizeof(secs), "%ld", (long)apr_time_sec(ig->timeout));
+    apr_snprintf(opts, sizeof(opts), "-c statement_timeout=%ld",
+                 (long)apr_time_as_msec(ig->timeout));
     val[1] = secs;
+    val[2] = opts;
     ig->conn = PQconnectdbParams(kw, val, 1);
     if (!ig->conn || PQstatus(ig->conn) != CONNECTION_OK) {
         const char *msg = ig->conn ? PQerrorMessage(ig->conn) : "out of memory";
@@ -153,6 +160,55 @@ static PGconn *integrator_conn(log_integrator *ig)
     return ig->conn;
 }
 
+/* What the status page shows of the log (mod_notary_status.c), read once
+ * a round here so that /server-status never waits for a database: the
+ * tree's size, the records committed but not yet in it (counted up to a
+ * million), and the age of the latest checkpoint, by the database's clock. */
+static void log_report(log_integrator *ig, PGconn *conn, int rv)
+{
+    notary_status_log_report rep;
+    PGresult *r = NULL;
+    apr_int64_t age;
+
+    memset(&rep, 0, sizeof(rep));
+    rep.state = !conn || rv == NOTARY_LOG_ERROR ? NOTARY_STATUS_LOG_DOWN
+              : rv == NOTARY_LOG_BUSY           ? NOTARY_STATUS_LOG_BUSY
+                                                : NOTARY_STATUS_LOG_UP;
+    /* after a failed round the connection says nothing new (NOTARY04006
+     * said why): the last figures stay */
+    if (conn && rv != NOTARY_LOG_ERROR) {
+        r = PQexec(conn, "SELECT size, CASE WHEN checkpoint IS NULL THEN -1 ELSE "
+                         "(extract(epoch FROM clock_timestamp() - updated_at) * 1000000)::bigint END, "
+                         "(SELECT count(*) FROM (SELECT 1 FROM notary.records WHERE leaf_index IS NULL "
+                         "AND leaf_hash IS NOT NULL LIMIT 1000000) w) FROM notary.log_state");
+        if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+            rep.have_tree = 1;
+            rep.tree_size = (apr_uint64_t)apr_atoi64(PQgetvalue(r, 0, 0));
+            age = apr_atoi64(PQgetvalue(r, 0, 1));
+            rep.checkpoint_at = age < 0 ? 0 : apr_time_now() - (apr_time_t)age;
+            rep.lag = (apr_uint64_t)apr_atoi64(PQgetvalue(r, 0, 2));
+            ig->status_err[0] = '\0';
+        }
+        else {
+            const char *msg = r ? PQresultErrorMessage(r) : PQerrorMessage(conn);
+
+            if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+                msg = "notary.log_state has no row";
+            }
+            /* a connection lost now is the next round's to report */
+            if (PQstatus(conn) == CONNECTION_OK
+                && strncmp(ig->status_err, msg, sizeof(ig->status_err) - 1)) {
+                apr_cpystrn(ig->status_err, msg, sizeof(ig->status_err));
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY05005: log %s: "
+                                                                  "cannot read the log's size for /server-status: %s",
+                             ig->origin, msg);
+            }
+        }
+        PQclear(r);
+    }
+    notary_status_log(ig->origin, &rep);
+}
+
 /* One round: batches until nothing final is left (or the round's bound). */
 static void integrate_round(log_integrator *ig, apr_pool_t *p)
 {
@@ -162,6 +218,7 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
     int i, rv = NOTARY_LOG_IDLE;
 
     if (!(conn = integrator_conn(ig))) {
+        log_report(ig, NULL, NOTARY_LOG_ERROR);
         return;
     }
     for (i = 0; i < LOG_BATCHES_PER_ROUND; i++) {
@@ -184,6 +241,7 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
                                                           "integration failed: %s; tried again every %" APR_TIME_T_FMT " s",
                          ig->origin, err, apr_time_sec(ig->interval));
         }
+        log_report(ig, conn, rv);
         return;
     }
     if (ig->last_err[0]) {
@@ -192,6 +250,7 @@ static void integrate_round(log_integrator *ig, apr_pool_t *p)
                                                          "integrating again",
                      ig->origin);
     }
+    log_report(ig, conn, rv);
 }
 
 /* After a round: time-stamp the latest checkpoint when one is due. The
@@ -256,6 +315,7 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
     case AP_WATCHDOG_STATE_STARTING:
         ig->conn = NULL;
         ig->last_err[0] = '\0';
+        ig->status_err[0] = '\0';
         ig->tsa_last_err[0] = '\0';
         ig->tsa_next = 0;
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04008: log %s: this "

@@ -24,6 +24,7 @@
  */
 #include "notary_exchange.h"
 #include "mod_notary_record.h"
+#include "mod_notary_status.h"
 
 #include <http_core.h>
 #include <http_protocol.h>
@@ -112,11 +113,12 @@ static int too_large(notary_msg *m, const notary_rule *rule)
  * Request bodies: input filter.
  */
 /* The request is refused; its one log line, saying why, is written
- * where the cause was found. */
-static apr_status_t refuse_request(notary_msg *m, int status, const char *reason)
+ * where the cause was found. name: the status page's reason name. */
+static apr_status_t refuse_request(notary_msg *m, int status, const char *name,
+                                   const char *reason)
 {
     notary_msg_transit(m, NOTARY_MSG_FAILED);
-    notary_exchange_refuse(m->ex, status, reason);
+    notary_exchange_refuse_as(m->ex, status, name, reason);
     notary_exchange_close_backend(m->ex);
     return APR_EGENERAL;
 }
@@ -147,7 +149,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
                               /* taken once 8 KiB came: a client announcing a large
                         * body and stalling must not pin a buffer that size */
                               m->clen, 0)) {
-            return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
+            return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR, "not-examined",
                                   "the request could not be examined for recording");
         }
         if (m->state == NOTARY_MSG_PASSED) {
@@ -180,7 +182,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
                 NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03010: cannot keep "
                                                      "the request body for its record; %s",
                             outcome(m, HTTP_INTERNAL_SERVER_ERROR));
-                return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR,
+                return refuse_request(m, HTTP_INTERNAL_SERVER_ERROR, "not-kept",
                                       "the request could not be kept for its record");
             }
         }
@@ -190,12 +192,14 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
         rule = notary_msg_rule(m);
         if (rule && notary_spool_over_limit(m->spool)) {
             int st = too_large(m, rule);
-            return refuse_request(m, st, "the request matched a recording "
-                                         "rule but is larger than the notary may "
-                                         "record (NotaryMaxRecordSize)");
+            return refuse_request(m, st, "too-large",
+                                  "the request matched a recording "
+                                  "rule but is larger than the notary may "
+                                  "record (NotaryMaxRecordSize)");
         }
         /* previously held bytes go first */
         APR_BRIGADE_PREPEND(bb, m->held);
+        notary_msg_hold(m, 0);
         if (m->eos) {
             if (!rule) {
                 notary_msg_transit(m, NOTARY_MSG_PASSED); /* nothing to record */
@@ -218,6 +222,7 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
                 return rv;
             }
             APR_BRIGADE_INSERT_TAIL(m->held, last);
+            notary_msg_hold(m, 1);
         }
         if (!APR_BRIGADE_EMPTY(bb)) {
             return APR_SUCCESS;
@@ -257,26 +262,31 @@ static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
     return ap_pass_brigade(c->output_filters, bb);
 }
 
-static apr_status_t abort_response(ap_filter_t *f, notary_msg *m)
+/* name: the status page's reason name (the response is refused too) */
+static apr_status_t abort_response(ap_filter_t *f, notary_msg *m, const char *name)
 {
     notary_msg_transit(m, NOTARY_MSG_DROPPED);
+    notary_status_refused(m->ex->merchant, name);
     apr_brigade_cleanup(m->held_head);
     apr_brigade_cleanup(m->held);
+    notary_msg_hold(m, 0);
     f->c->keepalive = AP_CONN_CLOSE;
     f->c->aborted = 1;
     return APR_ECONNABORTED;
 }
 
 static apr_status_t fail_response(ap_filter_t *f, notary_msg *m, int status,
-                                  const char *reason)
+                                  const char *name, const char *reason)
 {
     /* connection A speaks HTTP/1.x (notary_route_translate): our own raw
      * answer fits as long as nothing of the response went out */
     if (!m->released) {
         notary_msg_transit(m, NOTARY_MSG_DROPPED);
+        notary_status_refused(m->ex->merchant, name);
+        notary_msg_hold(m, 0);
         return replace_response(f, m, status, reason);
     }
-    return abort_response(f, m);
+    return abort_response(f, m, name);
 }
 
 /* Pass what we hold. HTTP_HEADER added CHUNK after handing us the header
@@ -335,7 +345,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         if (!notary_msg_start(m, r->content_type ? r->content_type : apr_table_get(r->headers_out, "Content-Type"),
                               apr_table_get(r->headers_out, "Content-Encoding"),
                               m->clen, 1)) {
-            return fail_response(f, m, HTTP_INTERNAL_SERVER_ERROR,
+            return fail_response(f, m, HTTP_INTERNAL_SERVER_ERROR, "not-examined",
                                  "the response could not be examined for recording");
         }
         if (m->state == NOTARY_MSG_PASSED) {
@@ -374,10 +384,12 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
                 NOTARY_XLOG(APLOG_ERR, rv, m->ex, m, "NOTARY03013: cannot keep "
                                                      "the response body for its record; %s",
                             outcome(m, HTTP_SERVICE_UNAVAILABLE));
-                return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE,
+                return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE, "not-kept",
                                      "the response could not be kept for its record");
             }
-            m->held_bytes += in_head ? 0 : len;
+            if (!in_head) {
+                notary_msg_hold(m, m->held_bytes + (apr_off_t)len);
+            }
         }
         APR_BUCKET_REMOVE(e);
         /* metadata without setaside (ENOTIMPL: mod_proxy's error bucket)
@@ -400,10 +412,10 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
                                             "%s matched rule '%s' but the merchant's backend broke off "
                                             "before its end: not recorded, connection aborted",
                     notary_exchange_id(m->ex), rule->as_written);
-        return abort_response(f, m);
+        return abort_response(f, m, "broken-off");
     }
     if (rule && notary_spool_over_limit(m->spool)) {
-        return fail_response(f, m, too_large(m, rule),
+        return fail_response(f, m, too_large(m, rule), "too-large",
                              "the response matched a recording rule but is "
                              "larger than the notary may record");
     }
@@ -417,7 +429,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         if (m->clen >= 0 && notary_spool_length(m->spool) < m->clen) {
             /* short of the Content-Length: not the final byte yet */
             rv = release(f, m, m->held);
-            m->held_bytes = 0;
+            notary_msg_hold(m, 0);
             return rv;
         }
         /* release all but the last data byte */
@@ -427,12 +439,12 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         apr_brigade_split_ex(m->held, tail, m->rest);
         rv = release(f, m, m->held);
         APR_BRIGADE_CONCAT(m->held, m->rest);
-        m->held_bytes = 1;
+        notary_msg_hold(m, 1);
         return rv;
     }
 
     if (rule && !notary_msg_commit(m, rule, outcome(m, HTTP_SERVICE_UNAVAILABLE))) {
-        return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE,
+        return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE, "record-failed",
                              "the response matched a recording rule and its "
                              "record could not be committed");
     }
@@ -440,6 +452,7 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         notary_msg_transit(m, NOTARY_MSG_PASSED);
     }
     rv = release(f, m, m->held);
+    notary_msg_hold(m, 0);
     ap_remove_output_filter(f);
     return rv;
 }

@@ -2,6 +2,7 @@
  * messages of a request relayed to a merchant -- and the per-connection
  * slot. See notary_exchange.h. */
 #include "notary_exchange.h"
+#include "mod_notary_status.h"
 
 #include <http_core.h>
 #include <http_protocol.h>
@@ -55,6 +56,11 @@ void notary_exchange_admit(notary_exchange *ex, const unsigned char *spki,
     ex->merchant_spki = apr_pmemdup(ex->r->pool, spki, spki_len);
     ex->merchant_spki_len = spki_len;
     memcpy(ex->merchant_spki_sha256, sha256, 32);
+    if (!ex->admitted) {
+        /* once, though a retry on another connection checks the key again */
+        notary_status_count(ex->merchant, ex->token ? NOTARY_STAT_ADMITTED_TOKEN
+                                                    : NOTARY_STAT_ADMITTED_SESSION);
+    }
     ex->admitted = 1;
 }
 
@@ -120,22 +126,33 @@ void notary_exchange_log(const char *file, int line, int module_index,
                    notary_exchange_consumer_fp(ex));
 }
 
-int notary_exchange_refuse(notary_exchange *ex, int status, const char *reason)
+int notary_exchange_refuse_as(notary_exchange *ex, int status, const char *name,
+                              const char *reason)
 {
     ap_custom_response(ex->r, status,
                        /* must not parse as a URL, or httpd takes it for a redirect */
                        apr_pstrcat(ex->r->pool, "notary refused the request: ",
                                    reason, "\n", NULL));
+    if (!ex->refusal_status) {
+        /* one exchange, one refusal counted */
+        notary_status_refused(ex->merchant, name);
+    }
     ex->refusal_status = status;
     ex->refusal_reason = reason;
     return status;
+}
+
+int notary_exchange_refuse(notary_exchange *ex, int status, const char *reason)
+{
+    return notary_exchange_refuse_as(ex, status, "other", reason);
 }
 
 int notary_exchange_refuse_logged(const char *file, int line, int module_index,
                                   notary_exchange *ex, int status,
                                   const char *lognum, const char *reason)
 {
-    notary_exchange_refuse(ex, status, reason);
+    /* counted under its number ("NOTARY02008: " up to the colon) */
+    notary_exchange_refuse_as(ex, status, lognum, reason);
     notary_exchange_log(file, line, module_index, APLOG_ERR, 0, ex, NULL,
                         "%srefused %s %s: %s", lognum, ex->r->method,
                         ex->r->uri, reason);
@@ -278,6 +295,29 @@ int notary_msg_transit(notary_msg *m, notary_msg_state to)
         break;
     }
     return 1;
+}
+
+/* The request is over: whatever m still holds is let go with its pool. */
+static apr_status_t unhold(void *data)
+{
+    notary_msg *m = data;
+
+    notary_status_held(m->ex->merchant, -m->held_bytes);
+    m->held_bytes = 0;
+    return APR_SUCCESS;
+}
+
+void notary_msg_hold(notary_msg *m, apr_off_t bytes)
+{
+    if (bytes == m->held_bytes) {
+        return;
+    }
+    notary_status_held(m->ex->merchant, bytes - m->held_bytes);
+    m->held_bytes = bytes;
+    if (!m->hold_counted) {
+        m->hold_counted = 1;
+        apr_pool_cleanup_register(m->ex->r->pool, m, unhold, apr_pool_cleanup_null);
+    }
 }
 
 /* The body length a header block announces: Content-Length without
@@ -513,6 +553,7 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
     /* a body in the temporary file is streamed and hashed by the store */
     if ((rv = notary_spool_body(m->spool, &body, &blen, &rec.body_file, sha)) != APR_SUCCESS) {
         unannounce(m);
+        notary_status_count(ex->merchant, NOTARY_STAT_RECORD_FAILED);
         NOTARY_XLOG(APLOG_ERR, rv, ex, m, "NOTARY03005: cannot read back the "
                                           "%s body kept for its record; %s",
                     notary_dir_name(m->dir),
@@ -561,7 +602,10 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
         rec.announced = m->announced;
         m->announced = 0;
         rv = notary_store_insert(ex->sc->store, &rec, r->pool, &err);
+        notary_status_store(rv);
     }
+    notary_status_count(ex->merchant, rv == APR_SUCCESS ? NOTARY_STAT_RECORDED
+                                                        : NOTARY_STAT_RECORD_FAILED);
     if (rv != APR_SUCCESS) {
         /* a number per direction: what fails differs (a request is
          * refused whole, a response may be cut off) */

@@ -78,8 +78,9 @@ typedef struct notary_msg {
     apr_bucket_brigade *held_head; /* the serialised header block */
     apr_bucket_brigade *held;
     apr_bucket_brigade *rest; /* scratch: the held tail while releasing */
-    apr_off_t held_bytes;
-    int released; /* some bytes went downstream */
+    apr_off_t held_bytes;     /* only through notary_msg_hold() */
+    int hold_counted;         /* its release at the request's end is registered */
+    int released;             /* some bytes went downstream */
 } notary_msg;
 
 /* The consumer: identity from the client certificate of connection A.
@@ -185,11 +186,17 @@ void notary_exchange_log(const char *file, int line, int module_index,
 
 /* Refuse the exchange: status, and the reason in the body (and in
  * mod_proxy's request_status hook). Logs nothing: the line saying why
- * was written where the cause was found (one line per refusal). */
+ * was written where the cause was found (one line per refusal). The
+ * status page counts it under `name`, a short reason name
+ * ("record-failed"; mod_notary_status.h); notary_exchange_refuse counts
+ * it as "other". */
+int notary_exchange_refuse_as(notary_exchange *ex, int status, const char *name,
+                              const char *reason);
 int notary_exchange_refuse(notary_exchange *ex, int status, const char *reason);
 /* The same with its one line, "NOTARYnnnnn: refused METHOD URI: reason
  * (context)"; lognum is a string literal "NOTARYnnnnn", so that grep
- * finds the number where it is logged. Returns status. */
+ * finds the number where it is logged, and the name it is counted
+ * under. Returns status. */
 #define notary_refuse(ex, status, lognum, reason) \
     notary_exchange_refuse_logged(APLOG_MARK, (ex), (status), lognum ": ", \
                                   (reason))
@@ -219,6 +226,10 @@ const notary_rule *notary_msg_rule(notary_msg *m);
  * outcome, e.g. "refused with 503" */
 int notary_msg_commit(notary_msg *m, const notary_rule *rule,
                       const char *outcome);
+/* The body bytes of m held back until its commit are now `bytes`: kept
+ * in m->held_bytes and in the status page's count of bytes held (given
+ * back at the latest when the request ends). */
+void notary_msg_hold(notary_msg *m, apr_off_t bytes);
 /* the one way a message changes state; 0 if the move is not allowed
  * (logged, state unchanged) */
 int notary_msg_transit(notary_msg *m, notary_msg_state to);
