@@ -38,8 +38,18 @@ for my $ext (sort keys %file) {
 # ---------------------------------------------------------------------
 # A notary and four merchants, one per key type; a fifth merchant whose
 # key file is in the traditional PEM form ("EC PRIVATE KEY").
-# A token bound to another consumer is refused (02008).
-my $t = NotaryTest->new(allow_log => [qw(NOTARY02008)]);
+# A token bound to another consumer is refused (02008); the merchant
+# "locked" has the manual's backend settings (only the notary's client
+# certificate gets in), so a direct client is refused there (AH01630).
+my $t = NotaryTest->new(allow_log => [qw(NOTARY02008 AH01630)]);
+my $proxy_cn = 'notary.test proxy client';    # the harness's SSLProxyMachineCertificateFile
+$t->add_merchant('locked', 'ec256', extra => <<"EOF");
+    SSLVerifyClient require
+    SSLCACertificateFile @{[ $t->ca ]}
+    <Location "/">
+        Require expr "%{SSL_CLIENT_S_DN_CN} == '$proxy_cn'"
+    </Location>
+EOF
 $t->add_merchant('p256', 'ec256');
 $t->add_merchant('p384', 'ec384');
 $t->add_merchant('rsa', 'rsa');
@@ -161,6 +171,35 @@ for my $lang (qw(py js go pl)) {
                    status => 403, lognum => '02008', merchant => 'p256',
                    reason => qr/token is bound to another consumer certificate/,
                    request => { path => $path, consumer => "$lang-other" });
+}
+
+# ---------------------------------------------------------------------
+# The manual's backend settings ("Connection B: only the notary"): the
+# notary gets in and the backend reads Client-Cert; a consumer connecting
+# directly, with or without a certificate, does not get in -- nor does a
+# certificate from the same CA with another name.
+{
+    my $c = 'locked-consumer';
+    my ($cert) = $t->consumer($c);
+    my $link = issue('py', 'for the locked merchant', $t->merchant('locked')->{key}, $cert,
+                     $notary_url, 'locked', '/echo?x=1', 'order-locked');
+    my $r = admits_ok(lang => 'py', merchant => 'locked', consumer => $c, jti => 'order-locked',
+                      alg => 'ES256', label => 'a backend that requires the notary\'s certificate',
+                      link => $link);
+    my $der = NotaryTest::run_out('openssl', 'x509', '-in', $cert, '-outform', 'DER');
+    like($r ? $r->{body} : '', qr/^header client-cert: \Q:${\ encode_base64($der, '')}:\E$/m,
+         '... and reads the consumer\'s certificate from Client-Cert');
+    my $direct = $t->merchant_url('locked') . '/echo';
+    $r = $t->request(url => $direct, consumer => $c);
+    is($r->{status}, 0, 'a consumer connecting to that backend directly gets no TLS connection')
+        or diag "status $r->{status}: $r->{body}";
+    $r = $t->request(url => $direct);
+    is($r->{status}, 0, '... nor does a client without a certificate')
+        or diag "status $r->{status}: $r->{body}";
+    my ($ic, $ik) = $t->issue('intruder', 'ec256', cn => 'intruder', eku => 'clientAuth');
+    $r = $t->request(url => $direct, curl_args => ['--cert', $ic, '--key', $ik]);
+    is($r->{status}, 403, '... and a certificate from the notary\'s CA with another name is refused (Require expr)')
+        or diag "status $r->{status}: $r->{body}";
 }
 
 done_testing();
