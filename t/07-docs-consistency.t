@@ -135,7 +135,7 @@ for my $d (@directives) {
     is($row{Status}, 'External', "$d: Status: External");
     is($row{Module}, 'mod_notary', "$d: Module: mod_notary");
     # the context the handler enforces (httpd's words)
-    my ($body) = $config =~ /^static const char \*\Q$c->{handler}\E\(.*?^\}/ms;
+    my ($body) = $config =~ /^(static const char \*\Q$c->{handler}\E\(.*?^\})/ms;
     ok(defined $body, "$d: its handler $c->{handler} is in mod_notary_config.c") or next;
     my $context = $c->{where} ne 'RSRC_CONF' ? undef
                 : $body =~ /!cmd->server->is_virtual/ ? 'virtual host'
@@ -163,8 +163,10 @@ my %level_name = (EMERG => 'emerg', ALERT => 'alert', CRIT => 'crit', ERR => 'er
 my (%level, @level_unknown);
 for my $file (@sources) {
     my $code = code_of($file);
-    # a ';' or brace inside a string literal ends no statement
-    $code =~ s/("(?:\\.|[^"\\\n])*")/$1 =~ tr{;{}}{   }r/ge;
+    # a ';' or brace inside a string literal ends no statement (character
+    # literals are skipped whole, so that '"' starts no string)
+    $code =~ s{("(?:\\.|[^"\\\n])*")|('(?:\\.|[^'\\\n])*')}
+              {defined $1 ? $1 =~ tr/;{}/   /r : $2}ge;
     (my $short = $file) =~ s{^\Q$src\E/}{};
     while ($code =~ /NOTARY(\d{5})/g) {
         my ($num, $pos) = ($1, $-[0]);
@@ -177,7 +179,7 @@ for my $file (@sources) {
 }
 is_deeply(\@level_unknown, [], 'the level of every log number can be read where it is logged')
     or diag "no APLOG_ level in the statement of: @level_unknown";
-my ($msgs) = $manual =~ /^## Log messages\n(.*?)(?=^## )/ms;
+my ($msgs) = $manual =~ /^## Log messages\n(.*?)(?=^##? |\z)/ms;
 ok(defined $msgs, 'docs/mod_notary.md has a "## Log messages" section')
     or BAIL_OUT('no log-message section in the manual');
 my (%mrow, @mbad, @mdup, @no_advice);
