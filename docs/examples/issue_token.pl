@@ -28,7 +28,10 @@ sub load_key {
 sub consumer_cert_der {
     my ($consumer) = @_;
     # a Client-Cert header value, ":BASE64-DER:"
-    return decode_b64($1) if $consumer =~ /^\s*:([A-Za-z0-9+\/]+=*):\s*$/;
+    if ($consumer =~ /^\s*:([A-Za-z0-9+\/]+=*):\s*$/) {
+        my $b64 = $1;    # a copy: passed as $1, it may change inside decode_b64
+        return decode_b64($b64) // die "Client-Cert is not :BASE64:\n";
+    }
     open my $fh, '<', $consumer or die "$consumer: $!\n";
     my $pem = do { local $/; <$fh> };
     $pem =~ /(-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----)/s
