@@ -10,9 +10,12 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
+  nodejs libcrypt-jwt-perl libcryptx-perl
   redis-server
   clang libclang-rt-dev clang-format"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
+# nodejs, golang-go, libcrypt-jwt-perl, python3-jwt: the manual's token
+# samples (docs/examples/, t/08-token-samples.t)
 
 notary_install_deps() {
     local missing="" p

@@ -1,12 +1,16 @@
 #!/usr/bin/perl
 # Code, docs and the glue's layering agree (issue 12). No servers, no root:
-# reads the sources, README.md, conf/notary.conf and the built objects.
+# reads the sources, README.md, conf/notary.conf, docs/mod_notary.md and
+# the built objects.
 #
 # - Every log number (NOTARYnnnnn) in mod_notary/*.c is written literally,
 #   once, and has its own row in README.md's "Error log" table; the table
 #   lists no number the code does not log, and no ranges.
 # - Every directive of the command table (notary_cmds in
 #   mod_notary_config.c) is in conf/notary.conf and in README.md.
+# - The manual, docs/mod_notary.md: every directive has its block with
+#   the context its handler enforces and the default its help string
+#   names; every log number has its row with its level and what to do.
 # - The glue's calls run one way: in the fixed order below, no glue object
 #   refers to a function (or data) of a glue object above it -- so no two
 #   glue files call each other. Read with nm from the built objects.
@@ -97,6 +101,112 @@ is_deeply(\@not_in_conf, [], 'every directive is annotated in conf/notary.conf')
 my @not_in_readme = grep { index($readme, "`$_`") < 0 } @directives;
 is_deeply(\@not_in_readme, [], 'every directive is documented in README.md')
     or diag "missing from README.md: @not_in_readme";
+
+# ---------------------------------------------------------------------
+# The manual (docs/mod_notary.md), in the httpd manual's form: each
+# directive of the command table has its block -- "### Name", then the
+# rows Description, Syntax, Default, Context, Status, Module -- whose
+# context is the one its handler enforces and whose default is the one its
+# help string names; each log number in the code has one row in the
+# manual's "Log messages" table with the level the code logs it at and
+# what to do about it.
+my $manual = slurp("$src/docs/mod_notary.md");
+my %cmd;    # directive => { handler, where (RSRC_CONF ...), help }
+while ($cmds =~ /AP_INIT_\w+\(\s*"(\w+)"\s*,\s*(\w+)\s*,\s*\w+\s*,\s*([\w|\s]+?)\s*,((?:\s*"(?:\\.|[^"\\])*")+)\s*\)/g) {
+    my ($name, $handler, $where, $lits) = ($1, $2, $3, $4);
+    my $help = join '', $lits =~ /"((?:\\.|[^"\\])*)"/g;
+    $cmd{$name} = { handler => $handler, where => $where, help => $help };
+}
+is_deeply([sort keys %cmd], [sort @directives], 'each directive\'s handler, context and help string are read')
+    or diag "read: @{[sort keys %cmd]}";
+for my $d (@directives) {
+    my $c = $cmd{$d} or next;
+    my ($section) = $manual =~ /^### \Q$d\E[ \t]*\n(.*?)(?=^##)/ms;
+    ok(defined $section, "docs/mod_notary.md has a section \"### $d\"") or next;
+    my %row;
+    for my $line (split /\n/, $section) {
+        $row{$1} = $2 if $line =~ /^\|\s*(\w+):\s*\|\s*(.*?)\s*\|\s*$/;
+    }
+    my @missing = grep { !defined $row{$_} || $row{$_} eq '' }
+                  qw(Description Syntax Default Context Status Module);
+    is_deeply(\@missing, [], "$d: Description, Syntax, Default, Context, Status, Module")
+        or next;
+    like($row{Syntax}, qr/^`\Q$d\E\b/, "$d: Syntax: begins with the directive");
+    is($row{Status}, 'External', "$d: Status: External");
+    is($row{Module}, 'mod_notary', "$d: Module: mod_notary");
+    # the context the handler enforces (httpd's words)
+    my ($body) = $config =~ /^(static const char \*\Q$c->{handler}\E\(.*?^\})/ms;
+    ok(defined $body, "$d: its handler $c->{handler} is in mod_notary_config.c") or next;
+    my $context = $c->{where} ne 'RSRC_CONF' ? undef
+                : $body =~ /!cmd->server->is_virtual/ ? 'virtual host'
+                : $body =~ /GLOBAL_ONLY/ ? 'server config'
+                : 'server config, virtual host';
+    ok(defined $context, "$d: its context can be read from the code ($c->{where})")
+        and is($row{Context}, $context, "$d: Context: as $c->{handler} enforces it");
+    # the default its help string names
+    (my $default = $row{Default}) =~ s/`//g;
+    if ($c->{help} =~ /\(default:? ([^,)]+)/) {
+        my $want = $1;
+        like($default, qr/(?:^|\s)\Q$want\E\b/, "$d: Default: names '$want', as the help string says");
+    }
+    else {
+        # "(no default)", or a directive that registers something
+        like($default, qr/^none\b/, "$d: Default: none, as the help string names no default");
+    }
+}
+
+# The log numbers: one row each in the manual, with the level the code
+# logs the number at -- the APLOG_ level of the statement that writes it,
+# error for a refusal (notary_refuse) -- and what to do.
+my %level_name = (EMERG => 'emerg', ALERT => 'alert', CRIT => 'crit', ERR => 'error',
+                  WARNING => 'warn', NOTICE => 'notice', INFO => 'info', DEBUG => 'debug');
+my (%level, @level_unknown);
+for my $file (@sources) {
+    my $code = code_of($file);
+    # a ';' or brace inside a string literal ends no statement (character
+    # literals are skipped whole, so that '"' starts no string)
+    $code =~ s{("(?:\\.|[^"\\\n])*")|('(?:\\.|[^'\\\n])*')}
+              {defined $1 ? $1 =~ tr/;{}/   /r : $2}ge;
+    (my $short = $file) =~ s{^\Q$src\E/}{};
+    while ($code =~ /NOTARY(\d{5})/g) {
+        my ($num, $pos) = ($1, $-[0]);
+        my ($start) = sort { $b <=> $a } map { rindex($code, $_, $pos) } (';', '{', '}');
+        my $stmt = substr($code, $start + 1, $pos - $start - 1);
+        my @lv = $stmt =~ /APLOG_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)\b/g;
+        my $lv = $stmt =~ /\bnotary_refuse\s*\(/ ? 'error' : @lv ? $level_name{ $lv[-1] } : undef;
+        if (defined $lv) { $level{$num} = $lv } else { push @level_unknown, "NOTARY$num ($short)" }
+    }
+}
+is_deeply(\@level_unknown, [], 'the level of every log number can be read where it is logged')
+    or diag "no APLOG_ level in the statement of: @level_unknown";
+my ($msgs) = $manual =~ /^## Log messages\n(.*?)(?=^##? |\z)/ms;
+ok(defined $msgs, 'docs/mod_notary.md has a "## Log messages" section')
+    or BAIL_OUT('no log-message section in the manual');
+my (%mrow, @mbad, @mdup, @no_advice);
+for my $line (split /\n/, $msgs) {
+    next unless $line =~ /^\|/;
+    my @cell = map { s/^\s+|\s+$//gr } split /(?<!\\)\|/, $line;
+    shift @cell;    # before the first |
+    next if $cell[0] eq 'number' || $cell[0] =~ /^-+$/;
+    if ($cell[0] !~ /^NOTARY(\d{5})$/) { push @mbad, $cell[0]; next }
+    push @mdup, $cell[0] if $mrow{$1};
+    $mrow{$1} = { level => $cell[1], advice => $cell[4] };
+    push @no_advice, $cell[0] unless defined $cell[4] && $cell[4] =~ /\w/;
+}
+is_deeply(\@mbad, [], 'every row of the manual\'s log table names one number') or diag "rows: @mbad";
+is_deeply(\@mdup, [], 'no number has two rows in the manual') or diag "twice: @mdup";
+my @not_in_manual = map { "NOTARY$_" } grep { !$mrow{$_} } sort keys %where;
+is_deeply(\@not_in_manual, [], 'every log number in the code is in the manual\'s log table')
+    or diag "missing from docs/mod_notary.md: @not_in_manual";
+my @manual_stale = map { "NOTARY$_" } grep { !$where{$_} } sort keys %mrow;
+is_deeply(\@manual_stale, [], 'the manual lists no number the code does not log')
+    or diag "in docs/mod_notary.md only: @manual_stale";
+my @wrong_level = map { "NOTARY$_: manual '$mrow{$_}{level}', code '$level{$_}'" }
+                  grep { $mrow{$_} && defined $level{$_} && $mrow{$_}{level} ne $level{$_} }
+                  sort keys %where;
+is_deeply(\@wrong_level, [], 'the manual gives each number the level the code logs it at')
+    or diag join("\n", @wrong_level);
+is_deeply(\@no_advice, [], 'every number in the manual says what to do') or diag "@no_advice";
 
 # ---------------------------------------------------------------------
 # The glue's calls run one way: top to bottom of this list. The module
