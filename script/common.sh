@@ -9,9 +9,11 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   perl libio-socket-ssl-perl libdbd-pg-perl libjson-perl
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
-  redis-server
+  redis-server haproxy
   clang libclang-rt-dev clang-format"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
+# redis-server and haproxy: the several-node test (t/70), run as the test's
+# own processes, never as the system services
 
 notary_install_deps() {
     local missing="" p
