@@ -11,11 +11,13 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
   nodejs libcrypt-jwt-perl libcryptx-perl
-  redis-server
+  redis-server haproxy
   clang libclang-rt-dev clang-format"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
 # nodejs, golang-go, libcrypt-jwt-perl, python3-jwt: the manual's token
 # samples (docs/examples/, t/08-token-samples.t)
+# redis-server and haproxy: the several-node test (t/70), run as the test's
+# own processes, never as the system services
 
 notary_install_deps() {
     local missing="" p
