@@ -505,8 +505,7 @@ static int receipt_handler(request_rec *r, notary_srv_conf *sc, log_reader *lr)
         return HTTP_SERVICE_UNAVAILABLE;
     }
     found = notary_log_record_get(conn, r->pool, xid, notary_dir_name(dir), &rec, &err);
-    party = found == 1 && (!CRYPTO_memcmp(key_md, rec.entry.sender_key_sha256, 32)
-                           || !CRYPTO_memcmp(key_md, rec.entry.receiver_key_sha256, 32));
+    party = found == 1 && (!CRYPTO_memcmp(key_md, rec.entry.sender_key_sha256, 32) || !CRYPTO_memcmp(key_md, rec.entry.receiver_key_sha256, 32));
     if (party) {
         rv = notary_log_receipt(conn, r->pool, &rec, &out, &len, &err);
     }
