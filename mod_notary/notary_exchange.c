@@ -104,14 +104,9 @@ int notary_receipt_enabled(const notary_srv_conf *sc)
     return sc && sc->log_key != NULL;
 }
 
-const char *notary_receipt_path(apr_pool_t *p, const char *exchange_id, int dir)
-{
-    return apr_pstrcat(p, "/.notary/receipt/", exchange_id, "/", notary_dir_name(dir), NULL);
-}
-
 const char *notary_receipt_link(apr_pool_t *p, const char *exchange_id, int dir)
 {
-    return apr_pstrcat(p, "<", notary_receipt_path(p, exchange_id, dir),
+    return apr_pstrcat(p, "</.notary/receipt/", exchange_id, "/", notary_dir_name(dir),
                        ">; rel=\"notary-receipt\"", NULL);
 }
 

@@ -177,9 +177,7 @@ const char *notary_exchange_consumer_fp(const notary_exchange *ex);
  * transaction holding the watermark back). */
 #define NOTARY_MMD_MARGIN 60
 apr_int64_t notary_receipt_mmd(const notary_srv_conf *sc);
-/* The path of a record's receipt: /.notary/receipt/EXCHANGE_ID/DIRECTION */
-const char *notary_receipt_path(apr_pool_t *p, const char *exchange_id, int dir);
-/* The Link header's value for that receipt:
+/* The Link header's value for a record's receipt:
  * </.notary/receipt/EXCHANGE_ID/DIRECTION>; rel="notary-receipt" */
 const char *notary_receipt_link(apr_pool_t *p, const char *exchange_id, int dir);
 /* A vhost that gives receipts: NotaryLogKey (with its origin) loaded */
