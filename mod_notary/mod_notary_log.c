@@ -1,5 +1,6 @@
-/* mod_notary glue: the log integrator, and the log's public endpoints
- * (GET /.notary/log/checkpoint and /.notary/log/tile/..., C2SP tlog-tiles).
+/* mod_notary glue: the log integrator, the log's public endpoints
+ * (GET /.notary/log/checkpoint and /.notary/log/tile/..., C2SP tlog-tiles)
+ * and the parties' receipts (GET /.notary/receipt/EXCHANGE_ID/DIRECTION).
  * Every NotaryLogInterval one httpd
  * child -- a mod_watchdog singleton, as mod_md's drive runs -- integrates
  * the records that have become final into the log (notary_log_integrate:
@@ -23,8 +24,10 @@
 #include <mod_watchdog.h>
 
 #include <libpq-fe.h>
+#include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
-#include "mod_notary_config.h"
+#include "notary_exchange.h"
 #include "mod_notary_log.h"
 #include "mod_notary_status.h"
 #include "notary_log.h"
@@ -445,6 +448,8 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
  */
 #define LOG_HANDLER "notary-log"
 #define LOG_PREFIX "/.notary/log/"
+#define RECEIPT_HANDLER "notary-receipt"
+#define RECEIPT_PREFIX "/.notary/receipt/"
 
 typedef struct {
     apr_thread_mutex_t *mu;
@@ -489,7 +494,8 @@ void notary_log_child_init(apr_pool_t *p, server_rec *s)
         lr->timeout_ms = (long)(notary_conf_db_timeout(sc) * 1000);
         if ((rv = apr_thread_mutex_create(&lr->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
             ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "NOTARY04013: cannot create the "
-                                                       "log reader's mutex: /.notary/log/ is answered 503 in this child");
+                                                       "log reader's mutex: /.notary/log/ and /.notary/receipt/ are answered 503 "
+                                                       "in this child");
             continue;
         }
         apr_hash_set(readers, db, APR_HASH_KEY_STRING, lr);
@@ -498,25 +504,40 @@ void notary_log_child_init(apr_pool_t *p, server_rec *s)
     apr_pool_cleanup_register(p, NULL, readers_close, apr_pool_cleanup_null);
 }
 
-/* translate: /.notary/log/... on a vhost with a log is ours, before any
- * merchant routing ('.notary' is never a merchant: mod_notary_config.c) */
+/* translate: /.notary/log/... and /.notary/receipt/... on a vhost with a
+ * log are ours, before any merchant routing ('.notary' is never a
+ * merchant: mod_notary_config.c) */
 int notary_log_translate(request_rec *r)
 {
     notary_srv_conf *sc = ap_get_module_config(r->server->module_config, &notary_module);
+    const char *handler;
 
-    if (!notary_conf_engine(sc) || !sc->log_key || r->proxyreq || !r->uri
-        || strncmp(r->uri, LOG_PREFIX, sizeof(LOG_PREFIX) - 1)) {
+    if (!notary_conf_engine(sc) || !sc->log_key || r->proxyreq || !r->uri) {
         return DECLINED;
     }
-    r->handler = LOG_HANDLER;
-    r->filename = apr_pstrcat(r->pool, LOG_HANDLER ":", r->uri, NULL);
+    if (!strncmp(r->uri, LOG_PREFIX, sizeof(LOG_PREFIX) - 1)) {
+        handler = LOG_HANDLER;
+    }
+    else if (!strncmp(r->uri, RECEIPT_PREFIX, sizeof(RECEIPT_PREFIX) - 1)) {
+        handler = RECEIPT_HANDLER;
+    }
+    else {
+        return DECLINED;
+    }
+    r->handler = handler;
+    r->filename = apr_pstrcat(r->pool, handler, ":", r->uri, NULL);
     return OK;
+}
+
+static int is_ours(const request_rec *r)
+{
+    return r->handler && (!strcmp(r->handler, LOG_HANDLER) || !strcmp(r->handler, RECEIPT_HANDLER));
 }
 
 /* no file behind it: skip the directory walk */
 int notary_log_map_to_storage(request_rec *r)
 {
-    return r->handler && !strcmp(r->handler, LOG_HANDLER) ? OK : DECLINED;
+    return is_ours(r) ? OK : DECLINED;
 }
 
 /* The reader's connection, open; under lr->mu. */
@@ -550,6 +571,161 @@ static PGconn *reader_conn(log_reader *lr, request_rec *r)
     return lr->conn;
 }
 
+/* ---------------------------------------------------------------------
+ * The parties' receipts: GET /.notary/receipt/EXCHANGE_ID/DIRECTION.
+ * Only to a client whose TLS certificate's key is the record's sender or
+ * receiver (its SHA-256 against the entry's key digests); everyone else,
+ * without a certificate too, gets the 404 a path that names nothing gets:
+ * the answer tells no one but the parties whether a record exists.
+ */
+
+/* "EXCHANGE_ID/request|response": the id as notary_exchange_id draws it,
+ * 32 lowercase hex digits. 1, or 0 for anything else. */
+static int receipt_path_parse(apr_pool_t *p, const char *path, const char **xid, int *dir)
+{
+    apr_size_t i;
+
+    for (i = 0; i < 32; i++) {
+        if (!((path[i] >= '0' && path[i] <= '9') || (path[i] >= 'a' && path[i] <= 'f'))) {
+            return 0;
+        }
+    }
+    if (path[32] != '/') {
+        return 0;
+    }
+    if (!strcmp(path + 33, "request")) {
+        *dir = NOTARY_DIR_REQUEST;
+    }
+    else if (!strcmp(path + 33, "response")) {
+        *dir = NOTARY_DIR_RESPONSE;
+    }
+    else {
+        return 0;
+    }
+    *xid = apr_pstrmemdup(p, path, 32);
+    return 1;
+}
+
+/* SHA-256 of the client certificate's SubjectPublicKeyInfo on connection
+ * A (the TLS connection itself, as mod_notary_route.c takes the
+ * consumer's). 1, or 0 without a certificate. */
+static int client_key_sha256(request_rec *r, unsigned char md[32])
+{
+    conn_rec *c = r->connection->master ? r->connection->master : r->connection;
+    notary_conn *nc = notary_conn_get(c, 0);
+    unsigned char *spki;
+    apr_size_t len;
+    X509 *x;
+
+    if (!nc || !nc->ssl) {
+        return 0;
+    }
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    x = SSL_get1_peer_certificate(nc->ssl);
+#else
+    x = SSL_get_peer_certificate(nc->ssl);
+#endif
+    if (!x) {
+        return 0;
+    }
+    spki = notary_x509_spki_der(r->pool, x, &len);
+    X509_free(x);
+    if (!spki) {
+        return 0;
+    }
+    notary_sha256(spki, len, md);
+    return 1;
+}
+
+/* One 404 for every reason; the reason goes to the log (info) only. */
+static int receipt_not_found(request_rec *r, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "NOTARY04102: %s: no receipt given (404): %s",
+                  r->uri, why);
+    return HTTP_NOT_FOUND;
+}
+
+static int receipt_handler(request_rec *r, notary_srv_conf *sc, log_reader *lr)
+{
+    const char *xid = NULL, *err = NULL;
+    unsigned char key_md[32];
+    notary_log_record rec;
+    PGconn *conn;
+    char *out = NULL;
+    apr_size_t len = 0;
+    int dir = 0, found, party, rv = 0;
+
+    if (!receipt_path_parse(r->pool, r->uri + sizeof(RECEIPT_PREFIX) - 1, &xid, &dir)) {
+        return receipt_not_found(r, "not EXCHANGE_ID/request or EXCHANGE_ID/response");
+    }
+    if (!client_key_sha256(r, key_md)) {
+        return receipt_not_found(r, "no client certificate");
+    }
+    apr_thread_mutex_lock(lr->mu);
+    if (!(conn = reader_conn(lr, r))) {
+        apr_thread_mutex_unlock(lr->mu);
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    found = notary_log_record_get(conn, r->pool, xid, notary_dir_name(dir), &rec, &err);
+    party = found == 1 && (!CRYPTO_memcmp(key_md, rec.entry.sender_key_sha256, 32) || !CRYPTO_memcmp(key_md, rec.entry.receiver_key_sha256, 32));
+    if (party) {
+        /* with time-stamps, against the latest stamped checkpoint that
+         * holds it, so the receipt carries the TSA's token */
+        rv = sc->log_tsa_url ? notary_log_receipt_stamped(conn, r->pool, &rec, &out, &len, &err)
+                             : notary_log_receipt(conn, r->pool, &rec, &out, &len, &err);
+    }
+    apr_thread_mutex_unlock(lr->mu);
+    if (found < 0) {
+        /* a row that no longer hashes to its leaf lands here too: no
+         * receipt is ever made for it */
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04103: %s: cannot read the record "
+                                                   "for its receipt: %s",
+                      r->uri, err ? err : "unknown error");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (found == 0) {
+        return receipt_not_found(r, "no record of this exchange and direction");
+    }
+    if (!party) {
+        return receipt_not_found(r, apr_psprintf(r->pool, "the client's key (sha256 %s) is "
+                                                          "neither the record's sender's nor its receiver's",
+                                                 notary_hex(r->pool, key_md, 32)));
+    }
+    if (rv < 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04104: %s: cannot make the receipt "
+                                                   "of record %" APR_INT64_T_FMT ": %s",
+                      r->uri, rec.id, err ? err : "unknown error");
+        return HTTP_SERVICE_UNAVAILABLE;
+    }
+    ap_set_content_type(r, "text/plain; charset=utf-8");
+    if (rv == 1) {
+        /* against the latest checkpoint: a later one makes another */
+        apr_table_setn(r->headers_out, "Cache-Control", "private, no-cache");
+    }
+    else {
+        /* not in the tree yet: the promise, and when to ask again */
+        if (notary_log_promise(r->pool, sc->log_key, rec.entry_bytes, notary_receipt_mmd(sc), &out,
+                               &len, &err)
+            != 0) {
+            ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "NOTARY04105: %s: cannot sign the "
+                                                       "promise of record %" APR_INT64_T_FMT ": %s",
+                          r->uri, rec.id, err ? err : "unknown error");
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        r->status = HTTP_ACCEPTED;
+        apr_table_setn(r->headers_out, "Cache-Control", "private, no-store");
+        apr_table_setn(r->headers_out, "Retry-After",
+                       apr_psprintf(r->pool, "%" APR_INT64_T_FMT, notary_conf_log_interval(sc)));
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "NOTARY04101: %s: %s of record %" APR_INT64_T_FMT " given to key sha256 %s",
+                  r->uri, rv == 1 ? "receipt" : "promise", rec.id, notary_hex(r->pool, key_md, 32));
+    ap_set_content_length(r, (apr_off_t)len);
+    if (!r->header_only && len) {
+        ap_rwrite(out, (int)len, r);
+    }
+    return OK;
+}
+
 int notary_log_handler(request_rec *r)
 {
     notary_srv_conf *sc;
@@ -562,7 +738,7 @@ int notary_log_handler(request_rec *r)
     apr_uint64_t size;
     int found, is_checkpoint;
 
-    if (!r->handler || strcmp(r->handler, LOG_HANDLER)) {
+    if (!is_ours(r)) {
         return DECLINED;
     }
     r->allowed |= (AP_METHOD_BIT << M_GET);
@@ -570,6 +746,13 @@ int notary_log_handler(request_rec *r)
         return HTTP_METHOD_NOT_ALLOWED;
     }
     sc = ap_get_module_config(r->server->module_config, &notary_module);
+    if (!strcmp(r->handler, RECEIPT_HANDLER)) {
+        if (!log_readers
+            || !(lr = apr_hash_get(log_readers, notary_conf_log_database(sc), APR_HASH_KEY_STRING))) {
+            return HTTP_SERVICE_UNAVAILABLE;
+        }
+        return receipt_handler(r, sc, lr);
+    }
     path = r->uri + sizeof(LOG_PREFIX) - 1;
     is_checkpoint = !strcmp(path, "checkpoint");
     if (!is_checkpoint && strncmp(path, "tile/", 5)) {

@@ -236,6 +236,24 @@ apr_status_t notary_record_in(ap_filter_t *f, apr_bucket_brigade *bb,
 /* ---------------------------------------------------------------------
  * Response bodies: output filter between HTTP_HEADER and CHUNK.
  */
+/* The request's evidence (notary_msg_commit put it in err_headers_out)
+ * as header lines: our own answer owes it to the consumer too. */
+static const char *evidence_lines(request_rec *r)
+{
+    const apr_array_header_t *arr = apr_table_elts(r->err_headers_out);
+    const apr_table_entry_t *e = (const apr_table_entry_t *)arr->elts;
+    const char *out = "";
+    int i;
+
+    for (i = 0; i < arr->nelts; i++) {
+        if (e[i].key && e[i].val
+            && (!strcasecmp(e[i].key, "Link") || !strcasecmp(e[i].key, "Notary-Receipt"))) {
+            out = apr_pstrcat(r->pool, out, e[i].key, ": ", e[i].val, "\r\n", NULL);
+        }
+    }
+    return out;
+}
+
 static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
                                      const char *reason)
 {
@@ -253,8 +271,8 @@ static apr_status_t replace_response(ap_filter_t *f, notary_msg *m, int status,
     body = apr_pstrcat(r->pool, "notary refused the response: ", reason, "\n",
                        NULL);
     head = apr_psprintf(r->pool, "HTTP/1.1 %s\r\nContent-Type: text/plain; "
-                                 "charset=utf-8\r\nContent-Length: %" APR_SIZE_T_FMT "\r\nConnection: close\r\n\r\n",
-                        ap_get_status_line(status), strlen(body));
+                                 "charset=utf-8\r\nContent-Length: %" APR_SIZE_T_FMT "\r\n%sConnection: close\r\n\r\n",
+                        ap_get_status_line(status), strlen(body), evidence_lines(r));
     bb = apr_brigade_create(r->pool, c->bucket_alloc);
     apr_brigade_puts(bb, NULL, NULL, head);
     apr_brigade_puts(bb, NULL, NULL, body);
@@ -289,6 +307,42 @@ static apr_status_t fail_response(ap_filter_t *f, notary_msg *m, int status,
     return abort_response(f, m, name);
 }
 
+/* The response will be recorded and its header block is still ours: it
+ * gets the Link of its own receipt, so that the record keeps the header
+ * block exactly as the consumer gets it, Link included. HTTP_HEADER has
+ * serialised the block already (r->headers_out is past): the line goes
+ * into those bytes, before the empty line that ends them. A response
+ * whose block went out before a rule matched (past NOTARY_HOLD_MAX) has
+ * no Link of its own: README "Receipts". */
+static void link_response(ap_filter_t *f, notary_msg *m)
+{
+    request_rec *r = f->r;
+    const char *link;
+    char *block;
+    apr_size_t llen;
+
+    if (m->linked || m->released || !m->hdone || m->hlen < 4
+        || !notary_receipt_enabled(m->ex->sc) || !*notary_exchange_id(m->ex)
+        || memcmp(m->hbuf + m->hlen - 4, "\r\n\r\n", 4) != 0) {
+        return;
+    }
+    link = apr_pstrcat(r->pool, "Link: ",
+                       notary_receipt_link(r->pool, m->ex->id, NOTARY_DIR_RESPONSE), "\r\n",
+                       NULL);
+    llen = strlen(link);
+    block = apr_palloc(r->pool, m->hlen + llen);
+    memcpy(block, m->hbuf, m->hlen - 2);
+    memcpy(block + m->hlen - 2, link, llen);
+    memcpy(block + m->hlen - 2 + llen, "\r\n", 2);
+    m->hbuf = block;
+    m->hlen += llen;
+    m->hcap = m->hlen;
+    apr_brigade_cleanup(m->held_head);
+    APR_BRIGADE_INSERT_TAIL(m->held_head, apr_bucket_pool_create(block, m->hlen, r->pool,
+                                                                 f->c->bucket_alloc));
+    m->linked = 1;
+}
+
 /* Pass what we hold. HTTP_HEADER added CHUNK after handing us the header
  * block, so held header bytes must go below CHUNK, the body through it. */
 static apr_status_t release(ap_filter_t *f, notary_msg *m, apr_bucket_brigade *body)
@@ -297,6 +351,10 @@ static apr_status_t release(ap_filter_t *f, notary_msg *m, apr_bucket_brigade *b
 
     if (!APR_BRIGADE_EMPTY(m->held_head)) {
         ap_filter_t *next = f->next;
+        if (m->state == NOTARY_MSG_MATCHED) {
+            /* recorded, or cut off before its end: the Link holds */
+            link_response(f, m);
+        }
         if (next && !strcasecmp(next->frec->name, "CHUNK")) {
             next = next->next;
         }
@@ -443,6 +501,10 @@ apr_status_t notary_record_out(ap_filter_t *f, apr_bucket_brigade *bb)
         return rv;
     }
 
+    if (rule) {
+        /* before the commit: the record keeps the block as it goes out */
+        link_response(f, m);
+    }
     if (rule && !notary_msg_commit(m, rule, outcome(m, HTTP_SERVICE_UNAVAILABLE))) {
         return fail_response(f, m, HTTP_SERVICE_UNAVAILABLE, "record-failed",
                              "the response matched a recording rule and its "

@@ -12,6 +12,8 @@
 #include <openssl/rand.h>
 
 #include "notary_util.h"
+#include "notary_log.h"
+#include "notary_note.h"
 
 APLOG_USE_MODULE(notary);
 
@@ -93,6 +95,56 @@ const char *notary_exchange_consumer_fp(const notary_exchange *ex)
     return ex && ex->consumer
              ? notary_hex(ex->r->pool, ex->consumer->spki_sha256, 32)
              : "-";
+}
+
+/* ---------------------------------------------------------------------
+ * Its evidence: where the parties get their receipts.
+ */
+apr_int64_t notary_receipt_mmd(const notary_srv_conf *sc)
+{
+    return notary_conf_log_interval(sc) + NOTARY_MMD_MARGIN;
+}
+
+int notary_receipt_enabled(const notary_srv_conf *sc)
+{
+    return sc && sc->log_key != NULL;
+}
+
+const char *notary_receipt_link(apr_pool_t *p, const char *exchange_id, int dir)
+{
+    return apr_pstrcat(p, "</.notary/receipt/", exchange_id, "/", notary_dir_name(dir),
+                       ">; rel=\"notary-receipt\"", NULL);
+}
+
+/* A request's record committed: the response to come names its receipt
+ * and carries its promise. err_headers_out, because mod_proxy replaces
+ * headers_out with the merchant's, and an error answer (the merchant
+ * unreachable after the commit) owes the consumer the same evidence. */
+static void request_evidence(notary_msg *m)
+{
+    notary_exchange *ex = m->ex;
+    request_rec *r = ex->r;
+    const char *err = NULL;
+    char *note = NULL;
+    apr_size_t len = 0;
+
+    apr_table_addn(r->err_headers_out, "Link",
+                   notary_receipt_link(r->pool, ex->id, NOTARY_DIR_REQUEST));
+    if (notary_log_promise(r->pool, ex->sc->log_key, m->entry, notary_receipt_mmd(ex->sc),
+                           &note, &len, &err)
+        != 0) {
+        /* the Link still leads to the promise, signed when asked for */
+        NOTARY_XLOG(APLOG_ERR, 0, ex, m, "NOTARY04106: cannot sign the promise of the "
+                                         "request's record for Notary-Receipt: %s; the response goes "
+                                         "without it",
+                    err ? err : "unknown error");
+        return;
+    }
+    /* RFC 8941 byte sequence */
+    apr_table_setn(r->err_headers_out, "Notary-Receipt",
+                   apr_pstrcat(r->pool, ":",
+                               notary_b64_encode(r->pool, (const unsigned char *)note, len),
+                               ":", NULL));
 }
 
 static const char *admission_str(const notary_exchange *ex)
@@ -593,6 +645,7 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
     rec.token_len = ex->adm_token_len;
     rec.token_jti = ex->adm_jti;
     rec.token_exp = ex->adm_exp;
+    rec.leaf_entry = m->entry;
     if (!ex->sc->store) {
         err = "no record store in this process";
         rv = APR_EGENERAL;
@@ -622,6 +675,9 @@ int notary_msg_commit(notary_msg *m, const notary_rule *rule,
                 rec.direction,
                 notary_exchange_id(ex), rule->as_written, blen);
     notary_msg_transit(m, NOTARY_MSG_COMMITTED);
+    if (m->dir == NOTARY_DIR_REQUEST && notary_receipt_enabled(ex->sc)) {
+        request_evidence(m);
+    }
     return 1;
 }
 

@@ -19,6 +19,7 @@
 
 #include "mod_notary_config.h"
 #include "mod_notary_session.h"
+#include "notary_leaf.h"
 
 typedef struct notary_exchange notary_exchange;
 
@@ -81,6 +82,9 @@ typedef struct notary_msg {
     apr_off_t held_bytes;     /* only through notary_msg_hold() */
     int hold_counted;         /* its release at the request's end is registered */
     int released;             /* some bytes went downstream */
+    int linked;               /* the header block carries this message's own Link */
+    /* its record's leaf entry, from the store once COMMITTED */
+    unsigned char entry[NOTARY_LEAF_LEN];
 } notary_msg;
 
 /* The consumer: identity from the client certificate of connection A.
@@ -167,6 +171,19 @@ const char *notary_exchange_id(notary_exchange *ex);
 /* hex SHA-256 of the consumer's SubjectPublicKeyInfo, "-" if unknown */
 const char *notary_exchange_consumer_fp(const notary_exchange *ex);
 
+/* --- its evidence (docs/evidence.md) ---------------------------------- */
+
+/* The promise's mmd in seconds: the vhost's NotaryLogInterval plus
+ * NOTARY_MMD_MARGIN (a backlog, the integrating child restarting, a long
+ * transaction holding the watermark back). */
+#define NOTARY_MMD_MARGIN 60
+apr_int64_t notary_receipt_mmd(const notary_srv_conf *sc);
+/* The Link header's value for a record's receipt:
+ * </.notary/receipt/EXCHANGE_ID/DIRECTION>; rel="notary-receipt" */
+const char *notary_receipt_link(apr_pool_t *p, const char *exchange_id, int dir);
+/* A vhost that gives receipts: NotaryLogKey (with its origin) loaded */
+int notary_receipt_enabled(const notary_srv_conf *sc);
+
 /* One log line about an exchange, as mod_h2's H2_STRM_LOG does for a
  * stream: our number first, written literally at the call
  * ("NOTARY03008: ..."), then the message, then the exchange's context:
@@ -223,7 +240,10 @@ apr_size_t notary_msg_headers(notary_msg *m, const char *d, apr_size_t len);
 const notary_rule *notary_msg_rule(notary_msg *m);
 /* write the record; 1 committed (COMMITTED), 0 not: logged as the
  * exchange's one line for it, saying what becomes of the message --
- * outcome, e.g. "refused with 503" */
+ * outcome, e.g. "refused with 503". On a vhost that gives receipts, a
+ * committed request hands the consumer its evidence on the response to
+ * come (r->err_headers_out, so also on an error answer): its Link and
+ * Notary-Receipt, the promise signed once the commit returned. */
 int notary_msg_commit(notary_msg *m, const notary_rule *rule,
                       const char *outcome);
 /* The body bytes of m held back until its commit are now `bytes`: kept

@@ -540,7 +540,11 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
         if (rec->announced) {
             notary_store_expect(st, -1);
         }
-        return insert_one(st, &me, errpool, err, NULL);
+        /* the COPY computes the leaf once it has hashed the body */
+        if ((rv = insert_one(st, &me, errpool, err, NULL)) == APR_SUCCESS && rec->leaf_entry) {
+            memcpy(rec->leaf_entry, me.sp.entry, sizeof(me.sp.entry));
+        }
+        return rv;
     }
 
     if (!(me.cv = waiter_cv(st))) {
@@ -629,6 +633,11 @@ apr_status_t notary_store_insert(notary_store *st, const notary_record *rec,
     apr_thread_mutex_unlock(st->mu);
 leave:
     *err = me.rv == APR_SUCCESS ? NULL : apr_pstrdup(errpool, me.errbuf);
+    /* a retry sends the same parameters, salt included: this is the
+     * committed row's entry whichever attempt committed it */
+    if (me.rv == APR_SUCCESS && rec->leaf_entry) {
+        memcpy(rec->leaf_entry, me.sp.entry, sizeof(me.sp.entry));
+    }
     return me.rv;
 
 not_queued:

@@ -67,6 +67,11 @@ typedef struct notary_record {
     apr_int64_t token_exp; /* NumericDate, seconds */
     int announced;         /* counted by notary_store_expect(+1):
                                         * the insert takes it off the count */
+    /* out: when not NULL, NOTARY_LEAF_LEN (234) bytes (notary_leaf.h) that
+     * get the leaf entry of the committed row -- the one its leaf_hash is
+     * of, the salt included -- when the insert returns APR_SUCCESS (what a
+     * promise signs); untouched otherwise */
+    unsigned char *leaf_entry;
 } notary_record;
 
 /* Create the store: a pool of min..smax (soft) ..hmax (hard) connections,

@@ -89,6 +89,7 @@ int notary_store_leaf(store_params *sp, apr_pool_t *p)
     if (!lr.body_sha256 || notary_leaf_from_record(p, &lr, &e) != 0) {
         return -1;
     }
+    notary_leaf_encode(&e, sp->entry);
     notary_leaf_hash(&e, sp->leaf);
     sp->values[P_LEAF] = (const char *)sp->leaf;
     sp->lengths[P_LEAF] = 32;

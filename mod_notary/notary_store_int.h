@@ -17,6 +17,7 @@
 
 #include <libpq-fe.h>
 
+#include "notary_leaf.h"
 #include "notary_store.h"
 
 /* built-in type OIDs (catalog/pg_type.dat), fixed since forever */
@@ -65,6 +66,7 @@ typedef struct store_params {
     /* the leaf (notary_store_leaf) and the admission */
     const notary_record *rec;
     unsigned char salt[16], leaf[32];
+    unsigned char entry[NOTARY_LEAF_LEN]; /* the leaf's entry, for the caller */
     unsigned char token_md[32], token_exp[8];
     const char *token_jti;
     int has_token, token_len;
@@ -166,8 +168,8 @@ const char *notary_store_record_incomplete(const notary_record *rec);
  * else by the COPY once it has hashed the body (notary_store_leaf). */
 apr_status_t notary_store_build_params(const notary_record *rec, store_params *sp,
                                        apr_pool_t *p, const char **err);
-/* The row's leaf hash from its parameters as stored (the body's digest in
- * values[P_SHA]); 0, or -1 if the entry cannot be built. */
+/* The row's leaf entry and hash from its parameters as stored (the body's
+ * digest in values[P_SHA]); 0, or -1 if the entry cannot be built. */
 int notary_store_leaf(store_params *sp, apr_pool_t *p);
 /* The row of a record whose body is in `file` (len bytes) by COPY, its
  * keys registered already; buf holds COPY_CHUNK bytes. STEP_OK once

@@ -426,6 +426,21 @@ static int cmd_promise(verify_ctx *c)
         return EXIT_USAGE;
     }
     json_object_set_new(c->out, "file", json_string(c->args[0]));
+    if (len && buf[0] == ':') {
+        /* the Notary-Receipt header's value: an RFC 8941 byte sequence */
+        apr_size_t end = len;
+        unsigned char *d;
+
+        while (end > 1 && (buf[end - 1] == '\n' || buf[end - 1] == '\r')) {
+            end--;
+        }
+        if (end < 2 || buf[end - 1] != ':'
+            || !(d = notary_b64_decode(c->p, buf + 1, end - 2, &len))) {
+            invalid(c, "a value that begins with ':' is not an RFC 8941 byte sequence (:BASE64:)");
+            return EXIT_INVALID;
+        }
+        buf = (char *)d;
+    }
     if (notary_promise_verify(c->p, buf, len, c->keys, c->nkeys, &pr, &n, &why) != 0) {
         invalid(c, why);
         return EXIT_INVALID;
