@@ -102,7 +102,8 @@ is_deeply(\@not_in_readme, [], 'every directive is documented in README.md')
 # The glue's calls run one way: top to bottom of this list. The module
 # record (notary_module) is data every glue file names; it is not a call.
 my @order = qw(mod_notary mod_notary_route mod_notary_gate mod_notary_record
-               mod_notary_log mod_notary_session notary_exchange mod_notary_config);
+               mod_notary_log mod_notary_session notary_exchange mod_notary_check
+               mod_notary_config);
 my %rank = map { $order[$_] => $_ } 0 .. $#order;
 my (%obj, %defines, %uses);
 # libtool's PIC objects first; automake prefixes a target's name
