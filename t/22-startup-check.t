@@ -16,7 +16,6 @@ use NotaryTest;
 # Failed, exiting" when strict refuses the start
 my $t = NotaryTest->new(allow_log => [qw(NOTARY01201 NOTARY01202 NOTARY01203
                                           NOTARY01204 AH00020)]);
-plan skip_all => 'the check switches to User daemon: run as root' if $> != 0;
 $t->add_merchant('shop', 'ec256');
 my $pg = $t->pg;
 my $dir = $t->dir;

@@ -67,7 +67,8 @@ my $on = $t->add_merchant('othername', 'ec256');
 # The refusal, as the consumer and the error log see it: 502, the reason
 # in the body and in one NOTARY02011 line, nothing reached the merchant.
 sub refused_tls {
-    my ($name, $path, $reason, $what) = @_;
+    my ($name, $path, $reason, $what, $backend) = @_;
+    $backend //= $name;
     my $tag = "tls-" . int(rand(1e9));
     my $off = length $t->notary_error_log;
     my $tok = $t->link_token(merchant => $name, consumer => 'alice');
@@ -83,7 +84,7 @@ sub refused_tls {
     like($lines[0] // '', qr/NOTARY02011: refused GET \/$path\/static\/hello\.txt: .*$reason/,
          '... with the same reason');
     $t->backend_sync('good');   # the merchants' httpd has logged what it answered
-    my $f = "$t->{dir}/logs/backend-$name.log";
+    my $f = "$t->{dir}/logs/backend-$backend.log";
     my $hits = -f $f ? () = NotaryTest::read_file($f) =~ /$tag/g : 0;
     is($hits, 0, '... and no request reached the merchant');
 }
@@ -115,12 +116,11 @@ $t->restart(merchants => [], extra => "    SSLProxyCheckPeerName on\n"
 admitted('good', 'good', 'SSLProxyCheckPeerName on, the merchant by a name its certificate carries');
 {
     # 'goodip' is the good merchant's backend under another name: its key
-    # signs the token
-    my $tok = $t->link_token(merchant => 'good', consumer => 'alice');
-    $t->{merchants}{goodip} = $t->merchant('good');
+    # signs the token (link_token looks the name up)
+    local $t->{merchants}{goodip} = $t->merchant('good');
     refused_tls('goodip', 'goodip', qr/the merchant is registered by IP address \(127\.0\.0\.1\) and SSLProxyCheckPeerName matches only the DNS names and the CN of its certificate \(\/CN=localhost\), never an address/,
-                'SSLProxyCheckPeerName on, the merchant by IP address (its certificate has an IP SAN)');
-    delete $t->{merchants}{goodip};
+                'SSLProxyCheckPeerName on, the merchant by IP address (its certificate has an IP SAN)',
+                'good');
 }
 refused_tls('othername', 'othername', qr/the merchant's certificate \(\/CN=other\.example\) does not match the host name localhost \(SSLProxyCheckPeerName\)/,
             'SSLProxyCheckPeerName on, a certificate for another name');
