@@ -280,7 +280,7 @@ static void check_schema(apr_pool_t *p, PGconn *c, apr_time_t deadline,
         "unnest(string_to_array(v.l, ',')) WITH ORDINALITY u(c, n)) x "
         "GROUP BY o, t) y WHERE missing > 0), "
         "has_function_privilege('" RECORD_COMMITTED "', 'EXECUTE')";
-    const char *role = PQuser(c);
+    const char *role = PQuser(c) ? PQuser(c) : "?";
     char *sql, *cols, *d;
     const char *s, *params[1];
     PGresult *res;
@@ -296,7 +296,8 @@ static void check_schema(apr_pool_t *p, PGconn *c, apr_time_t deadline,
         || !(res = result_within(c, deadline, &late))) {
         report(fd, CHECK_FAILED, "preparing the record INSERT: %s",
                late ? apr_psprintf(p, "no answer within %" APR_INT64_T_FMT " s "
-                                      "(NotaryDatabaseTimeout)", timeout)
+                                      "(NotaryDatabaseTimeout)",
+                                   timeout)
                     : one_line(p, PQerrorMessage(c)));
         return;
     }
@@ -336,15 +337,15 @@ static void check_schema(apr_pool_t *p, PGconn *c, apr_time_t deadline,
         || !(res = result_within(c, deadline, &late))) {
         report(fd, CHECK_FAILED, "asking for the role's privileges: %s",
                late ? apr_psprintf(p, "no answer within %" APR_INT64_T_FMT " s "
-                                      "(NotaryDatabaseTimeout)", timeout)
+                                      "(NotaryDatabaseTimeout)",
+                                   timeout)
                     : one_line(p, PQerrorMessage(c)));
         return;
     }
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        report(fd, state && (!strncmp(state, "42", 2) || !strcmp(state, "3F000"))
-                       ? CHECK_SCHEMA
-                       : CHECK_FAILED,
+        int schema = state && (!strncmp(state, "42", 2) || !strcmp(state, "3F000"));
+        report(fd, schema ? CHECK_SCHEMA : CHECK_FAILED,
                "asking for the role's privileges: %s (SQLSTATE %s)",
                one_line(p, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY)),
                state ? state : "none");
@@ -403,16 +404,17 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
         return;
     }
     if (rc == 0) {
-        report(fd, CHECK_UNREACHABLE, "no answer within %" APR_INT64_T_FMT " s "
-                                      "(NotaryDatabaseTimeout) for %s",
-               timeout, who);
+        report(fd, CHECK_UNREACHABLE, "%s: no answer within %" APR_INT64_T_FMT " s "
+                                      "(NotaryDatabaseTimeout)",
+               who, timeout);
     }
     else if (rc < 0) {
         const char *msg = one_line(p, PQerrorMessage(c));
         /* refused by the server (FATAL), or asked a password it did not
          * get: the server was reached, the login was refused */
         if (PQconnectionUsedPassword(c) || strstr(msg, "FATAL")) {
-            report(fd, CHECK_LOGIN, "%s, role %s: %s%s", who, PQuser(c), msg,
+            report(fd, CHECK_LOGIN, "%s, role %s: %s%s", who,
+                   PQuser(c) ? PQuser(c) : "?", msg,
                    password_cause(p, c, who));
         }
         else {
@@ -491,7 +493,7 @@ static int log_report(apr_pool_t *p, server_rec *s, const check_store *cs,
     int strict = cs->mode == NOTARY_DB_CHECK_STRICT;
     int level = strict ? APLOG_ERR : APLOG_WARNING;
     const char *store = apr_psprintf(p, "record store \"%s\" "
-                                                        "(NotaryDatabase of %s:%u)",
+                                        "(NotaryDatabase of %s:%u)",
                                      cs->shown,
                                      cs->vs->server_hostname ? cs->vs->server_hostname
                                                              : "*",
@@ -642,9 +644,9 @@ static int check_one(apr_pool_t *p, server_rec *s, const check_store *cs,
     }
     if (!lines && !trouble) {
         trouble = WIFSIGNALED(status)
-                      ? apr_psprintf(p, "the checking process died (signal %d)",
-                                     WTERMSIG(status))
-                      : "the checking process ended without a report";
+                    ? apr_psprintf(p, "the checking process died (signal %d)",
+                                   WTERMSIG(status))
+                    : "the checking process ended without a report";
     }
     if (trouble) {
         problems += log_report(p, s, cs, testing, CHECK_FAILED, trouble);

@@ -127,8 +127,7 @@ static int gate_verify(int ok, X509_STORE_CTX *ctx)
         if (after > X509_V_OK) {
             err = after;
         }
-        if (!cert || !X509_NAME_oneline(X509_get_subject_name(cert), subject,
-                                        sizeof(subject))) {
+        if (!cert || !X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject))) {
             apr_cpystrn(subject, "?", sizeof(subject));
         }
         nb->verify_error = apr_psprintf(c->pool, "%s (X509 error %d at depth %d, %s)",

@@ -41,10 +41,20 @@ sub graceful_with {
     return log_since($off);
 }
 
+# a start with this configuration; the log lines it brought. The port
+# listens from the dry-run pass on: the real start's check is done once
+# the MPM resumes normal operations
+sub start_with {
+    my (@conf) = @_;
+    my $off = log_len();
+    $t->start(@conf);
+    $t->wait_for(sub { log_since($off) =~ /resuming normal operations/ }, timeout => 20,
+                 what => 'the real start to resume normal operations');
+    return log_since($off);
+}
+
 # ---- a good store: one info line, nothing above info
-my $off = log_len();
-$t->start(extra => $t->db_directive . $rule);
-my $new = log_since($off);
+my $new = start_with(extra => $t->db_directive . $rule);
 is(count_of(qr/NOTARY01210: /, $new), 1,
    'good store: one NOTARY01210 line at start (the dry-run pass does not check)') or diag $new;
 like($new, qr/\[notary:info\] .*NOTARY01210: record store "[^"]*user=notary[^"]*" \(NotaryDatabase of notary\.test:\d+\): the children can use it: role notary may insert records/,
@@ -128,9 +138,8 @@ unlike($new, qr/NOTARY012\d\d/, 'NotaryDatabaseCheck off: no check at all') or d
 
 # ---- the database down: a warning at start, and httpd starts
 $pg->stop;
-$off = log_len();
-$t->restart(extra => $t->db_directive . $rule);
-$new = log_since($off);
+$t->stop;
+$new = start_with(extra => $t->db_directive . $rule);
 like($new, qr/\[notary:warn\] .*NOTARY01201: record store "[^"]*" \(NotaryDatabase of notary\.test:\d+\) is unreachable: user daemon \(uid \d+\): .*(?:No such file|Connection refused)/,
      'database down: NOTARY01201 at warn at start') or diag $new;
 is(count_of(qr/NOTARY01201: /, $new), 1, '... once');
@@ -150,7 +159,7 @@ like($out, qr/NOTARY01201: .*apachectl -t fails \(NotaryDatabaseCheck strict\)/,
 # ---- strict: httpd refuses to start, the line in the error log
 $t->stop;
 my $conf = $t->write_conf(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
-$off = log_len();
+my $off = log_len();
 my $start_out = `$NotaryTest::HTTPD -f $conf -k start 2>&1`;
 ok($t->wait_for(sub { log_since($off) =~ /AH00020/ }, timeout => 20,
                 what => 'httpd to give up (AH00020)'),
@@ -165,9 +174,7 @@ ok($t->wait_for(sub { !IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Time
 
 # ---- the database back: strict starts
 $pg->start_again;
-$off = log_len();
-$t->start(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
-$new = log_since($off);
+$new = start_with(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
 like($new, qr/NOTARY01210: /, 'strict with a good store: starts, one info line') or diag $new;
 $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
 is($r->{status}, 200, '... and relays');
