@@ -492,12 +492,14 @@ static int log_report(apr_pool_t *p, server_rec *s, const check_store *cs,
 {
     int strict = cs->mode == NOTARY_DB_CHECK_STRICT;
     int level = strict ? APLOG_ERR : APLOG_WARNING;
-    const char *store = apr_psprintf(p, "record store \"%s\" "
-                                        "(NotaryDatabase of %s:%u)",
+    /* a vhost's port is its ServerName's, else its address's */
+    unsigned port = cs->vs->port  ? cs->vs->port
+                  : cs->vs->addrs ? cs->vs->addrs->host_port
+                                  : 0;
+    const char *store = apr_psprintf(p, "record store \"%s\" (NotaryDatabase of %s:%u)",
                                      cs->shown,
-                                     cs->vs->server_hostname ? cs->vs->server_hostname
-                                                             : "*",
-                                     (unsigned)cs->vs->port);
+                                     cs->vs->server_hostname ? cs->vs->server_hostname : "*",
+                                     port);
     const char *then = strict ? (testing ? "; apachectl -t fails (NotaryDatabaseCheck "
                                            "strict)"
                                          : "; httpd does not start (NotaryDatabaseCheck "
