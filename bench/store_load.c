@@ -89,8 +89,8 @@ static void *APR_THREAD_FUNC integrator(apr_thread_t *t, void *arg)
         }
         /* done once the writers are and two rounds found nothing */
         idle_after_writers = apr_atomic_read32(&writers_done) && rv == NOTARY_LOG_IDLE
-                                 ? idle_after_writers + 1
-                                 : 0;
+                               ? idle_after_writers + 1
+                               : 0;
         if (apr_time_now() - round < apr_time_from_sec(1)) {
             apr_sleep(apr_time_from_sec(1) - (apr_time_now() - round));
         }
@@ -247,7 +247,7 @@ int main(int argc, char **argv)
         const char *lag_db = getenv("NOTARY_BENCH_LAG_DB");
 
         lag_rc = integrator_failed
-                 || print_lag(lag_db && *lag_db ? lag_db : argv[1], start - apr_time_from_sec(1));
+              || print_lag(lag_db && *lag_db ? lag_db : argv[1], start - apr_time_from_sec(1));
     }
     apr_pool_destroy(pool);
     apr_terminate();

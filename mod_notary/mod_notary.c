@@ -1,7 +1,8 @@
 /* mod_notary: an electronic-notary reverse proxy for Apache httpd 2.4.
  * The module record and every hook and filter registration, nothing else.
  * The work is in the glue files by concern: mod_notary_config.c
- * (directives, start-up checks), mod_notary_route.c (translate, fixups,
+ * (directives, start-up checks), mod_notary_check.c (the record
+ * stores tried as the children will use them), mod_notary_route.c (translate, fixups,
  * the consumer), mod_notary_session.c (contract sessions),
  * mod_notary_gate.c (connection B), mod_notary_record.c (the record
  * filters), mod_notary_log.c (the log integrator) and
@@ -20,6 +21,7 @@
 #include <mod_status.h>
 
 #include "mod_notary_config.h"
+#include "mod_notary_check.h"
 #include "mod_notary_route.h"
 #include "mod_notary_session.h"
 #include "mod_notary_gate.h"
@@ -41,6 +43,10 @@ static void notary_register_hooks(apr_pool_t *p)
     ap_hook_post_config(notary_status_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(notary_config_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_check_config(notary_log_check_config, NULL, NULL, APR_HOOK_MIDDLE);
+    /* the record stores, as the children will use them: at the real start,
+     * every graceful restart and apachectl -t */
+    ap_hook_post_config(notary_check_post_config, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_check_config(notary_check_check_config, NULL, NULL, APR_HOOK_MIDDLE);
     /* before mod_watchdog's (APR_HOOK_LAST), which starts what we register */
     ap_hook_post_config(notary_log_post_config, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(notary_record_child_init, NULL, NULL, APR_HOOK_MIDDLE);
@@ -69,6 +75,8 @@ static void notary_register_hooks(apr_pool_t *p)
                               APR_HOOK_REALLY_FIRST);
     ap_hook_pre_connection(notary_gate_pre_connection, NULL, NULL,
                            APR_HOOK_MIDDLE);
+    APR_OPTIONAL_HOOK(ssl, pre_handshake, notary_gate_pre_handshake, NULL, NULL,
+                      APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ssl, proxy_post_handshake, notary_gate_post_handshake,
                       NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(proxy, request_status, notary_gate_request_status,

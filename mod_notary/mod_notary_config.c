@@ -27,6 +27,7 @@ void *notary_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->token_max_age = NOTARY_UNSET;
     sc->max_record_size = NOTARY_UNSET;
     sc->db_timeout = NOTARY_UNSET;
+    sc->db_check = NOTARY_UNSET;
     sc->log_interval = NOTARY_UNSET;
     sc->log_tsa_every = NOTARY_UNSET;
     sc->rules = apr_array_make(p, 4, sizeof(notary_rule *));
@@ -50,6 +51,7 @@ void *notary_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_VAL(token_max_age);
     MERGE_VAL(max_record_size);
     MERGE_VAL(db_timeout);
+    MERGE_VAL(db_check);
     MERGE_PTR(log_key_file);
     MERGE_PTR(log_origin);
     MERGE_VAL(log_interval);
@@ -100,6 +102,16 @@ apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc)
 {
     return sc->db_timeout != NOTARY_UNSET ? sc->db_timeout
                                           : NOTARY_DEFAULT_DB_TIMEOUT;
+}
+
+int notary_conf_db_check(const notary_srv_conf *sc)
+{
+    return sc->db_check != NOTARY_UNSET ? sc->db_check : NOTARY_DB_CHECK_WARN;
+}
+
+const char *notary_conf_store_conninfo(const notary_srv_conf *sc)
+{
+    return notary_conf_engine(sc) && sc->rules->nelts ? sc->database : NULL;
 }
 
 apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc)
@@ -541,6 +553,25 @@ static const char *set_log_timestamp(cmd_parms *cmd, void *dc, const char *url,
     return NULL;
 }
 
+static const char *set_db_check(cmd_parms *cmd, void *dc, const char *arg)
+{
+    if (!strcasecmp(arg, "off")) {
+        cmd_conf(cmd)->db_check = NOTARY_DB_CHECK_OFF;
+    }
+    else if (!strcasecmp(arg, "warn")) {
+        cmd_conf(cmd)->db_check = NOTARY_DB_CHECK_WARN;
+    }
+    else if (!strcasecmp(arg, "strict")) {
+        cmd_conf(cmd)->db_check = NOTARY_DB_CHECK_STRICT;
+    }
+    else {
+        return apr_psprintf(cmd->pool, "NotaryDatabaseCheck: '%s' is not one of "
+                                       "off, warn, strict",
+                            arg);
+    }
+    return NULL;
+}
+
 static const char *set_log_interval(cmd_parms *cmd, void *dc, const char *arg)
 {
     return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->log_interval);
@@ -727,6 +758,10 @@ const command_rec notary_cmds[] = {
     AP_INIT_TAKE1("NotaryDatabaseTimeout", set_db_timeout, NULL, RSRC_CONF,
                   "NotaryDatabaseTimeout SECONDS - longest a record may take to commit, "
                   "queued time and connecting included (default 10)"),
+    AP_INIT_TAKE1("NotaryDatabaseCheck", set_db_check, NULL, RSRC_CONF,
+                  "NotaryDatabaseCheck off|warn|strict - at start-up and every graceful "
+                  "restart, connect to the record store as the children will; strict "
+                  "refuses to start on a problem (default warn)"),
     AP_INIT_TAKE1("NotarySessionCache", set_session_cache, NULL, RSRC_CONF,
                   "NotarySessionCache PROVIDER[:ARGS] - mod_socache provider for "
                   "contract sessions shared by all children (default shmcb, global only)"),

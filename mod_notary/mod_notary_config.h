@@ -22,6 +22,11 @@
 #define NOTARY_DEFAULT_MAX_RECORD_SIZE (64 * 1024 * 1024)
 #define NOTARY_DEFAULT_DB_TIMEOUT 10  /* seconds */
 #define NOTARY_DEFAULT_LOG_INTERVAL 1 /* seconds */
+/* NotaryDatabaseCheck: what start-up does about a record store the
+ * children could not use (mod_notary_check.c) */
+#define NOTARY_DB_CHECK_OFF 0
+#define NOTARY_DB_CHECK_WARN 1
+#define NOTARY_DB_CHECK_STRICT 2
 /* a record's body stays in memory up to this, then goes to a temp file */
 #define NOTARY_SPOOL_MEMORY (256 * 1024)
 /* a message's relay is held back until commit up to this many bytes (so a
@@ -70,6 +75,7 @@ typedef struct notary_srv_conf {
     apr_int64_t token_max_age;     /* seconds; NOTARY_UNSET */
     apr_off_t max_record_size;     /* bytes; NOTARY_UNSET */
     apr_int64_t db_timeout;        /* seconds; NOTARY_UNSET */
+    int db_check;                  /* NOTARY_DB_CHECK_*; NOTARY_UNSET */
     apr_array_header_t *rules;     /* notary_rule *, vhost only */
     notary_store *store;           /* per child, set in child_init */
     apr_array_header_t *merchants; /* notary_merchant *, vhost only */
@@ -96,6 +102,12 @@ apr_off_t notary_conf_max_record_size(const notary_srv_conf *sc);
 int notary_conf_engine(const notary_srv_conf *sc);
 
 apr_int64_t notary_conf_db_timeout(const notary_srv_conf *sc);
+/* NotaryDatabaseCheck: NOTARY_DB_CHECK_OFF, _WARN (default) or _STRICT */
+int notary_conf_db_check(const notary_srv_conf *sc);
+/* the conninfo of the vhost's record store: NotaryDatabase when the vhost
+ * records (NotaryEngine On, NotaryRecord rules), else NULL -- the stores
+ * the children open (mod_notary_record.c) */
+const char *notary_conf_store_conninfo(const notary_srv_conf *sc);
 apr_int64_t notary_conf_log_interval(const notary_srv_conf *sc);
 /* NotaryLogTimestamp's SECONDS: the least time between two time-stamps */
 apr_int64_t notary_conf_log_tsa_every(const notary_srv_conf *sc);

@@ -14,6 +14,14 @@
  * fixups give each notary request its own per-dir vector carrying it.
  * A refusal makes mod_proxy fail the request; its request_status hook then
  * turns that into our 403 with the reason.
+ *
+ * A handshake that mod_ssl's SSLProxy* settings fail (verification, peer
+ * name, expiry) would otherwise end as mod_proxy's "500 Proxy Error":
+ * mod_ssl frees the SSL and keeps its reason in info-level lines. So the
+ * gate wraps mod_ssl's verify callback on its connections (pre_handshake)
+ * to keep the first error mod_ssl refuses and the merchant's certificate,
+ * and when the forced handshake fails refuses with 502, NOTARY02011 and
+ * that reason.
  */
 #include "notary_exchange.h"
 #include "mod_notary_gate.h"
@@ -23,6 +31,10 @@
 #include <http_request.h>
 #include <http_connection.h>
 #include <apr_strings.h>
+#include <apr_network_io.h>
+
+#include <openssl/bio.h>
+#include <openssl/x509v3.h>
 
 #include <mod_proxy.h>
 
@@ -41,6 +53,10 @@ struct notary_backend {
     apr_size_t spki_len;
     unsigned char spki_sha256[32];
     apr_bucket_brigade *bb;
+    /* the handshake as mod_ssl's verify callback saw it (gate_verify) */
+    SSL_verify_cb verify_orig; /* mod_ssl's, called first */
+    X509 *peer;                /* the certificate at depth 0 */
+    const char *verify_error;  /* the first error mod_ssl refused */
 };
 
 static notary_backend *backend_get(conn_rec *c, int create)
@@ -74,6 +90,139 @@ static apr_status_t backend_key_free(void *key)
 {
     EVP_PKEY_free(key);
     return APR_SUCCESS;
+}
+
+static apr_status_t backend_cert_free(void *cert)
+{
+    X509_free(cert);
+    return APR_SUCCESS;
+}
+
+/* mod_ssl's verify callback with a record of what it refused. Installed
+ * only on our backend connections, so the conn_rec (mod_ssl's app data)
+ * always has our context; without it, fail closed. */
+static int gate_verify(int ok, X509_STORE_CTX *ctx)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    conn_rec *c = ssl ? SSL_get_app_data(ssl) : NULL;
+    notary_backend *nb = c ? backend_get(c, 0) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
+    int depth = X509_STORE_CTX_get_error_depth(ctx);
+    int err = X509_STORE_CTX_get_error(ctx), after, rc;
+
+    if (!nb) {
+        return 0;
+    }
+    rc = nb->verify_orig ? nb->verify_orig(ok, ctx) : ok;
+    if (depth == 0 && cert && !nb->peer && X509_up_ref(cert)) {
+        nb->peer = cert;
+        apr_pool_cleanup_register(c->pool, cert, backend_cert_free,
+                                  apr_pool_cleanup_null);
+    }
+    if (!rc && !nb->verify_error) {
+        char subject[256];
+        /* mod_ssl may set its own error (OCSP) or mask one (an expired
+         * CRL becomes -1): the one that names the cause */
+        after = X509_STORE_CTX_get_error(ctx);
+        if (after > X509_V_OK) {
+            err = after;
+        }
+        if (!cert || !X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject))) {
+            apr_cpystrn(subject, "?", sizeof(subject));
+        }
+        nb->verify_error = apr_psprintf(c->pool, "%s (X509 error %d at depth %d, %s)",
+                                        err != X509_V_OK
+                                            ? X509_verify_cert_error_string(err)
+                                            : "the chain is longer than "
+                                              "SSLProxyVerifyDepth allows",
+                                        err, depth, subject);
+    }
+    return rc;
+}
+
+/* mod_ssl hands us connection B's SSL before its handshake */
+int notary_gate_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy)
+{
+    notary_backend *nb;
+
+    if (!is_proxy || !(nb = backend_get(c, 0))) {
+        return DECLINED;
+    }
+    nb->verify_orig = SSL_get_verify_callback(ssl);
+    SSL_set_verify(ssl, SSL_get_verify_mode(ssl), gate_verify);
+    return DECLINED;
+}
+
+/* a certificate time for a message, e.g. "Jan  2 00:00:00 2024 GMT" */
+static const char *asn1_time_str(apr_pool_t *p, const ASN1_TIME *t)
+{
+    BIO *bio = BIO_new(BIO_s_mem());
+    const char *out = "?";
+    char *d;
+    long len;
+
+    if (bio && ASN1_TIME_print(bio, t) && (len = BIO_get_mem_data(bio, &d)) > 0) {
+        out = apr_pstrmemdup(p, d, len);
+    }
+    BIO_free(bio);
+    return out;
+}
+
+/* Why mod_ssl failed the handshake on connection B, as far as we can
+ * tell: the verify error it refused, else the check after the handshake
+ * that the certificate fails (in mod_ssl's order: expiry, then name). */
+static const char *tls_failure(apr_pool_t *p, conn_rec *c, notary_backend *nb)
+{
+    const char *host = apr_table_get(c->notes, "proxy-request-hostname");
+    char subject[256];
+    apr_ipsubnet_t *ip;
+
+    if (nb->verify_error) {
+        return apr_psprintf(p, "the notary's SSLProxyVerify refuses the merchant's "
+                               "certificate: %s",
+                            nb->verify_error);
+    }
+    if (!nb->peer) {
+        return "the TLS handshake with the merchant's backend failed before it "
+               "presented a certificate (mod_ssl: \"SSL Proxy connect failed\": "
+               "protocol, cipher, or the backend refused the notary's client "
+               "certificate)";
+    }
+    if (!X509_NAME_oneline(X509_get_subject_name(nb->peer), subject, sizeof(subject))) {
+        apr_cpystrn(subject, "?", sizeof(subject));
+    }
+    if (X509_cmp_current_time(X509_get0_notAfter(nb->peer)) <= 0) {
+        return apr_psprintf(p, "the merchant's certificate (%s) expired on %s "
+                               "(SSLProxyCheckPeerExpire)",
+                            subject, asn1_time_str(p, X509_get0_notAfter(nb->peer)));
+    }
+    if (X509_cmp_current_time(X509_get0_notBefore(nb->peer)) >= 0) {
+        return apr_psprintf(p, "the merchant's certificate (%s) is not valid before "
+                               "%s (SSLProxyCheckPeerExpire)",
+                            subject, asn1_time_str(p, X509_get0_notBefore(nb->peer)));
+    }
+    if (host && apr_ipsubnet_create(&ip, host, NULL, p) == APR_SUCCESS) {
+        return apr_psprintf(p, "the merchant is registered by IP address (%s) and "
+                               "SSLProxyCheckPeerName matches only the DNS names and "
+                               "the CN of its certificate (%s), never an address: "
+                               "register it by a DNS name the certificate carries",
+                            host, subject);
+    }
+    if (host && X509_check_host(nb->peer, host, 0, 0, NULL) != 1) {
+        return apr_psprintf(p, "the merchant's certificate (%s) does not match the "
+                               "host name %s (SSLProxyCheckPeerName)",
+                            subject, host);
+    }
+    return apr_psprintf(p, "mod_ssl refused the merchant's certificate (%s) after "
+                           "the handshake (an SSLProxyCheckPeer* check, or ALPN; see "
+                           "mod_ssl's info-level lines)",
+                        subject);
+}
+
+/* The merchant's TLS is not what the notary requires: 502, one line. */
+static int refuse_tls(notary_exchange *ex, const char *reason)
+{
+    return notary_refuse(ex, HTTP_BAD_GATEWAY, "NOTARY02011", reason);
 }
 
 int notary_gate_post_handshake(conn_rec *c, SSL *ssl)
@@ -189,8 +338,7 @@ static int gate_admit(notary_exchange *ex, notary_backend *nb)
     notary_token_status ts;
 
     if (!nb->key) {
-        return notary_refuse(ex, HTTP_BAD_GATEWAY, "NOTARY02011",
-                             "the merchant's backend presented no usable certificate");
+        return refuse_tls(ex, "the merchant's backend presented no usable certificate");
     }
     if (ex->token) {
         ts = notary_token_verify_signature(ex->token, nb->key, &detail);
@@ -259,6 +407,12 @@ apr_status_t notary_gate_out(ap_filter_t *f, apr_bucket_brigade *bb)
         rv = ap_pass_brigade(f->next, nb->bb);
         apr_brigade_cleanup(nb->bb);
         if (rv != APR_SUCCESS) {
+            /* mod_ssl marks its failed handshakes (mod_proxy reads the
+             * same note); anything else is mod_proxy's to answer */
+            const char *ssl_rv = apr_table_get(f->c->notes, "SSL_connect_rv");
+            if (ssl_rv && !strcmp(ssl_rv, "err")) {
+                refuse_tls(ex, tls_failure(ex->r->pool, f->c, nb));
+            }
             apr_brigade_cleanup(bb);
             return rv;
         }

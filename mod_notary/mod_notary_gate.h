@@ -13,6 +13,7 @@
 /* hooks and filters (registered in mod_notary.c) */
 int notary_gate_bind_outgoing(conn_rec *c, ap_conf_vector_t *dir_conf,
                               int enable_ssl);
+int notary_gate_pre_handshake(conn_rec *c, SSL *ssl, int is_proxy);
 int notary_gate_post_handshake(conn_rec *c, SSL *ssl);
 int notary_gate_pre_connection(conn_rec *c, void *csd);
 int notary_gate_request_status(int *status, request_rec *r);

@@ -174,6 +174,15 @@ for my $file (@sources) {
         my $stmt = substr($code, $start + 1, $pos - $start - 1);
         my @lv = $stmt =~ /APLOG_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)\b/g;
         my $lv = $stmt =~ /\bnotary_refuse\s*\(/ ? 'error' : @lv ? $level_name{ $lv[-1] } : undef;
+        # a level the configuration picks: `int VAR = COND ? APLOG_A : APLOG_B;`
+        # in the same file, logged as ap_log_*(APLOG_MARK, VAR, ...): "b or a"
+        if (!defined $lv && $stmt =~ /\bap_log_\w+\s*\(\s*APLOG_MARK\s*,\s*(\w+)\s*,/) {
+            my $var = $1;
+            if ($code =~ /\b\Q$var\E\s*=\s*[^;?]+\?\s*APLOG_(\w+)\s*:\s*APLOG_(\w+)\s*;/
+                && $level_name{$1} && $level_name{$2}) {
+                $lv = "$level_name{$2} or $level_name{$1}";
+            }
+        }
         if (defined $lv) { $level{$num} = $lv } else { push @level_unknown, "NOTARY$num ($short)" }
     }
 }
@@ -213,6 +222,7 @@ is_deeply(\@no_advice, [], 'every number in the manual says what to do') or diag
 # record (notary_module) is data every glue file names; it is not a call.
 my @order = qw(mod_notary mod_notary_route mod_notary_gate mod_notary_record
                mod_notary_log mod_notary_session notary_exchange mod_notary_status
+               mod_notary_check
                mod_notary_config);
 my %rank = map { $order[$_] => $_ } 0 .. $#order;
 my (%obj, %defines, %uses);

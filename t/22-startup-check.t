@@ -1,0 +1,182 @@
+# Start-up checks of the record store (issue 17): at start, at every
+# graceful restart and under apachectl -t the notary connects to its
+# NotaryDatabase as the children will (User daemon here, httpd started as
+# root) and logs one line per problem -- unreachable (01201), login
+# refused (01202, naming a passfile the children cannot read), schema too
+# old (01203), role without INSERT (01204) -- at warn by default, at error
+# and refusing to start with NotaryDatabaseCheck strict. A good store
+# gives one info line (01210) and nothing above info.
+use strict;
+use warnings;
+use Test::More;
+use IO::Socket::INET;
+use NotaryTest;
+
+# the problems this file provokes; AH00020: httpd's own "Configuration
+# Failed, exiting" when strict refuses the start
+my $t = NotaryTest->new(allow_log => [qw(NOTARY01201 NOTARY01202 NOTARY01203
+                                          NOTARY01204 AH00020)]);
+$t->add_merchant('shop', 'ec256');
+my $pg = $t->pg;
+my $dir = $t->dir;
+my $log = "$dir/logs/error-notary.log";
+my $rule = "    NotaryRecord shop contains \"CONTRACT-TERMS\"\n";
+
+sub log_len { -f $log ? -s $log : 0 }
+sub log_since { my $s = -f $log ? NotaryTest::read_file($log) : ''; substr($s, $_[0]) }
+sub count_of { my ($re, $text) = @_; scalar(() = $text =~ /$re/g) }
+# lines at warn or above, but the machine's own AH01882 (see NotaryTest)
+sub loud { grep { /\[[^:\]]*:(?:warn|error|crit|alert|emerg)\]/ && !/AH01882/ } split /\n/, $_[0] }
+sub conf_for {
+    my ($conninfo, %o) = @_;
+    return (extra => "    NotaryDatabase \"$conninfo\"\n    NotaryDatabaseTimeout 5\n"
+                   . ($o{check} ? "    NotaryDatabaseCheck $o{check}\n" : '') . $rule);
+}
+# one graceful restart with this configuration; the log lines it brought
+sub graceful_with {
+    my (@conf) = @_;
+    my $off = log_len();
+    $t->graceful(@conf);
+    # the check runs before the new generation resumes: its line is there
+    return log_since($off);
+}
+
+# a start with this configuration; the log lines it brought. The port
+# listens from the dry-run pass on: the real start's check is done once
+# the MPM resumes normal operations
+sub start_with {
+    my (@conf) = @_;
+    my $off = log_len();
+    $t->start(@conf);
+    $t->wait_for(sub { log_since($off) =~ /resuming normal operations/ }, timeout => 20,
+                 what => 'the real start to resume normal operations');
+    return log_since($off);
+}
+
+# ---- a good store: one info line, nothing above info
+my $new = start_with(extra => $t->db_directive . $rule);
+is(count_of(qr/NOTARY01210: /, $new), 1,
+   'good store: one NOTARY01210 line at start (the dry-run pass does not check)') or diag $new;
+like($new, qr/\[notary:info\] .*NOTARY01210: record store "[^"]*user=notary[^"]*" \(NotaryDatabase of notary\.test:[1-9]\d*\): the children can use it: role notary may insert records/,
+     '... at info, naming the store and the role');
+is_deeply([loud($new)], [], '... and nothing above info');
+
+# ---- a graceful restart checks again
+$new = graceful_with(extra => $t->db_directive . $rule);
+is(count_of(qr/NOTARY01210: /, $new), 1, 'graceful restart: the check runs again') or diag $new;
+is_deeply([loud($new)], [], '... and again says nothing above info');
+
+# ---- a role with a password
+my $secret = 'right-secret-4711';
+$pg->psql("CREATE ROLE pwuser LOGIN PASSWORD '$secret' IN ROLE notary_writer");
+my $hba = $pg->pgdata . '/pg_hba.conf';
+my $hba_text = NotaryTest::read_file($hba);
+NotaryTest::write_file($hba, "local all pwuser scram-sha-256\n" . $hba_text);
+$pg->psql('SELECT pg_reload_conf()');
+my $base = 'host=' . $pg->sockdir . ' port=' . $pg->port . ' dbname=notary';
+
+$new = graceful_with(conf_for("$base user=pwuser password=not-the-secret"));
+like($new, qr/\[notary:warn\] .*NOTARY01202: record store .* refuses the children's login: user daemon \(uid \d+\), role pwuser: .*password authentication failed.*; the password given \(password= in NotaryDatabase/,
+     'wrong password: NOTARY01202 at warn, saying the given password is wrong') or diag $new;
+unlike($new, qr/not-the-secret/, '... without writing the password into the log');
+like($new, qr/until this is mended every message a NotaryRecord rule matches is refused with 503/,
+     '... and what that means for recording');
+
+# ---- the passfile of sql/README, owned by root, mode 0600
+my $passfile = "$dir/notary.pgpass";
+NotaryTest::write_file($passfile, "*:*:*:pwuser:$secret\n", 0600);
+chown 0, 0, $passfile or die "chown $passfile: $!";
+$new = graceful_with(conf_for("$base user=pwuser passfile=$passfile"));
+like($new, qr/\[notary:warn\] .*NOTARY01202: .*role pwuser: .*passfile \Q$passfile\E \(owner root, mode 0600\) is not readable by user daemon \(uid \d+\), so libpq skips it -- make the httpd user its owner, mode 0600/,
+     'passfile owned by root, 0600: the line names the passfile, its owner and mode, and the user') or diag $new;
+
+my ($duid, $dgid) = (getpwnam('daemon'))[2, 3];
+chown $duid, $dgid, $passfile or die "chown $passfile: $!";
+$new = graceful_with(conf_for("$base user=pwuser passfile=$passfile"));
+like($new, qr/NOTARY01210: .*role pwuser may insert records/,
+     'the same passfile owned by the httpd user: the check passes') or diag $new;
+is_deeply([loud($new)], [], '... with nothing above info');
+
+chmod 0644, $passfile;
+$new = graceful_with(conf_for("$base user=pwuser passfile=$passfile"));
+like($new, qr/NOTARY01202: .*passfile \Q$passfile\E has mode 0644 and libpq skips a passfile with group or world access -- chmod 0600/,
+     'a passfile with world access: the line says libpq skips it') or diag $new;
+is_deeply([grep { !/^\[/ } split /\n/, $new], [],
+          '... and libpq\'s own warning does not reach the log unformatted');
+
+# ---- a schema older than version 3 (sql/0001 and 0002 only)
+$pg->psql('CREATE DATABASE notary_old', dbname => 'postgres');
+for my $f (qw(0001_schema.sql 0002_writer_path.sql)) {
+    $pg->psql(undef, dbname => 'notary_old', file => $pg->srcdir_of . "/sql/$f");
+}
+$new = graceful_with(conf_for('host=' . $pg->sockdir . ' port=' . $pg->port
+                              . ' dbname=notary_old user=notary'));
+like($new, qr/\[notary:warn\] .*NOTARY01203: record store "[^"]*dbname=notary_old[^"]*" .*schema too old or missing: preparing the record INSERT: column "salt" .*does not exist \(SQLSTATE 42703\) -- the schema is older than version 3/,
+     'schema version 2: NOTARY01203 from the store\'s own INSERT') or diag $new;
+
+# ---- roles that may not record
+$pg->psql('CREATE ROLE usage_only LOGIN; GRANT USAGE ON SCHEMA notary TO usage_only');
+$new = graceful_with(conf_for("$base user=usage_only"));
+like($new, qr/\[notary:warn\] .*NOTARY01204: .*the children's role may not record: role usage_only lacks INSERT on notary\.records, notary\.keys, notary\.admissions and EXECUTE on notary\.record_committed\(\) -- GRANT notary_writer TO usage_only/,
+     'a role without INSERT (has_column_privilege): NOTARY01204 lists what it lacks') or diag $new;
+
+$pg->psql(q{CREATE ROLE half LOGIN; GRANT USAGE ON SCHEMA notary TO half;
+            GRANT INSERT (recorded_at, direction) ON notary.records TO half});
+$new = graceful_with(conf_for("$base user=half"));
+like($new, qr/NOTARY01204: .*role half lacks INSERT on notary\.records \(merchant, sender_key_sha256, .*token_sha256\), notary\.keys/,
+     '... a role with some columns: the missing columns are named') or diag $new;
+unlike($new, qr/\(recorded_at|, direction,/, '... and only those');
+
+$pg->psql('CREATE ROLE outsider LOGIN');
+$new = graceful_with(conf_for("$base user=outsider"));
+like($new, qr/NOTARY01204: .*role outsider: permission denied for schema notary \(SQLSTATE 42501\) -- GRANT notary_writer TO outsider/,
+     'a role outside notary_writer: NOTARY01204 (no USAGE on the schema)') or diag $new;
+
+# ---- NotaryDatabaseCheck off: nothing checked
+$new = graceful_with(conf_for("$base user=outsider", check => 'off'));
+unlike($new, qr/NOTARY012\d\d/, 'NotaryDatabaseCheck off: no check at all') or diag $new;
+
+# ---- the database down: a warning at start, and httpd starts
+$pg->stop;
+$t->stop;
+$new = start_with(extra => $t->db_directive . $rule);
+like($new, qr/\[notary:warn\] .*NOTARY01201: record store "[^"]*" \(NotaryDatabase of notary\.test:[1-9]\d*\) is unreachable: user daemon \(uid \d+\): .*(?:No such file|Connection refused)/,
+     'database down: NOTARY01201 at warn at start') or diag $new;
+is(count_of(qr/NOTARY01201: /, $new), 1, '... once');
+my $tok = $t->link_token(merchant => 'shop', consumer => 'alice');
+my $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
+is($r->{status}, 200, '... and httpd starts and relays') or diag $r->{body};
+
+# apachectl -t says the same (and still "Syntax OK" with warn)
+my ($rc, $out) = $t->config_test(extra => $t->db_directive . $rule);
+is($rc, 0, 'apachectl -t with the database down and warn: passes') or diag $out;
+like($out, qr/NOTARY01201: record store .* is unreachable: user daemon/, '... and says the store is unreachable');
+like($out, qr/Syntax OK/, '... and "Syntax OK"');
+($rc, $out) = $t->config_test(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
+isnt($rc, 0, 'apachectl -t with the database down and strict: fails') or diag $out;
+like($out, qr/NOTARY01201: .*apachectl -t fails \(NotaryDatabaseCheck strict\)/, '... saying why');
+
+# ---- strict: httpd refuses to start, the line in the error log
+$t->stop;
+my $conf = $t->write_conf(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
+my $off = log_len();
+my $start_out = `$NotaryTest::HTTPD -f $conf -k start 2>&1`;
+ok($t->wait_for(sub { log_since($off) =~ /AH00020/ }, timeout => 20,
+                what => 'httpd to give up (AH00020)'),
+   'strict and the database down: httpd gives up at start') or diag $start_out, log_since($off);
+$new = log_since($off);
+like($new, qr/\[notary:error\] .*NOTARY01201: record store .* is unreachable: .*; httpd does not start \(NotaryDatabaseCheck strict\)/,
+     '... with NOTARY01201 at error level in the error log') or diag $new;
+my $port = $t->notary_port;
+ok($t->wait_for(sub { !IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1) },
+                timeout => 10, what => 'the notary port to be closed'),
+   '... and nothing serves the notary port');
+
+# ---- the database back: strict starts
+$pg->start_again;
+$new = start_with(extra => $t->db_directive . "    NotaryDatabaseCheck strict\n" . $rule);
+like($new, qr/NOTARY01210: /, 'strict with a good store: starts, one info line') or diag $new;
+$r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
+is($r->{status}, 200, '... and relays');
+
+done_testing;
