@@ -316,10 +316,12 @@ sub slow_clients {
        "the slow clients held their connections ($st->{max_held} of $SLOW at most at once)");
     # The goal (issue 15) is "not delayed beyond a second". At the
     # recommended settings every slow connection has a worker of its own
-    # and the normal client finds idle ones: ~0.03 s here on a loaded
-    # 2-core machine. With Debian's 150 workers the slow clients take them
-    # all and a normal client waits for a header timeout (18.8 s measured
-    # for the issue).
+    # and the normal client finds idle ones: 0.04-0.05 s at p50 here on a
+    # 2-core machine at a load average of 20. With Debian's 150 workers
+    # (CAPACITY_MPM=debian) 174 of the 200 slow connections got in, httpd
+    # logged AH10159 and AH00484 (the error-log check fails), and a normal
+    # request found no worker within 10 s (the check below that every one
+    # got its page fails); the issue measured 18.8 s at p50.
     ok(@tn >= 15 && $pn < 1, sprintf('under %d slow clients a normal client is served through the notary in under 1 s at p50 (%.3f s, %d requests)',
                                      $SLOW, $pn // -1, scalar @tn));
     ok(@tp >= 15 && $pp < 1, sprintf('... and through the plain mod_proxy vhost (%.3f s)', $pp // -1));
@@ -713,6 +715,12 @@ sub ids_in_log {
             or diag(join "\n", @lost[0 .. ($#lost > 19 ? 19 : $#lost)]);
         is(($s->{retried} // 0), ($s->{closed_reused_before_answer} // 0),
            "$name: every request closed unanswered on a reused connection was sent again");
+        # HTTP allows those closes, but at the recommended sizing they are
+        # rare: 0.02-0.2 % of attempts in runs on a loaded 2-core machine;
+        # with Debian's MPM settings 34 % (notary) and 40 % (plain)
+        my $rate = ($s->{idle_closed} // 0) / ($s->{attempts} || 1);
+        ok($rate < 0.05, sprintf("$name: under 5 %% of attempts met an idle connection closed by the MPM "
+                                 . "(%.2f %%: %d of %d)", 100 * $rate, $s->{idle_closed} // 0, $s->{attempts} // 0));
     }
     $l->reconcile(tag => $tag, name => "$CONNS connections");
     # an attempt the notary never logged could also be one a dying child
