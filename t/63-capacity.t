@@ -98,7 +98,14 @@ my $reqtimeout = ($ENV{CAPACITY_REQTIMEOUT} // '') eq 'off' ? ''
 # The merchant: more threads in one child than all the pooled connections
 # the notary and the plain vhost may hold to it (20 children x max=1 each),
 # so none of its children ever has every worker busy and closes its idle
-# keep-alive connections under them (the README's "merchant's side").
+# keep-alive connections under them; and the pools drop a connection idle
+# for 30 s (ttl) before the merchant's KeepAliveTimeout (60 s) would close
+# it (the README's "merchant's side"). So no pooled merchant connection
+# closes as it is reused, and the first request of a consumer connection
+# may reuse one (proxy-initial-not-pooled, which part 3 shows, is not
+# needed; it would cost each of the 550 a TLS handshake with the merchant,
+# queued behind max=1).
+my $worker = 'max=1 ttl=30';
 my $merchant_mpm = "StartServers 2\nServerLimit 2\nThreadLimit 64\nThreadsPerChild 64\n"
                  . "MaxRequestWorkers 128\nMinSpareThreads 4\nMaxSpareThreads 128\n";
 
@@ -116,7 +123,7 @@ my $murl = $t->merchant_url('shop');
 # A plain mod_proxy vhost in the notary's httpd: its TLS set-up is the
 # notary's, its backend settings are those of the notary's merchant worker.
 sub plain_vhost {
-    my ($tt, $port, $prefix, $url, $extra) = @_;
+    my ($tt, $port, $prefix, $url, $params, $extra) = @_;
     my ($cert, $key) = $tt->notary_cert;
     my $pc = $tt->proxy_client_cert;
     my ($ca_, $d) = ($tt->ca, $tt->dir);
@@ -133,7 +140,7 @@ Listen 127.0.0.1:$port
     SSLProxyCACertificateFile $ca_
     SSLProxyCheckPeerName off
     SSLProxyMachineCertificateFile $pc
-    ProxyPass "$prefix/" "$url/" max=1
+    ProxyPass "$prefix/" "$url/" $params
 $extra
     ErrorLog $d/logs/plain-error.log
     CustomLog $d/logs/plain-access.log "%P \\"%r\\" %>s %b"
@@ -141,12 +148,11 @@ $extra
 EOF
 }
 
-my $not_pooled = "    SetEnv proxy-initial-not-pooled 1\n";
 $t->start(server_limit => $server_limit, start_servers => $debian ? 2 : 20,
-          global => $mpm . $reqtimeout . plain_vhost($t, $plain_port, '/shop', $murl, $not_pooled),
+          global => $mpm . $reqtimeout . plain_vhost($t, $plain_port, '/shop', $murl, $worker, ''),
           merchants_global => $merchant_mpm,
-          extra => $t->db_directive(timeout => 10) . $l->rules . $not_pooled
-                 . "    <Proxy \"$murl\">\n        ProxySet max=1\n    </Proxy>\n");
+          extra => $t->db_directive(timeout => 10) . $l->rules
+                 . "    <Proxy \"$murl\">\n        ProxySet $worker\n    </Proxy>\n");
 diag(($debian ? "Debian's mpm_event defaults" : "the README's MPM settings")
      . ($reqtimeout ? ', mod_reqtimeout header=20-40,MinRate=500' : ', no mod_reqtimeout')
      . ", $SLOW slow clients, $CONNS + $PLAIN_CONNS connections for $HOLD s");
@@ -825,9 +831,9 @@ sub ka_gets {
 }
 
 for my $pooling (0, 1) {
-    my $np = $pooling ? $not_pooled : '';
+    my $np = $pooling ? "    SetEnv proxy-initial-not-pooled 1\n" : '';
     my %conf = (server_limit => 1, start_servers => 1,
-                global => plain_vhost($rt, $rplain, '/racy', $rurl, $np),
+                global => plain_vhost($rt, $rplain, '/racy', $rurl, 'max=1', $np),
                 extra => "    NotaryMerchant racy $rurl\n$np"
                        . "    <Proxy \"$rurl\">\n        ProxySet max=1\n    </Proxy>\n");
     $pooling ? $rt->restart(%conf) : $rt->start(%conf);
