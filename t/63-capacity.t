@@ -52,16 +52,20 @@
 # first request as soon as its handshake is done, connect without blocking
 # inside their event loop, and tell a closed idle connection from a loss.
 #
-# To see the checks fail (none of these is run by default):
+# Variants (none is run by default):
 #   CAPACITY_MPM=debian       Debian's mpm_event.conf (ThreadsPerChild 25,
-#                             MaxRequestWorkers 150) instead of the README's
-#   CAPACITY_REQTIMEOUT=off   without mod_reqtimeout
+#                             MaxRequestWorkers 150) instead of the README's:
+#                             the checks fail (slow clients not all let in, a
+#                             normal request unanswered, a third of the busy
+#                             attempts closed, AH10159 and AH00484 logged)
+#   CAPACITY_REQTIMEOUT=off   without mod_reqtimeout: the slow clients keep
+#                             their workers (the sizing still absorbs 200)
 #   CAPACITY_SLOW=N, CAPACITY_CONNS=N, CAPACITY_HOLD=S   smaller sizes for
 #                             development (the checks then prove less)
 #
-# The clients are Perl event loops (IO::Socket::SSL, non-blocking): $PROCS
-# processes of up to 50 connections each; every loop is bounded in time and
-# count, and everything binds 127.0.0.1.
+# The clients are Perl event loops (IO::Socket::SSL, non-blocking), one
+# process per 50 connections; every loop is bounded in time and count, and
+# everything binds 127.0.0.1. The whole file takes about 2 minutes.
 use strict;
 use warnings;
 use Test::More;
@@ -722,8 +726,9 @@ sub ids_in_log {
         is(($s->{retried} // 0), ($s->{closed_reused_before_answer} // 0),
            "$name: every request closed unanswered on a reused connection was sent again");
         # HTTP allows those closes, but at the recommended sizing they are
-        # rare: 0.02-0.2 % of attempts in runs on a loaded 2-core machine;
-        # with Debian's MPM settings 34 % (notary) and 40 % (plain)
+        # rare: 0.02-0.25 % of attempts in runs on a 2-core machine at load
+        # averages of 20 to 46; with Debian's MPM settings 34 % (notary)
+        # and 40 % (plain)
         my $rate = ($s->{idle_closed} // 0) / ($s->{attempts} || 1);
         ok($rate < 0.05, sprintf("$name: under 5 %% of attempts met an idle connection closed by the MPM "
                                  . "(%.2f %%: %d of %d)", 100 * $rate, $s->{idle_closed} // 0, $s->{attempts} // 0));
