@@ -459,7 +459,9 @@ sub _server_conf {
     my $run = "$d/run/$role";
     make_path($run);
     my $notary = $role eq 'notary';
-    my $global = $notary ? ($o{global} // '') : '';
+    # global: directives for the notary's httpd; merchants_global: for the
+    # merchants' (both after the defaults below, so an MPM setting there wins)
+    my $global = $notary ? ($o{global} // '') : ($o{merchants_global} // '');
     my $body = $notary ? $self->notary_vhost(%o) : $self->backend_vhosts;
     # The merchants get room for the 50-request bursts of the tests: when all
     # of an event MPM's workers are busy it closes idle keep-alive
