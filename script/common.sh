@@ -10,8 +10,11 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   python3 python3-jwt python3-cryptography
   golang-go golang-golang-x-mod-dev
   redis-server
-  clang libclang-rt-dev clang-format"
+  clang libclang-rt-dev clang-format
+  dpkg-dev debhelper dh-apache2 lintian fakeroot git"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
+# dpkg-dev, debhelper, dh-apache2, lintian, fakeroot, git: t/06-package.t
+# builds the Debian package (debian/) from a git archive of the tree
 
 notary_install_deps() {
     local missing="" p
