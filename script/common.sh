@@ -11,10 +11,11 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   golang-go golang-golang-x-mod-dev
   redis-server
   clang libclang-rt-dev clang-format
-  dpkg-dev debhelper dh-apache2 lintian fakeroot git"
+  dpkg-dev debhelper lintian fakeroot git"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
-# dpkg-dev, debhelper, dh-apache2, lintian, fakeroot, git: t/06-package.t
-# builds the Debian package (debian/) from a git archive of the tree
+# dpkg-dev, debhelper, lintian, fakeroot, git: t/06-package.t
+# builds the Debian package (debian/) from a git archive of the tree;
+# dh_apache2 (the virtual dh-apache2) comes with apache2-dev
 
 notary_install_deps() {
     local missing="" p

@@ -285,13 +285,13 @@ for my $f ($MOD, '/etc/apache2/mods-available/notary.load', '/etc/apache2/mods-a
            $LINK, '/usr/bin/notary-verify',
            '/usr/share/man/man1/notary-link.1.gz', '/usr/share/man/man1/notary-verify.1.gz',
            "$SHARE/sql/apply.sh", "$SHARE/sql/README.md", (map { "$SHARE/$_" } @sql),
-           "/usr/share/doc/$PKG/copyright", "/usr/share/doc/$PKG/changelog.Debian.gz",
-           "/usr/share/doc/$PKG/examples/notary-vhost.conf.example") {
+           "/usr/share/doc/$PKG/copyright", "/usr/share/doc/$PKG/changelog.Debian.gz") {
     ok($files{$f}, "the package holds $f");
 }
-ok(scalar(grep { m{^/usr/share/doc/\Q$PKG\E/README\.md(?:\.gz)?$} } keys %files), '... and README.md in its doc');
-for my $md (map { s{.*/}{}r } glob("$src/docs/*.md")) {
-    ok(scalar(grep { m{^/usr/share/doc/\Q$PKG\E/\Q$md\E(?:\.gz)?$} } keys %files), "... and docs/$md in its doc");
+# dh_compress compresses what is over 4 kB
+for my $doc ('README.md', (map { s{.*/}{}r } glob("$src/docs/*.md")), 'examples/notary-vhost.conf.example') {
+    ok($files{"/usr/share/doc/$PKG/$doc"} || $files{"/usr/share/doc/$PKG/$doc.gz"},
+       "... and $doc in /usr/share/doc/$PKG");
 }
 ok(!scalar(grep { m{^/usr/share/mod_notary\b|\.la$} } keys %files), '... nothing of make install\'s hand-install layout (share/mod_notary, .la)');
 my $depends = `dpkg-deb -f '$deb' Depends`;
@@ -364,8 +364,10 @@ $t->write_conf;           # the harness's files, readable by the servers' users
 $t->restart_merchants;
 
 $sys = $t->dir . '/system-apache2';
-make_path(map { "$sys/$_" } qw(run lock log));
-chmod 0755, $sys, map { "$sys/$_" } qw(run lock log);
+# apache2ctl makes the lock directory itself (owned by www-data: it refuses
+# one owned by anybody else) and the run directory if missing
+make_path(map { "$sys/$_" } qw(run log));
+chmod 0755, $sys, map { "$sys/$_" } qw(run log);
 NotaryTest::write_file("$sys/envvars", <<"EOF");
 # /etc/apache2/envvars, with the run, lock and log directories of t/06-package.t
 . /etc/apache2/envvars
