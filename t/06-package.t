@@ -284,12 +284,13 @@ my @sql = map { s{^\Q$src\E/}{}r } glob("$src/sql/*.sql"), glob("$src/sql/report
 for my $f ($MOD, '/etc/apache2/mods-available/notary.load', '/etc/apache2/mods-available/notary.conf',
            $LINK, '/usr/bin/notary-verify',
            '/usr/share/man/man1/notary-link.1.gz', '/usr/share/man/man1/notary-verify.1.gz',
-           "$SHARE/sql/apply.sh", "$SHARE/sql/README.md", (map { "$SHARE/$_" } @sql),
+           "$SHARE/sql/apply.sh", (map { "$SHARE/$_" } @sql),
            "/usr/share/doc/$PKG/copyright", "/usr/share/doc/$PKG/changelog.Debian.gz") {
     ok($files{$f}, "the package holds $f");
 }
 # dh_compress compresses what is over 4 kB
-for my $doc ('README.md', (map { s{.*/}{}r } glob("$src/docs/*.md")), 'examples/notary-vhost.conf.example') {
+for my $doc ('README.md', (map { s{.*/}{}r } glob("$src/docs/*.md")), 'sql/README.md',
+             'examples/notary-vhost.conf.example') {
     ok($files{"/usr/share/doc/$PKG/$doc"} || $files{"/usr/share/doc/$PKG/$doc.gz"},
        "... and $doc in /usr/share/doc/$PKG");
 }
