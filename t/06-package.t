@@ -193,11 +193,13 @@ sub cleanup {
     if (delete $done{installed}) {
         $run->("dpkg --purge $PKG", "dpkg --purge $PKG", 1) if pkg_present();
     }
-    # whatever is left over (state markers, a half-done step) is put back as found
+    # whatever is left over (state markers, a half-done step) is put back as
+    # found; said in a note, so a change in what the steps above leave shows
     my $now = snapshot();
     for my $p (sort { length $b <=> length $a } grep { !exists $before->{$_} } keys %$now) {
         my $ok = $now->{$p} =~ /^dir/ ? rmdir $p : unlink $p;
         push @problems, "left over, cannot remove $p: $!" unless $ok;
+        print STDERR "# cleanup removed what the steps left: $p ($now->{$p})\n" if $ok;
     }
     for my $p (sort { length $a <=> length $b } grep { !exists $now->{$_} } keys %$before) {
         my $d = $before->{$p};
@@ -211,6 +213,7 @@ sub cleanup {
             $ok = open($fh, '>', $p) && close($fh) && chmod($mode, $p);
         }
         push @problems, "removed, cannot restore $p ($d)" unless $ok;
+        print STDERR "# cleanup restored what the steps removed: $p ($d)\n" if $ok;
     }
     return @problems;
 }
@@ -393,8 +396,10 @@ is($rc, 0, 'apache2ctl configtest') or diag $out;
 $done{apache2} = 1;
 ($rc, $out) = apache2ctl('start');
 is($rc, 0, 'apache2ctl start: the system apache2') or diag $out;
-my $up = $t->wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->notary_port, Timeout => 1) },
-                      timeout => 20, what => 'apache2 to listen on ' . $t->notary_port);
+# httpd listens before it writes its pid file: wait for both
+my $up = $t->wait_for(sub { IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->notary_port, Timeout => 1)
+                            && apache2_pid() },
+                      timeout => 20, what => 'apache2 to listen on ' . $t->notary_port . ' and write its pid file');
 ok($up, '... listens on the test port')
     or do { diag NotaryTest::read_file("$sys/log/error.log") if -f "$sys/log/error.log"; finish() };
 {
