@@ -23,6 +23,7 @@ use File::Find;
 use File::Path qw(make_path);
 use File::Temp qw(tempdir);
 use IO::Socket::INET;
+use POSIX ();
 use Time::HiRes qw(sleep time);
 use NotaryTest;
 
@@ -43,26 +44,40 @@ for my $tool (qw(dpkg-buildpackage dh dh_apache2 lintian apt-get dpkg a2enmod a2
     system("command -v $tool >/dev/null 2>&1") == 0
         or die "t/06-package.t: $tool is not installed (NOTARY_PACKAGES in script/common.sh)\n";
 }
-# a backstop over the steps' own limits: die, and END cleans up
+# a backstop over the steps' own limits: die, and END cleans up; so does
+# a signal (exit runs END), from the first step on
 $SIG{ALRM} = sub { die "t/06-package.t: over 45 minutes, giving up\n" };
 alarm 2700;
+my %SIGNO = (HUP => 1, INT => 2, TERM => 15);
+for my $sig (keys %SIGNO) {
+    $SIG{$sig} = sub { print STDERR "# t/06-package.t: SIG$sig, cleaning up\n"; exit 128 + $SIGNO{$sig} };
+}
 
 sub q_ { my $s = shift; $s =~ s/'/'\\''/g; "'$s'" }
 
 # sh($command, timeout => seconds, log => file): runs a shell command under
-# timeout(1); returns (exit code, output). 124 means it timed out.
+# timeout(1); returns (exit code, output). 124 means it timed out. $CHILD is
+# the timeout(1) running now: cleanup after a signal or a die stops it
+# (timeout passes the signal on to the command's processes).
+my $CHILD;
 sub sh {
     my ($cmd, %o) = @_;
     my $limit = $o{timeout} || 120;
-    my $full = "timeout --kill-after=10 $limit sh -c " . q_($cmd);
-    my $out;
-    if ($o{log}) {
-        system("$full >" . q_($o{log}) . ' 2>&1');
-        $out = -f $o{log} ? NotaryTest::read_file($o{log}) : '';
-    } else {
-        $out = `$full 2>&1`;
+    my ($fh, $log) = $o{log} ? (undef, $o{log}) : File::Temp::tempfile('notary-t06-XXXXXX', TMPDIR => 1, UNLINK => 1);
+    my $pid = fork // die "fork: $!";
+    if (!$pid) {
+        open(STDIN, '<', '/dev/null') && open(STDOUT, '>', $log) && open(STDERR, '>&', \*STDOUT)
+            or POSIX::_exit(127);
+        { no warnings 'exec'; exec('timeout', '--kill-after=10', $limit, 'sh', '-c', $cmd); }
+        POSIX::_exit(127);
     }
-    my $rc = $? == -1 ? 127 : ($? & 127) ? 128 + ($? & 127) : $? >> 8;
+    $CHILD = $pid;
+    waitpid($pid, 0);
+    my $st = $?;
+    undef $CHILD;
+    my $out = -f $log ? NotaryTest::read_file($log) : '';
+    unlink $log unless $o{log};
+    my $rc = ($st & 127) ? 128 + ($st & 127) : $st >> 8;
     return ($rc, $out);
 }
 
@@ -171,6 +186,11 @@ sub stop_apache2 {
 # Undoes everything, in order, whatever got done; returns what went wrong.
 sub cleanup {
     alarm 0;
+    if ($CHILD) {
+        kill 'TERM', $CHILD;
+        waitpid($CHILD, 0);
+        undef $CHILD;
+    }
     my @problems;
     my $run = sub {
         my ($what, $cmd, $dpkg) = @_;
