@@ -200,7 +200,7 @@ sub cleanup {
     stop_apache2();
     $t->stop_merchants if $t;
     if (delete $done{site}) {
-        $run->("a2dissite $SITE", "a2dissite -q $SITE") if -l "/etc/apache2/sites-enabled/$SITE.conf";
+        $run->("a2dissite $SITE", "a2dissite -q -p $SITE") if -l "/etc/apache2/sites-enabled/$SITE.conf";
         unlink $SITE_FILE;
     }
     if (delete $done{a2enmod}) {
