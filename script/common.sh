@@ -12,12 +12,16 @@ NOTARY_PACKAGES="build-essential autoconf automake libtool pkg-config make gcc
   golang-go golang-golang-x-mod-dev
   nodejs libcrypt-jwt-perl libcryptx-perl
   redis-server haproxy
-  clang libclang-rt-dev clang-format"
+  clang libclang-rt-dev clang-format
+  dpkg-dev debhelper lintian fakeroot git"
 # clang and libclang-rt-dev (libFuzzer, ASan, UBSan runtimes): fuzz/run
 # nodejs, golang-go, libcrypt-jwt-perl, python3-jwt: the manual's token
 # samples (docs/examples/, t/08-token-samples.t)
 # redis-server and haproxy: the several-node test (t/70), run as the test's
 # own processes, never as the system services
+# dpkg-dev, debhelper, lintian, fakeroot, git: t/06-package.t
+# builds the Debian package (debian/) from a git archive of the tree;
+# dh_apache2 (the virtual dh-apache2) comes with apache2-dev
 
 notary_install_deps() {
     local missing="" p
