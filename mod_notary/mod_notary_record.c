@@ -555,6 +555,13 @@ int notary_record_fixups(request_rec *r)
     return OK;
 }
 
+/* The store's own lines (notary_store_set_log), in the error log of the
+ * first virtual host that uses the store */
+static void store_log(void *ctx, int level, const char *msg)
+{
+    ap_log_error(APLOG_MARK, level, 0, (server_rec *)ctx, "%s", msg);
+}
+
 static apr_status_t notary_store_child_init(apr_pool_t *p, server_rec *s)
 {
     apr_hash_t *stores = apr_hash_make(p);
@@ -587,6 +594,7 @@ static apr_status_t notary_store_child_init(apr_pool_t *p, server_rec *s)
                                                             "cannot create the record store for this child");
                 return rv;
             }
+            notary_store_set_log(st, store_log, s);
             apr_hash_set(stores, key, APR_HASH_KEY_STRING, st);
         }
         sc->store = st;

@@ -132,6 +132,13 @@ apr_status_t notary_store_create(notary_store **pst, apr_pool_t *p, const char *
     return APR_SUCCESS;
 }
 
+void notary_store_set_log(notary_store *st, notary_store_log_fn *fn, void *ctx)
+{
+    /* set once, before the store is used (the glue's child_init) */
+    st->conns->log = fn;
+    st->conns->log_ctx = ctx;
+}
+
 /* The server gave up waiting: statement_timeout (57014) or a lock it
  * could not get (55P03). */
 static int server_timeout(const PGresult *res)

@@ -90,6 +90,13 @@ apr_status_t notary_store_create(notary_store **st, apr_pool_t *p, const char *c
                                  int min, int smax, int hmax, apr_interval_time_t ttl,
                                  apr_interval_time_t timeout);
 
+/* Where the store's own log lines go (hosts of NotaryDatabase skipped for
+ * not answering): a level (NOTARY_STORE_APLOG_*, httpd's APLOG_* values)
+ * and the line, its NOTARYnnnnn number first. Called from any thread. */
+typedef void notary_store_log_fn(void *ctx, int level, const char *msg);
+#define NOTARY_STORE_APLOG_WARNING 4 /* APLOG_WARNING, without httpd's headers */
+void notary_store_set_log(notary_store *st, notary_store_log_fn *fn, void *ctx);
+
 /* Records on their way: +1 when a message has matched and its record
  * will follow (notary_record.announced set then); -1 when it will not
  * after all (too large, aborted). While records are on their way, the

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <apr_general.h>
 #include <apr_reslist.h>
 #include <apr_strings.h>
 
@@ -66,6 +67,28 @@ static const int key_formats[2] = { 1, 1 };
 #define STORE_ACQUIRE_SLICE apr_time_from_msec(50)
 #endif
 
+/* Several hosts in the conninfo (host=a,b ...): libpq's connect_timeout
+ * does not apply to PQconnectPoll, so a host that accepts TCP and never
+ * answers (frozen, or its packets dropped) would hold every new
+ * connection until the record's deadline and the next host would never
+ * be tried. So the store tries them one at a time (store_connect), each
+ * bound by connect_timeout when the conninfo gives one, else by its share
+ * of the time left (left / attempts to go), never less than this: */
+#ifndef STORE_HOST_FLOOR
+#define STORE_HOST_FLOOR apr_time_from_msec(250)
+#endif
+/* A host that did not answer in its time is tried after the others, by
+ * this child's new connections, for this long: a frozen primary would
+ * otherwise cost each new connection its share again */
+#ifndef STORE_HOST_SILENT_FOR
+#define STORE_HOST_SILENT_FOR apr_time_from_sec(30)
+#endif
+/* NOTARY03303 at most this often per host and child; the lines between
+ * are counted in the next one */
+#ifndef STORE_HOST_LOG_EVERY
+#define STORE_HOST_LOG_EVERY apr_time_from_sec(60)
+#endif
+
 static void keys_forget(store_conn *sc)
 {
     int i;
@@ -102,6 +125,113 @@ static apr_status_t slot_destruct(void *res, void *params, apr_pool_t *p)
     return APR_SUCCESS;
 }
 
+/* The elements of a comma-separated list, split as libpq splits it
+ * (fe-connect.c, parse_comma_separated_list: at every comma, no
+ * escapes); -1 when one is empty (libpq's default host or port then,
+ * which cannot be passed on its own). */
+static int split_list(apr_pool_t *p, const char *v, const char ***out)
+{
+    apr_array_header_t *a = apr_array_make(p, 4, sizeof(const char *));
+    const char *s = v, *e;
+
+    for (;;) {
+        e = strchr(s, ',');
+        if (!e) {
+            e = s + strlen(s);
+        }
+        if (e == s) {
+            return -1;
+        }
+        APR_ARRAY_PUSH(a, const char *) = apr_pstrmemdup(p, s, e - s);
+        if (!*e) {
+            break;
+        }
+        s = e + 1;
+    }
+    *out = (const char **)a->elts;
+    return a->nelts;
+}
+
+/* The hosts of the operator's conninfo, when it names several (in
+ * host=, hostaddr= or a URI; port= one for all or one each), paired as
+ * libpq pairs them. Anything else -- one host, lists libpq would refuse,
+ * an empty element, a conninfo libpq cannot parse, hosts that come only
+ * from a service file or PGHOST -- leaves nhosts 0: libpq walks the
+ * conninfo as given, and says what is wrong with it when it connects. */
+static void hosts_parse(store_conns *cs, apr_pool_t *p)
+{
+    PQconninfoOption *opts, *o;
+    char *errmsg = NULL;
+    const char *host = NULL, *hostaddr = NULL, *port = NULL, *ct = NULL;
+    const char **hl = NULL, **al = NULL, **pl = NULL;
+    int nh = 0, na = 0, np = 0, n, i;
+
+    opts = PQconninfoParse(cs->conninfo, &errmsg);
+    if (!opts) {
+        if (errmsg) {
+            PQfreemem(errmsg);
+        }
+        return;
+    }
+    for (o = opts; o->keyword; o++) {
+        const char *v;
+        if (!o->val || !*o->val) {
+            continue;
+        }
+        v = apr_pstrdup(p, o->val);
+        if (!strcmp(o->keyword, "host")) {
+            host = v;
+        }
+        else if (!strcmp(o->keyword, "hostaddr")) {
+            hostaddr = v;
+        }
+        else if (!strcmp(o->keyword, "port")) {
+            port = v;
+        }
+        else if (!strcmp(o->keyword, "connect_timeout")) {
+            ct = v;
+        }
+        else if (!strcmp(o->keyword, "target_session_attrs")) {
+            cs->prefer_standby = !strcmp(v, "prefer-standby");
+        }
+        else if (!strcmp(o->keyword, "load_balance_hosts")) {
+            cs->load_balance = !strcmp(v, "random"); /* libpq 16 and later */
+        }
+    }
+    PQconninfoFree(opts);
+    if ((host && (nh = split_list(p, host, &hl)) < 0)
+        || (hostaddr && (na = split_list(p, hostaddr, &al)) < 0)
+        || (port && (np = split_list(p, port, &pl)) < 0)) {
+        return;
+    }
+    n = na ? na : nh; /* libpq counts hostaddr's first */
+    if (n < 2 || (nh && nh != n) || (np > 1 && np != n)) {
+        return;
+    }
+    cs->hosts = apr_pcalloc(p, n * sizeof(*cs->hosts));
+    for (i = 0; i < n; i++) {
+        store_host *h = &cs->hosts[i];
+        h->host = nh ? hl[i] : NULL;
+        h->hostaddr = na ? al[i] : NULL;
+        h->port = np > 1 ? pl[i] : NULL; /* a single port stays as given */
+        h->label = apr_pstrcat(p, nh ? hl[i] : al[i], np ? " port " : "",
+                               np ? pl[np > 1 ? i : 0] : "", NULL);
+    }
+    if (ct) {
+        /* as libpq reads it: whole seconds, 0 or less none, at least 2;
+         * a value it refuses it reports when connecting */
+        char *end;
+        long sec = strtol(ct, &end, 10);
+        while (*end == ' ' || *end == '\t') {
+            end++;
+        }
+        if (!*end && sec > 0 && sec <= 86400) {
+            cs->host_timeout = apr_time_from_sec(sec < 2 ? 2 : sec);
+        }
+    }
+    cs->nhosts = n;
+}
+
 apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const char *conninfo,
                                        int min, int smax, int hmax, apr_interval_time_t ttl,
                                        apr_interval_time_t timeout)
@@ -111,6 +241,10 @@ apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const c
 
     cs->conninfo = apr_pstrdup(p, conninfo);
     cs->timeout = timeout;
+    hosts_parse(cs, p);
+    if ((rv = apr_thread_mutex_create(&cs->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+        return rv;
+    }
     /* the reslist registers its own cleanup on p: idle slots are closed */
     rv = apr_reslist_create(&cs->slots, min, smax, hmax, ttl,
                             slot_construct, slot_destruct, cs, p);
@@ -189,11 +323,48 @@ static apr_status_t setup_step(const store_conns *cs, store_conn *sc, int ok,
                                      : APR_ECONNREFUSED;
 }
 
-/* Connect within the deadline: PQconnectPoll, not PQconnectdbParams,
- * whose connect_timeout counts whole seconds (at least 2) per host and
- * would let one insert wait about twice NotaryDatabaseTimeout. */
-static apr_status_t slot_connect(store_conns *cs, PGconn *c, apr_time_t deadline,
-                                 apr_pool_t *errpool, const char **err)
+/* Start one connection: the operator's conninfo, then one host's values
+ * in place of its lists (later keywords override what the expanded dbname
+ * set: libpq's rule), and target_session_attrs when a pass of
+ * prefer-standby needs its own. fallback_application_name and
+ * client_encoding come first: the operator's conninfo may override them. */
+static PGconn *conn_start(const store_conns *cs, const store_host *h, const char *tsa)
+{
+    const char *kw[8], *val[8];
+    int n = 0;
+
+    kw[n] = "fallback_application_name";
+    val[n++] = "mod_notary";
+    kw[n] = "client_encoding";
+    val[n++] = "UTF8";
+    kw[n] = "dbname";
+    val[n++] = cs->conninfo;
+    if (h && h->host) {
+        kw[n] = "host";
+        val[n++] = h->host;
+    }
+    if (h && h->hostaddr) {
+        kw[n] = "hostaddr";
+        val[n++] = h->hostaddr;
+    }
+    if (h && h->port) {
+        kw[n] = "port";
+        val[n++] = h->port;
+    }
+    if (tsa) {
+        kw[n] = "target_session_attrs";
+        val[n++] = tsa;
+    }
+    kw[n] = val[n] = NULL;
+    return PQconnectStartParams(kw, val, 1);
+}
+
+/* Poll a connection being made until it is made (APR_SUCCESS), fails
+ * (APR_ECONNREFUSED, libpq's message in c) or `until` passes
+ * (APR_TIMEUP). PQconnectPoll, not PQconnectdbParams, whose
+ * connect_timeout counts whole seconds (at least 2) per host and would let
+ * one insert wait about twice NotaryDatabaseTimeout. */
+static apr_status_t conn_poll(PGconn *c, apr_time_t until)
 {
     PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
     int w, readable;
@@ -202,11 +373,8 @@ static apr_status_t slot_connect(store_conns *cs, PGconn *c, apr_time_t deadline
         ps = PGRES_POLLING_FAILED;
     }
     while (ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
-        w = notary_store_wait_socket(c, ps == PGRES_POLLING_WRITING, deadline, &readable);
+        w = notary_store_wait_socket(c, ps == PGRES_POLLING_WRITING, until, &readable);
         if (w == 0) {
-            *err = apr_psprintf(errpool, "cannot connect to the record store: no answer "
-                                         "within %" APR_TIME_T_FMT " ms",
-                                apr_time_as_msec(cs->timeout));
             return APR_TIMEUP;
         }
         if (w < 0) {
@@ -214,34 +382,204 @@ static apr_status_t slot_connect(store_conns *cs, PGconn *c, apr_time_t deadline
         }
         ps = PQconnectPoll(c);
     }
-    if (ps != PGRES_POLLING_OK || PQstatus(c) != CONNECTION_OK) {
-        *err = apr_psprintf(errpool, "cannot connect to the record store: %s",
-                            notary_store_pq_msg(errpool, PQerrorMessage(c)));
-        return APR_ECONNREFUSED;
+    return ps == PGRES_POLLING_OK && PQstatus(c) == CONNECTION_OK ? APR_SUCCESS
+                                                                  : APR_ECONNREFUSED;
+}
+
+/* The order this connection tries the hosts in: the conninfo's (shuffled
+ * with load_balance_hosts=random, as libpq 16 does), hosts that did not
+ * answer lately moved after the others, in the same order among
+ * themselves. */
+static void hosts_order(store_conns *cs, int *order)
+{
+    int i, j, k = 0, n = cs->nhosts;
+    int *late = order + n; /* order holds 2n */
+    apr_time_t now = apr_time_now();
+    int nlate = 0, locked;
+
+    for (i = 0; i < n; i++) {
+        order[i] = i;
     }
-    return APR_SUCCESS;
+    if (cs->load_balance) {
+        for (i = n - 1; i > 0; i--) {
+            unsigned int r;
+            int t;
+            if (apr_generate_random_bytes((unsigned char *)&r, sizeof(r)) != APR_SUCCESS) {
+                break; /* the list's order then: still every host */
+            }
+            j = (int)(r % (unsigned int)(i + 1));
+            t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+    }
+    locked = apr_thread_mutex_lock(cs->mu) == APR_SUCCESS;
+    for (i = 0; i < n; i++) {
+        if (locked && cs->hosts[order[i]].silent_until > now) {
+            late[nlate++] = order[i];
+        }
+        else {
+            order[k++] = order[i];
+        }
+    }
+    if (locked) {
+        apr_thread_mutex_unlock(cs->mu);
+    }
+    memcpy(order + k, late, nlate * sizeof(*order));
+}
+
+/* Host i answered: first in its place again. */
+static void host_answered(store_conns *cs, int i)
+{
+    if (cs->hosts[i].silent_until && apr_thread_mutex_lock(cs->mu) == APR_SUCCESS) {
+        cs->hosts[i].silent_until = 0;
+        apr_thread_mutex_unlock(cs->mu);
+    }
+}
+
+/* Host i did not answer within `waited` and the next is tried: tried last
+ * for a while, and said so (once a minute per host at most). */
+static void host_skipped(store_conns *cs, int i, apr_interval_time_t waited, apr_pool_t *p)
+{
+    store_host *h = &cs->hosts[i];
+    apr_time_t now = apr_time_now();
+    int unlogged = -1;
+
+    if (apr_thread_mutex_lock(cs->mu) != APR_SUCCESS) {
+        return;
+    }
+    h->silent_until = now + STORE_HOST_SILENT_FOR;
+    if (!h->logged_at || now - h->logged_at >= STORE_HOST_LOG_EVERY) {
+        unlogged = h->unlogged;
+        h->unlogged = 0;
+        h->logged_at = now;
+    }
+    else {
+        h->unlogged++;
+    }
+    apr_thread_mutex_unlock(cs->mu);
+    if (unlogged >= 0 && cs->log) {
+        cs->log(cs->log_ctx, NOTARY_STORE_APLOG_WARNING,
+                apr_psprintf(p, "NOTARY03303: record store: host %s of NotaryDatabase did "
+                                "not answer within %" APR_TIME_T_FMT " ms; trying the next "
+                                "host (this one is tried last for %d s; %d more such skips "
+                                "of it since the last line)",
+                             h->label, apr_time_as_msec(waited),
+                             (int)apr_time_sec(STORE_HOST_SILENT_FOR), unlogged));
+    }
+}
+
+/* Connect within the deadline. One host (or a conninfo the store does not
+ * split): libpq walks it, bound by the deadline as a whole. Several: one
+ * at a time, each bound by connect_timeout or its share of the time left
+ * (STORE_HOST_FLOOR at least, the last one the deadline), libpq judging
+ * each one's target_session_attrs -- a standby refused for read-write
+ * fails at once and the next is tried, as libpq does;
+ * prefer-standby is two passes, standby first, then any host that
+ * answered. */
+static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn **pc,
+                                  apr_pool_t *errpool, const char **err)
+{
+    int n = cs->nhosts, passes = cs->prefer_standby ? 2 : 1;
+    int *order, *silent, pass, k, left;
+    const char *why = NULL;
+    apr_status_t rv = APR_ECONNREFUSED;
+    PGconn *c;
+
+    *pc = NULL;
+    if (n < 2) {
+        if (!(c = conn_start(cs, NULL, NULL))) {
+            *err = "cannot connect to the record store: out of memory";
+            return APR_ENOMEM;
+        }
+        if ((rv = conn_poll(c, deadline)) == APR_SUCCESS) {
+            *pc = c;
+            return APR_SUCCESS;
+        }
+        *err = rv == APR_TIMEUP
+                 ? apr_psprintf(errpool, "cannot connect to the record store: no answer "
+                                         "within %" APR_TIME_T_FMT " ms",
+                                apr_time_as_msec(cs->timeout))
+                 : apr_psprintf(errpool, "cannot connect to the record store: %s",
+                                notary_store_pq_msg(errpool, PQerrorMessage(c)));
+        PQfinish(c);
+        return rv;
+    }
+    order = apr_palloc(errpool, 2 * n * sizeof(*order));
+    silent = apr_pcalloc(errpool, n * sizeof(*silent));
+    hosts_order(cs, order);
+    left = n * passes;
+    for (pass = 0; pass < passes; pass++) {
+        const char *tsa = !cs->prefer_standby ? NULL : pass == 0 ? "standby" : "any";
+        for (k = 0; k < n; k++, left--) {
+            int i = order[k];
+            apr_time_t now = apr_time_now(), until;
+            const char *one;
+
+            if (silent[i]) {
+                continue; /* not again in the second pass */
+            }
+            if (now >= deadline) {
+                rv = APR_TIMEUP;
+                why = apr_psprintf(errpool, "%s%s%s: not tried, no time left", why ? why : "",
+                                   why ? "; " : "", cs->hosts[i].label);
+                continue;
+            }
+            until = deadline;
+            if (left > 1) {
+                apr_interval_time_t share = cs->host_timeout ? cs->host_timeout
+                                                             : (deadline - now) / left;
+                if (share < STORE_HOST_FLOOR) {
+                    share = STORE_HOST_FLOOR;
+                }
+                if (now + share < deadline) {
+                    until = now + share;
+                }
+            }
+            if (!(c = conn_start(cs, &cs->hosts[i], tsa))) {
+                *err = "cannot connect to the record store: out of memory";
+                return APR_ENOMEM;
+            }
+            if ((rv = conn_poll(c, until)) == APR_SUCCESS) {
+                host_answered(cs, i);
+                *pc = c;
+                return APR_SUCCESS;
+            }
+            if (rv == APR_TIMEUP) {
+                silent[i] = 1;
+                one = apr_psprintf(errpool, "%s: no answer within %" APR_TIME_T_FMT " ms",
+                                   cs->hosts[i].label, apr_time_as_msec(until - now));
+                if (until < deadline) {
+                    host_skipped(cs, i, until - now, errpool);
+                }
+            }
+            else {
+                /* libpq's message names the host and port already */
+                one = notary_store_pq_msg(errpool, PQerrorMessage(c));
+            }
+            why = why ? apr_pstrcat(errpool, why, "; ", one, NULL) : one;
+            PQfinish(c);
+        }
+    }
+    *err = apr_psprintf(errpool, "cannot connect to the record store (%d hosts, %" APR_TIME_T_FMT
+                                 " ms): %s",
+                        n, apr_time_as_msec(cs->timeout), why ? why : "no host tried");
+    return rv == APR_TIMEUP ? APR_TIMEUP : APR_ECONNREFUSED;
 }
 
 static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadline,
                               apr_pool_t *errpool, const char **err)
 {
-    /* before dbname: the operator's conninfo may override them */
-    const char *const kw[] = { "fallback_application_name", "client_encoding",
-                               "dbname", NULL };
-    const char *const val[] = { "mod_notary", "UTF8", cs->conninfo, NULL };
     char sql[64];
     PGconn *c;
     apr_status_t rv;
 
     keys_forget(sc);
-    sc->conn = c = PQconnectStartParams(kw, val, 1);
-    if (!c) {
-        *err = "cannot connect to the record store: out of memory";
-        return APR_ENOMEM;
+    sc->conn = NULL;
+    if ((rv = store_connect(cs, deadline, &c, errpool, err)) != APR_SUCCESS) {
+        return rv;
     }
-    if ((rv = slot_connect(cs, c, deadline, errpool, err)) != APR_SUCCESS) {
-        goto fail;
-    }
+    sc->conn = c;
     if (PQsetnonblocking(c, 1) != 0) {
         *err = apr_psprintf(errpool, "cannot set the record store connection non-blocking: %s",
                             notary_store_pq_msg(errpool, PQerrorMessage(c)));

@@ -14,6 +14,7 @@
 #include <apr_time.h>
 #include <apr_file_io.h>
 #include <apr_reslist.h>
+#include <apr_thread_mutex.h>
 
 #include <libpq-fe.h>
 
@@ -95,10 +96,32 @@ typedef enum {
 /* ---- notary_store_conn.c ---- */
 
 /* The child's pool of connections. */
+/* One host of a conninfo that names several (host=a,b, hostaddr=...,
+ * port=..., or a URI's): the values that replace the lists when it is
+ * tried alone; NULL where the conninfo has no such list. */
+typedef struct store_host {
+    const char *host, *hostaddr, *port;
+    const char *label;         /* for messages: host or hostaddr, and port */
+    apr_time_t silent_until;   /* did not answer lately: tried last till then */
+    apr_time_t logged_at;      /* its last NOTARY03303 (rate limit) */
+    int unlogged;              /* skips since then not logged */
+} store_host;
+
 typedef struct store_conns {
     apr_reslist_t *slots;
     const char *conninfo;
     apr_interval_time_t timeout; /* NotaryDatabaseTimeout */
+    /* several hosts: tried one at a time, each bound to its share of the
+     * deadline (store_connect, notary_store_conn.c); nhosts < 2: libpq
+     * walks the conninfo as given, bound by the deadline as a whole */
+    store_host *hosts;
+    int nhosts;
+    apr_interval_time_t host_timeout; /* connect_timeout given, else 0 */
+    int prefer_standby;               /* target_session_attrs=prefer-standby */
+    int load_balance;                 /* load_balance_hosts=random */
+    apr_thread_mutex_t *mu;           /* the hosts' silent_until and log state */
+    notary_store_log_fn *log;
+    void *log_ctx;
 } store_conns;
 
 /* One pooled slot. Connected lazily after acquire, not in the reslist
