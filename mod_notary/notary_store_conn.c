@@ -462,10 +462,12 @@ static void host_skipped(store_conns *cs, int i, apr_interval_time_t waited, apr
         cs->log(cs->log_ctx, NOTARY_STORE_APLOG_WARNING,
                 apr_psprintf(p, "NOTARY03303: record store: host %s of NotaryDatabase did "
                                 "not answer within %" APR_TIME_T_FMT " ms; trying the next "
-                                "host (this one is tried last for %d s; %d more such skips "
-                                "of it since the last line)",
+                                "host, and this one last for %d s%s",
                              h->label, apr_time_as_msec(waited),
-                             (int)apr_time_sec(STORE_HOST_SILENT_FOR), unlogged));
+                             (int)apr_time_sec(STORE_HOST_SILENT_FOR),
+                             unlogged ? apr_psprintf(p, " (skipped %d more times since this "
+                                                        "line last came)", unlogged)
+                                      : ""));
     }
 }
 

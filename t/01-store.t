@@ -132,5 +132,8 @@ is_deeply([map { $_->[0] } @$r],
     or diag explain $r;
 $dbh->disconnect;
 
+# several hosts in the conninfo, the first silent (listeners of the C test)
+run_phase('hosts');
+
 $pg->stop;
 done_testing;

@@ -14,6 +14,11 @@
  *          timeout), server up (insert succeeds on the same store), server
  *          restarted behind an idle pooled connection (insert succeeds),
  *          and no double rows.
+ * hosts:   several hosts in the conninfo: a first host that accepts TCP
+ *          and never answers costs its share of the bound and the record
+ *          commits on the second; the next connection tries it last; a
+ *          first host that accepts and closes costs nothing; connect_timeout
+ *          bounds each host; all silent, or one alone, as before.
  * NOTARY_TEST_RUN prefixes the exchange ids (default: pid and time), so the
  * wrapper can count this run's rows too.
  */
@@ -21,6 +26,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <poll.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <apr_general.h>
 #include <apr_strings.h>
@@ -1359,6 +1368,245 @@ static void phase_restart(apr_pool_t *p, const char *conninfo)
     }
 }
 
+/* ---- hosts: several hosts in the conninfo, the first one silent ---- */
+
+/* A listener on 127.0.0.1 that never accepts: the kernel completes the
+ * TCP handshake and takes the startup packet, nobody ever answers (a
+ * frozen host). Its port in *port; the socket, or -1. */
+static int silent_listener(int *port)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+    if (fd < 0) {
+        return -1;
+    }
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 64) != 0
+        || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* A listener that accepts each connection and closes it at once (a host
+ * whose PostgreSQL is gone but whose port is held), till *stop. */
+typedef struct {
+    int fd;
+    volatile int stop;
+    int accepted;
+} closer_arg;
+
+static void *APR_THREAD_FUNC closer_main(apr_thread_t *t, void *data)
+{
+    closer_arg *c = data;
+    int i;
+
+    for (i = 0; i < 600 && !c->stop; i++) { /* at most a minute */
+        struct pollfd pfd = { c->fd, POLLIN, 0 };
+        if (poll(&pfd, 1, 100) == 1) {
+            int fd = accept(c->fd, NULL, NULL);
+            if (fd >= 0) {
+                c->accepted++;
+                close(fd);
+            }
+        }
+    }
+    return NULL;
+}
+
+/* the store's log lines (notary_store_set_log) */
+static char host_log[4096];
+static int host_log_lines;
+
+static void host_logger(void *ctx, int level, const char *msg)
+{
+    size_t n = strlen(host_log);
+
+    host_log_lines++;
+    /* one line of TAP: lines apart by " | " */
+    snprintf(host_log + n, sizeof(host_log) - n, "%s[%d] %s", n ? " | " : "", level, msg);
+}
+
+static void host_log_reset(void)
+{
+    host_log[0] = '\0';
+    host_log_lines = 0;
+}
+
+/* A store on conninfo, bound to secs, logging to host_logger. */
+static notary_store *hosts_store(apr_pool_t *p, const char *conninfo, int secs)
+{
+    notary_store *st = NULL;
+
+    if (notary_store_create(&st, p, conninfo, 0, 1, 1, 0, apr_time_from_sec(secs))
+        != APR_SUCCESS) {
+        return NULL;
+    }
+    notary_store_set_log(st, host_logger, NULL);
+    host_log_reset();
+    return st;
+}
+
+/* Insert one record on st; its outcome in *a, the time it took returned. */
+static apr_interval_time_t timed_insert(apr_pool_t *p, notary_store *st, one_arg *a,
+                                        const char *xid)
+{
+    apr_time_t t0 = apr_time_now();
+
+    one_record(p, st, a, xid, "contract over several hosts");
+    one_insert(NULL, a);
+    return a->done - t0;
+}
+
+static void phase_hosts(apr_pool_t *p, const char *conninfo)
+{
+    PQconninfoOption *opts, *o;
+    char *perr = NULL, needle[64];
+    const char *host = NULL, *port = NULL, *dbname = NULL, *user = NULL, *admin;
+    const char *rest, *ci;
+    int silent_fd, silent_port, silent2_fd, silent2_port, closer_port = 0;
+    closer_arg closer;
+    apr_thread_t *closer_thr = NULL;
+    apr_status_t trv;
+    notary_store *st;
+    one_arg a;
+    apr_interval_time_t took;
+    PGconn *adm;
+    PGresult *r;
+
+    opts = PQconninfoParse(conninfo, &perr);
+    ok(opts != NULL, "hosts: the harness's conninfo parses (%s)", perr ? perr : "ok");
+    if (!opts) {
+        return;
+    }
+    for (o = opts; o->keyword; o++) {
+        if (!o->val) continue;
+        if (!strcmp(o->keyword, "host")) host = apr_pstrdup(p, o->val);
+        if (!strcmp(o->keyword, "port")) port = apr_pstrdup(p, o->val);
+        if (!strcmp(o->keyword, "dbname")) dbname = apr_pstrdup(p, o->val);
+        if (!strcmp(o->keyword, "user")) user = apr_pstrdup(p, o->val);
+    }
+    PQconninfoFree(opts);
+    ok(host && port && dbname && user, "hosts: the harness names host, port, dbname, user");
+    if (!host || !port || !dbname || !user || !(admin = admin_conninfo("hosts"))) {
+        return;
+    }
+    rest = apr_psprintf(p, "dbname=%s user=%s target_session_attrs=read-write", dbname, user);
+    silent_fd = silent_listener(&silent_port);
+    silent2_fd = silent_listener(&silent2_port);
+    ok(silent_fd >= 0 && silent2_fd >= 0, "hosts: two silent listeners on 127.0.0.1 (ports %d, %d)",
+       silent_port, silent2_port);
+    memset(&closer, 0, sizeof(closer));
+    closer.fd = silent_listener(&closer_port);
+    ok(closer.fd >= 0
+           && (trv = apr_thread_create(&closer_thr, NULL, closer_main, &closer, p)) == APR_SUCCESS,
+       "hosts: a listener that accepts and closes (port %d)", closer_port);
+    if (silent_fd < 0 || silent2_fd < 0 || !closer_thr) {
+        return;
+    }
+
+    /* 1. the first host silent, the second the real one: recorded, after
+     * the silent host's share (3 s / 2 hosts), not the whole bound */
+    ci = apr_psprintf(p, "host=127.0.0.1,%s port=%d,%s %s", host, silent_port, port, rest);
+    st = hosts_store(p, ci, 3);
+    ok(st != NULL, "hosts: a store on '%s', 3 s bound", ci);
+    if (!st) return;
+    took = timed_insert(p, st, &a, "h-silent-first");
+    ok(a.rv == APR_SUCCESS, "hosts: silent first host: the record commits on the second host "
+                            "(rv %d, err %s)", a.rv, a.err);
+    ok(took >= apr_time_from_msec(1400) && took < apr_time_from_msec(2700),
+       "hosts: ... after the silent host's share of 1.5 s, well within the 3 s bound (took %"
+       APR_TIME_T_FMT " ms)", apr_time_as_msec(took));
+    is_int(count_rows(p, "h-silent-first"), 1, "hosts: ... its row is there");
+    snprintf(needle, sizeof(needle), "host 127.0.0.1 port %d of NotaryDatabase", silent_port);
+    {
+        const char *w = strstr(host_log, "did not answer within ");
+        long ms = w ? atol(w + strlen("did not answer within ")) : 0;
+        ok(host_log_lines == 1 && strstr(host_log, "NOTARY03303: record store: ")
+               && strstr(host_log, needle) && ms >= 1400 && ms <= 1500
+               && !strncmp(host_log, "[4] ", 4),
+           "hosts: ... one NOTARY03303 warning naming the silent host and its 1.5 s "
+           "(log: %s)", host_log);
+    }
+
+    /* 2. the pooled connection ends; the next one tries the host that did
+     * not answer last, so no new wait and no new line */
+    adm = PQconnectdb(admin);
+    r = PQexec(adm, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'mod_notary' AND pid <> pg_backend_pid()");
+    ok(PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) >= 1,
+       "hosts: the store's connection terminated (%s)", PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(adm);
+    apr_sleep(apr_time_from_msec(200));
+    host_log_reset();
+    took = timed_insert(p, st, &a, "h-silent-again");
+    ok(a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
+       "hosts: a new connection tries the silent host last: commits at once (rv %d, %"
+       APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+    is_int(host_log_lines, 0, "hosts: ... and logs nothing");
+
+    /* 3. the first host accepts and closes: the next is tried at once */
+    ci = apr_psprintf(p, "host=127.0.0.1,%s port=%d,%s %s", host, closer_port, port, rest);
+    st = hosts_store(p, ci, 3);
+    took = st ? timed_insert(p, st, &a, "h-closing-first") : 0;
+    ok(st && a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
+       "hosts: first host accepts and closes: commits on the second at once (rv %d, %"
+       APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+    ok(closer.accepted >= 1, "hosts: ... the closing host was tried first (%d accepted)",
+       closer.accepted);
+    is_int(host_log_lines, 0, "hosts: ... no NOTARY03303 for a host that refuses");
+
+    /* 4. connect_timeout in the conninfo bounds each host instead of the
+     * share: 2 s of a 6 s bound, not 3 s */
+    ci = apr_psprintf(p, "host=127.0.0.1,%s port=%d,%s %s connect_timeout=2", host,
+                      silent_port, port, rest);
+    st = hosts_store(p, ci, 6);
+    took = st ? timed_insert(p, st, &a, "h-connect-timeout") : 0;
+    ok(st && a.rv == APR_SUCCESS && took >= apr_time_from_msec(1900)
+           && took < apr_time_from_msec(2800),
+       "hosts: connect_timeout=2 bounds the silent host to 2 s (rv %d, %" APR_TIME_T_FMT
+       " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+
+    /* 5. every host silent: refused within the bound, each one named */
+    ci = apr_psprintf(p, "host=127.0.0.1,127.0.0.1 port=%d,%d %s", silent_port, silent2_port,
+                      rest);
+    st = hosts_store(p, ci, 2);
+    took = st ? timed_insert(p, st, &a, "h-all-silent") : 0;
+    ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
+           && took < apr_time_from_msec(2600),
+       "hosts: all hosts silent: refused (TIMEUP) within the 2 s bound (rv %d, %"
+       APR_TIME_T_FMT " ms)", a.rv, apr_time_as_msec(took));
+    snprintf(needle, sizeof(needle), "127.0.0.1 port %d: no answer within", silent2_port);
+    ok(strstr(a.err, needle) != NULL && strstr(a.err, "(2 hosts, 2000 ms)") != NULL,
+       "hosts: ... the error names each host (%s)", a.err);
+    is_int(count_rows(p, "h-all-silent"), 0, "hosts: ... and nothing is written");
+
+    /* 6. one silent host: as before, the whole bound and the same message */
+    ci = apr_psprintf(p, "host=127.0.0.1 port=%d %s", silent_port, rest);
+    st = hosts_store(p, ci, 2);
+    took = st ? timed_insert(p, st, &a, "h-one-silent") : 0;
+    ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
+           && took < apr_time_from_msec(2600),
+       "hosts: one silent host: refused after the whole 2 s bound (rv %d, %" APR_TIME_T_FMT
+       " ms)", a.rv, apr_time_as_msec(took));
+    ok(strstr(a.err, "cannot connect to the record store: no answer within 2000 ms") != NULL,
+       "hosts: ... with the message of old (%s)", a.err);
+    is_int(host_log_lines, 0, "hosts: ... and no NOTARY03303: there was no next host");
+
+    closer.stop = 1;
+    apr_thread_join(&trv, closer_thr);
+    close(closer.fd);
+    close(silent_fd);
+    close(silent2_fd);
+}
+
 int main(int argc, char **argv)
 {
     apr_pool_t *p;
@@ -1404,8 +1652,11 @@ int main(int argc, char **argv)
     else if (!strcmp(phase, "restart")) {
         phase_restart(p, conninfo);
     }
+    else if (!strcmp(phase, "hosts")) {
+        phase_hosts(p, conninfo);
+    }
     else {
-        ok(0, "unknown phase '%s' (basic|restart)", phase);
+        ok(0, "unknown phase '%s' (basic|restart|hosts)", phase);
     }
     if (reader) PQfinish(reader);
     apr_pool_destroy(p);
