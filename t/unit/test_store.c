@@ -1481,7 +1481,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     PGresult *r;
 
     opts = PQconninfoParse(conninfo, &perr);
-    ok(opts != NULL, "hosts: the harness's conninfo parses (%s)", perr ? perr : "ok");
+    ok(opts != NULL, "the harness's conninfo parses (%s)", perr ? perr : "ok");
     if (!opts) {
         return;
     }
@@ -1493,20 +1493,20 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
         if (!strcmp(o->keyword, "user")) user = apr_pstrdup(p, o->val);
     }
     PQconninfoFree(opts);
-    ok(host && port && dbname && user, "hosts: the harness names host, port, dbname, user");
+    ok(host && port && dbname && user, "the harness names host, port, dbname, user");
     if (!host || !port || !dbname || !user || !(admin = admin_conninfo("hosts"))) {
         return;
     }
     rest = apr_psprintf(p, "dbname=%s user=%s target_session_attrs=read-write", dbname, user);
     silent_fd = silent_listener(&silent_port);
     silent2_fd = silent_listener(&silent2_port);
-    ok(silent_fd >= 0 && silent2_fd >= 0, "hosts: two silent listeners on 127.0.0.1 (ports %d, %d)",
+    ok(silent_fd >= 0 && silent2_fd >= 0, "two silent listeners on 127.0.0.1 (ports %d, %d)",
        silent_port, silent2_port);
     memset(&closer, 0, sizeof(closer));
     closer.fd = silent_listener(&closer_port);
     ok(closer.fd >= 0
            && (trv = apr_thread_create(&closer_thr, NULL, closer_main, &closer, p)) == APR_SUCCESS,
-       "hosts: a listener that accepts and closes (port %d)", closer_port);
+       "a listener that accepts and closes (port %d)", closer_port);
     if (silent_fd < 0 || silent2_fd < 0 || !closer_thr) {
         return;
     }
@@ -1515,15 +1515,15 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
      * the silent host's share (3 s / 2 hosts), not the whole bound */
     ci = apr_psprintf(p, "host=127.0.0.1,%s port=%d,%s %s", host, silent_port, port, rest);
     st = hosts_store(p, ci, 3);
-    ok(st != NULL, "hosts: a store on '%s', 3 s bound", ci);
+    ok(st != NULL, "a store on '%s', 3 s bound", ci);
     if (!st) return;
     took = timed_insert(p, st, &a, "h-silent-first");
-    ok(a.rv == APR_SUCCESS, "hosts: silent first host: the record commits on the second host "
+    ok(a.rv == APR_SUCCESS, "silent first host: the record commits on the second host "
                             "(rv %d, err %s)", a.rv, a.err);
     ok(took >= apr_time_from_msec(1400) && took < apr_time_from_msec(2700),
-       "hosts: ... after the silent host's share of 1.5 s, well within the 3 s bound (took %"
+       "... after the silent host's share of 1.5 s, well within the 3 s bound (took %"
        APR_TIME_T_FMT " ms)", apr_time_as_msec(took));
-    is_int(count_rows(p, "h-silent-first"), 1, "hosts: ... its row is there");
+    is_int(count_rows(p, "h-silent-first"), 1, "... its row is there");
     snprintf(needle, sizeof(needle), "host 127.0.0.1 port %d of NotaryDatabase", silent_port);
     {
         const char *w = strstr(host_log, "did not answer within ");
@@ -1531,7 +1531,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
         ok(host_log_lines == 1 && strstr(host_log, "NOTARY03303: record store: ")
                && strstr(host_log, needle) && ms >= 1400 && ms <= 1500
                && !strncmp(host_log, "[4] ", 4),
-           "hosts: ... one NOTARY03303 warning naming the silent host and its 1.5 s "
+           "... one NOTARY03303 warning naming the silent host and its 1.5 s "
            "(log: %s)", host_log);
     }
 
@@ -1541,27 +1541,27 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     r = PQexec(adm, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                     "WHERE application_name = 'mod_notary' AND pid <> pg_backend_pid()");
     ok(PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) >= 1,
-       "hosts: the store's connection terminated (%s)", PQresultErrorMessage(r));
+       "the store's connection terminated (%s)", PQresultErrorMessage(r));
     PQclear(r);
     PQfinish(adm);
     apr_sleep(apr_time_from_msec(200));
     host_log_reset();
     took = timed_insert(p, st, &a, "h-silent-again");
     ok(a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
-       "hosts: a new connection tries the silent host last: commits at once (rv %d, %"
+       "a new connection tries the silent host last: commits at once (rv %d, %"
        APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
-    is_int(host_log_lines, 0, "hosts: ... and logs nothing");
+    is_int(host_log_lines, 0, "... and logs nothing");
 
     /* 3. the first host accepts and closes: the next is tried at once */
     ci = apr_psprintf(p, "host=127.0.0.1,%s port=%d,%s %s", host, closer_port, port, rest);
     st = hosts_store(p, ci, 3);
     took = st ? timed_insert(p, st, &a, "h-closing-first") : 0;
     ok(st && a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
-       "hosts: first host accepts and closes: commits on the second at once (rv %d, %"
+       "first host accepts and closes: commits on the second at once (rv %d, %"
        APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
-    ok(closer.accepted >= 1, "hosts: ... the closing host was tried first (%d accepted)",
+    ok(closer.accepted >= 1, "... the closing host was tried first (%d accepted)",
        closer.accepted);
-    is_int(host_log_lines, 0, "hosts: ... no NOTARY03303 for a host that refuses");
+    is_int(host_log_lines, 0, "... no NOTARY03303 for a host that refuses");
 
     /* 4. connect_timeout in the conninfo bounds each host instead of the
      * share: 2 s of a 6 s bound, not 3 s */
@@ -1571,7 +1571,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     took = st ? timed_insert(p, st, &a, "h-connect-timeout") : 0;
     ok(st && a.rv == APR_SUCCESS && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2800),
-       "hosts: connect_timeout=2 bounds the silent host to 2 s (rv %d, %" APR_TIME_T_FMT
+       "connect_timeout=2 bounds the silent host to 2 s (rv %d, %" APR_TIME_T_FMT
        " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
 
     /* 5. every host silent: refused within the bound, each one named */
@@ -1581,12 +1581,12 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     took = st ? timed_insert(p, st, &a, "h-all-silent") : 0;
     ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2600),
-       "hosts: all hosts silent: refused (TIMEUP) within the 2 s bound (rv %d, %"
+       "all hosts silent: refused (TIMEUP) within the 2 s bound (rv %d, %"
        APR_TIME_T_FMT " ms)", a.rv, apr_time_as_msec(took));
     snprintf(needle, sizeof(needle), "127.0.0.1 port %d: no answer within", silent2_port);
     ok(strstr(a.err, needle) != NULL && strstr(a.err, "(2 hosts, 2000 ms)") != NULL,
-       "hosts: ... the error names each host (%s)", a.err);
-    is_int(count_rows(p, "h-all-silent"), 0, "hosts: ... and nothing is written");
+       "... the error names each host (%s)", a.err);
+    is_int(count_rows(p, "h-all-silent"), 0, "... and nothing is written");
 
     /* 6. one silent host: as before, the whole bound and the same message */
     ci = apr_psprintf(p, "host=127.0.0.1 port=%d %s", silent_port, rest);
@@ -1594,11 +1594,11 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     took = st ? timed_insert(p, st, &a, "h-one-silent") : 0;
     ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2600),
-       "hosts: one silent host: refused after the whole 2 s bound (rv %d, %" APR_TIME_T_FMT
+       "one silent host: refused after the whole 2 s bound (rv %d, %" APR_TIME_T_FMT
        " ms)", a.rv, apr_time_as_msec(took));
     ok(strstr(a.err, "cannot connect to the record store: no answer within 2000 ms") != NULL,
-       "hosts: ... with the message of old (%s)", a.err);
-    is_int(host_log_lines, 0, "hosts: ... and no NOTARY03303: there was no next host");
+       "... with the message of old (%s)", a.err);
+    is_int(host_log_lines, 0, "... and no NOTARY03303: there was no next host");
 
     closer.stop = 1;
     apr_thread_join(&trv, closer_thr);
