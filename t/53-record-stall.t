@@ -7,12 +7,14 @@ use strict;
 use warnings;
 use Test::More;
 use IO::Socket::INET;
+use Time::HiRes ();
 use NotaryTest;
 
 # the store stalls: records not committed (03006, 03011), the refused
 # request not passed on (AH01084, AH01097)
 # NOTARY01201: the start-up check finds the silent database host unreachable
-my $t = NotaryTest->new(allow_log => [qw(NOTARY03006 NOTARY03011 NOTARY01201 AH01084 AH01097)]);
+# NOTARY03303: the silent first host of two skipped
+my $t = NotaryTest->new(allow_log => [qw(NOTARY03006 NOTARY03011 NOTARY01201 NOTARY03303 AH01084 AH01097)]);
 my $m = $t->add_merchant('shop', 'ec256');
 my $page = "<html><body><p>I accept the CONTRACT-TERMS.</p></body></html>\n";
 NotaryTest::write_file("$m->{docroot}/static/contract.html", $page);
@@ -90,6 +92,39 @@ unlike($r->{body}, qr/CONTRACT-TERMS/, '... and none of the matched body is deli
 like($t->notary_error_log,
      qr/NOTARY03006: response of exchange \w+ matched rule .* not committed: cannot connect to the record store: no answer within 1000 ms/,
      '... the error log says the connection got no answer within NotaryDatabaseTimeout');
+
+# ---- the same silent host first in a multi-host NotaryDatabase, the real
+# one second: the silent host costs its share (3 s / 2 hosts), then the
+# record commits on the second, and a warning names the skipped host
+my $real = $t->pg->conninfo('notary');
+my ($rhost) = $real =~ /\bhost=(\S+)/;
+my ($rport) = $real =~ /\bport=(\d+)/;
+$t->restart(extra => "    NotaryDatabase \"host=127.0.0.1,$rhost port=$hport,$rport dbname=notary "
+                   . "user=notary target_session_attrs=read-write\"\n"
+                   . "    NotaryDatabaseTimeout 3\n" . $rule);
+$tok = $t->link_token(merchant => 'shop', consumer => 'alice');
+$r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
+is($r->{status}, 200, 'silent first of two hosts: alice admitted');
+my $t0 = Time::HiRes::time();
+$r = $t->request(path => '/shop/static/contract.html?hosts=1', consumer => 'alice');
+my $took = Time::HiRes::time() - $t0;
+is($r->{status}, 200, 'silent first of two hosts: a matched response is delivered, not 503');
+like($r->{body}, qr/CONTRACT-TERMS/, '... whole');
+is(scalar($t->records("uri = '/static/contract.html?hosts=1'")), 1, '... and recorded');
+ok($took > 1.3 && $took < 2.9, sprintf('... after the silent host\'s share of 1.5 s, within the '
+                                       . '3 s bound (took %.2f s)', $took));
+like($t->notary_error_log,
+     qr/NOTARY03303: record store: host 127\.0\.0\.1 port $hport of NotaryDatabase did not answer within 1\d\d\d ms; trying the next host/,
+     '... the error log names the skipped host (NOTARY03303)');
+# more, on whichever child: each either reuses its pooled connection to
+# the second host or pays the silent host's share once (per child)
+my @status;
+for my $i (1 .. 3) {
+    $r = $t->request(path => "/shop/static/contract.html?hosts=n$i", consumer => 'alice');
+    push @status, $r->{status};
+}
+is_deeply(\@status, [200, 200, 200], 'three more matched responses delivered');
+is(scalar($t->records("uri LIKE '/static/contract.html?hosts=n%'")), 3, '... and recorded');
 close $hole;
 
 done_testing;
