@@ -143,30 +143,6 @@ static int wait_socket(PGconn *c, int for_write, apr_time_t deadline)
     return rc > 0 ? 1 : rc;
 }
 
-/* PQconnectPoll within the deadline: 1 connected, 0 time up, -1 failed */
-static int connect_within(PGconn *c, apr_time_t deadline)
-{
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-
-    if (PQstatus(c) == CONNECTION_BAD) {
-        return -1;
-    }
-    for (;;) {
-        int w;
-        if (st == PGRES_POLLING_OK) {
-            return 1;
-        }
-        if (st == PGRES_POLLING_FAILED) {
-            return -1;
-        }
-        w = wait_socket(c, st == PGRES_POLLING_WRITING, deadline);
-        if (w <= 0) {
-            return w;
-        }
-        st = PQconnectPoll(c);
-    }
-}
-
 /* the result of the one statement just sent, NULL if none came in time
  * (*late) or the connection failed */
 static PGresult *result_within(PGconn *c, apr_time_t deadline, int *late)
@@ -369,16 +345,14 @@ static void check_schema(apr_pool_t *p, PGconn *c, apr_time_t deadline,
 static void check_as_child(apr_pool_t *p, const char *conninfo,
                            apr_int64_t timeout, int fd)
 {
-    /* as notary_store_conn.c's slot_open: the same parameters */
-    static const char *const kw[] = { "fallback_application_name",
-                                      "client_encoding", "dbname", NULL };
-    const char *val[] = { "mod_notary", "UTF8", conninfo, NULL };
     apr_time_t deadline = apr_time_now() + apr_time_from_sec(timeout);
     struct passwd *pw = getpwuid(geteuid());
     const char *who = apr_psprintf(p, "user %s (uid %ld)", pw ? pw->pw_name : "?",
                                    (long)geteuid());
     int saved, devnull, rc;
-    PGconn *c;
+    PGconn *c = NULL, *failed = NULL;
+    const char *why = NULL;
+    apr_status_t rv;
 
     /* libpq writes its passfile warnings to stderr, the error log: the
      * report says it in one numbered line instead */
@@ -388,8 +362,14 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
     if (saved >= 0 && devnull >= 0) {
         dup2(devnull, 2);
     }
-    c = PQconnectStartParams(kw, val, 1);
-    rc = c ? connect_within(c, deadline) : -1;
+    /* as the children's slots connect (notary_store_conn.c): the same
+     * parameters, several hosts one at a time */
+    rv = notary_store_connect_once(conninfo, apr_time_from_sec(timeout), deadline, &c, &failed,
+                                   p, &why);
+    rc = rv == APR_SUCCESS ? 1 : failed ? -1 : rv == APR_TIMEUP ? 0 : -2;
+    if (failed) {
+        c = failed;
+    }
     if (saved >= 0 && devnull >= 0) {
         dup2(saved, 2);
     }
@@ -399,14 +379,17 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
     if (devnull >= 0) {
         close(devnull);
     }
-    if (!c) {
-        report(fd, CHECK_FAILED, "libpq: out of memory");
+    if (rc == -2) {
+        report(fd, CHECK_FAILED, "%s", why ? why : "libpq: out of memory");
         return;
     }
     if (rc == 0) {
+        /* several hosts: each one's reason too */
+        const char *hosts = why ? strstr(why, " hosts, ") : NULL;
         report(fd, CHECK_UNREACHABLE, "%s: no answer within %" APR_INT64_T_FMT " s "
-                                      "(NotaryDatabaseTimeout)",
-               who, timeout);
+                                      "(NotaryDatabaseTimeout)%s%s",
+               who, timeout, hosts ? ": " : "", hosts ? why : "");
+        return;
     }
     else if (rc < 0) {
         const char *msg = one_line(p, PQerrorMessage(c));
@@ -418,7 +401,9 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
                    password_cause(p, c, who));
         }
         else {
-            report(fd, CHECK_UNREACHABLE, "%s: %s", who, msg);
+            /* several hosts: each one's reason, not only the last */
+            report(fd, CHECK_UNREACHABLE, "%s: %s", who,
+                   why && strstr(why, " hosts, ") ? why : msg);
         }
     }
     else {

@@ -480,7 +480,7 @@ static void host_skipped(store_conns *cs, int i, apr_interval_time_t waited, apr
  * prefer-standby is two passes, standby first, then any host that
  * answered. */
 static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn **pc,
-                                  apr_pool_t *errpool, const char **err)
+                                  PGconn **failed, apr_pool_t *errpool, const char **err)
 {
     int n = cs->nhosts, passes = cs->prefer_standby ? 2 : 1;
     int *order, *silent, pass, k, left;
@@ -489,6 +489,9 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
     PGconn *c;
 
     *pc = NULL;
+    if (failed) {
+        *failed = NULL;
+    }
     if (n < 2) {
         if (!(c = conn_start(cs, NULL, NULL))) {
             *err = "cannot connect to the record store: out of memory";
@@ -504,7 +507,12 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
                                 apr_time_as_msec(cs->timeout))
                  : apr_psprintf(errpool, "cannot connect to the record store: %s",
                                 notary_store_pq_msg(errpool, PQerrorMessage(c)));
-        PQfinish(c);
+        if (failed && rv != APR_TIMEUP) {
+            *failed = c;
+        }
+        else {
+            PQfinish(c);
+        }
         return rv;
     }
     order = apr_palloc(errpool, 2 * n * sizeof(*order));
@@ -543,6 +551,10 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
                 return APR_ENOMEM;
             }
             if ((rv = conn_poll(c, until)) == APR_SUCCESS) {
+                if (failed && *failed) {
+                    PQfinish(*failed);
+                    *failed = NULL;
+                }
                 host_answered(cs, i);
                 *pc = c;
                 return APR_SUCCESS;
@@ -560,13 +572,39 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
                 one = notary_store_pq_msg(errpool, PQerrorMessage(c));
             }
             why = why ? apr_pstrcat(errpool, why, "; ", one, NULL) : one;
-            PQfinish(c);
+            if (failed && rv != APR_TIMEUP) {
+                if (*failed) {
+                    PQfinish(*failed);
+                }
+                *failed = c; /* the last refusal: the caller reads it */
+            }
+            else {
+                PQfinish(c);
+            }
         }
     }
     *err = apr_psprintf(errpool, "cannot connect to the record store (%d hosts, %" APR_TIME_T_FMT
                                  " ms): %s",
                         n, apr_time_as_msec(cs->timeout), why ? why : "no host tried");
     return rv == APR_TIMEUP ? APR_TIMEUP : APR_ECONNREFUSED;
+}
+
+apr_status_t notary_store_connect_once(const char *conninfo, apr_interval_time_t timeout,
+                                       apr_time_t deadline, PGconn **pc, PGconn **failed,
+                                       apr_pool_t *p, const char **err)
+{
+    store_conns *cs = apr_pcalloc(p, sizeof(*cs));
+    apr_status_t rv;
+
+    *pc = *failed = NULL;
+    cs->conninfo = apr_pstrdup(p, conninfo);
+    cs->timeout = timeout;
+    hosts_parse(cs, p);
+    if ((rv = apr_thread_mutex_create(&cs->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+        *err = "cannot connect to the record store: no mutex";
+        return rv;
+    }
+    return store_connect(cs, deadline, pc, failed, p, err);
 }
 
 static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadline,
@@ -578,7 +616,7 @@ static apr_status_t slot_open(store_conns *cs, store_conn *sc, apr_time_t deadli
 
     keys_forget(sc);
     sc->conn = NULL;
-    if ((rv = store_connect(cs, deadline, &c, errpool, err)) != APR_SUCCESS) {
+    if ((rv = store_connect(cs, deadline, &c, NULL, errpool, err)) != APR_SUCCESS) {
         return rv;
     }
     sc->conn = c;

@@ -162,6 +162,16 @@ apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const c
 /* A pooled connection, opened if needed. */
 apr_status_t notary_store_slot_get(store_conns *cs, store_conn **psc, apr_time_t deadline,
                                    apr_pool_t *errpool, const char **err);
+/* Connect to conninfo as a pooled slot does (several hosts one at a
+ * time, each within its share of the deadline) but outside any pool, and
+ * logging nothing: for the start-up check (mod_notary_check.c), so it
+ * judges the store as the children will. APR_SUCCESS and *pc; otherwise
+ * *err, and *failed the last attempt libpq refused (its message, whether
+ * a password was used), NULL when none was refused, only timed out. The
+ * caller PQfinish'es what it gets. */
+apr_status_t notary_store_connect_once(const char *conninfo, apr_interval_time_t timeout,
+                                       apr_time_t deadline, PGconn **pc, PGconn **failed,
+                                       apr_pool_t *p, const char **err);
 /* Back to the pool, idle; or closed, when its state is not known. */
 apr_status_t notary_store_slot_release(store_conns *cs, store_conn *sc);
 apr_status_t notary_store_slot_invalidate(store_conns *cs, store_conn *sc);

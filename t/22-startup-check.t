@@ -179,4 +179,28 @@ like($new, qr/NOTARY01210: /, 'strict with a good store: starts, one info line')
 $r = $t->request(path => "/shop/static/hello.txt?notary_token=$tok", consumer => 'alice');
 is($r->{status}, 200, '... and relays');
 
+# ---- several hosts, the first accepts TCP and never answers: the check
+# walks them as the children do (each its share of the bound), so strict
+# starts on the second host; with every host silent it names each one
+my $hole = IO::Socket::INET->new(Listen => 16, LocalAddr => '127.0.0.1', LocalPort => 0,
+                                 Proto => 'tcp', ReuseAddr => 1) or die "listen: $!";
+my $hole2 = IO::Socket::INET->new(Listen => 16, LocalAddr => '127.0.0.1', LocalPort => 0,
+                                  Proto => 'tcp', ReuseAddr => 1) or die "listen: $!";
+my ($hport, $hport2) = ($hole->sockport, $hole2->sockport);
+my $real = $pg->conninfo('notary');
+my ($rhost) = $real =~ /\bhost=(\S+)/;
+my ($rport) = $real =~ /\bport=(\d+)/;
+$new = graceful_with(conf_for("host=127.0.0.1,$rhost port=$hport,$rport dbname=notary user=notary "
+                              . "target_session_attrs=read-write", check => 'strict'));
+like($new, qr/NOTARY01210: record store "[^"]*host=127\.0\.0\.1,[^"]*".*the children can use it/,
+     'silent first of two hosts, strict: the check passes on the second host') or diag $new;
+unlike($new, qr/NOTARY01201/, '... and finds nothing unreachable') or diag $new;
+($rc, $out) = $t->config_test(conf_for("host=127.0.0.1,127.0.0.1 port=$hport,$hport2 dbname=notary "
+                                       . "user=notary", check => 'strict'));
+isnt($rc, 0, 'every host silent, strict: apachectl -t fails') or diag $out;
+like($out, qr/NOTARY01201: .*no answer within 5 s \(NotaryDatabaseTimeout\): .*127\.0\.0\.1 port $hport: no answer within \d+ ms; 127\.0\.0\.1 port $hport2: no answer within \d+ ms/,
+     '... naming each host') or diag $out;
+close $hole;
+close $hole2;
+
 done_testing;
