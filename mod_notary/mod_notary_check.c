@@ -366,7 +366,9 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
      * parameters, several hosts one at a time */
     rv = notary_store_connect_once(conninfo, apr_time_from_sec(timeout), deadline, &c, &failed,
                                    p, &why);
-    rc = rv == APR_SUCCESS ? 1 : failed ? -1 : rv == APR_TIMEUP ? 0 : -2;
+    rc = rv == APR_SUCCESS ? 1 : failed       ? -1
+                           : rv == APR_TIMEUP ? 0
+                                              : -2;
     if (failed) {
         c = failed;
     }

@@ -466,7 +466,8 @@ static void host_skipped(store_conns *cs, int i, apr_interval_time_t waited, apr
                              h->label, apr_time_as_msec(waited),
                              (int)apr_time_sec(STORE_HOST_SILENT_FOR),
                              unlogged ? apr_psprintf(p, " (skipped %d more times since this "
-                                                        "line last came)", unlogged)
+                                                        "line last came)",
+                                                     unlogged)
                                       : ""));
     }
 }
@@ -520,7 +521,8 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
     hosts_order(cs, order);
     left = n * passes;
     for (pass = 0; pass < passes; pass++) {
-        const char *tsa = !cs->prefer_standby ? NULL : pass == 0 ? "standby" : "any";
+        const char *tsa = !cs->prefer_standby ? NULL : pass == 0 ? "standby"
+                                                                 : "any";
         for (k = 0; k < n; k++, left--) {
             int i = order[k];
             apr_time_t now = apr_time_now(), until;
@@ -583,8 +585,7 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
             }
         }
     }
-    *err = apr_psprintf(errpool, "cannot connect to the record store (%d hosts, %" APR_TIME_T_FMT
-                                 " ms): %s",
+    *err = apr_psprintf(errpool, "cannot connect to the record store (%d hosts, %" APR_TIME_T_FMT " ms): %s",
                         n, apr_time_as_msec(cs->timeout), why ? why : "no host tried");
     return rv == APR_TIMEUP ? APR_TIMEUP : APR_ECONNREFUSED;
 }

@@ -101,10 +101,10 @@ typedef enum {
  * tried alone; NULL where the conninfo has no such list. */
 typedef struct store_host {
     const char *host, *hostaddr, *port;
-    const char *label;         /* for messages: host or hostaddr, and port */
-    apr_time_t silent_until;   /* did not answer lately: tried last till then */
-    apr_time_t logged_at;      /* its last NOTARY03303 (rate limit) */
-    int unlogged;              /* skips since then not logged */
+    const char *label;       /* for messages: host or hostaddr, and port */
+    apr_time_t silent_until; /* did not answer lately: tried last till then */
+    apr_time_t logged_at;    /* its last NOTARY03303 (rate limit) */
+    int unlogged;            /* skips since then not logged */
 } store_host;
 
 typedef struct store_conns {

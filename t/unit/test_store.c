@@ -1519,10 +1519,10 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     if (!st) return;
     took = timed_insert(p, st, &a, "h-silent-first");
     ok(a.rv == APR_SUCCESS, "silent first host: the record commits on the second host "
-                            "(rv %d, err %s)", a.rv, a.err);
+                            "(rv %d, err %s)",
+       a.rv, a.err);
     ok(took >= apr_time_from_msec(1400) && took < apr_time_from_msec(2700),
-       "... after the silent host's share of 1.5 s, well within the 3 s bound (took %"
-       APR_TIME_T_FMT " ms)", apr_time_as_msec(took));
+       "... after the silent host's share of 1.5 s, well within the 3 s bound (took %" APR_TIME_T_FMT " ms)", apr_time_as_msec(took));
     is_int(count_rows(p, "h-silent-first"), 1, "... its row is there");
     snprintf(needle, sizeof(needle), "host 127.0.0.1 port %d of NotaryDatabase", silent_port);
     {
@@ -1532,7 +1532,8 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
                && strstr(host_log, needle) && ms >= 1400 && ms <= 1500
                && !strncmp(host_log, "[4] ", 4),
            "... one NOTARY03303 warning naming the silent host and its 1.5 s "
-           "(log: %s)", host_log);
+           "(log: %s)",
+           host_log);
     }
 
     /* 2. the pooled connection ends; the next one tries the host that did
@@ -1548,8 +1549,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     host_log_reset();
     took = timed_insert(p, st, &a, "h-silent-again");
     ok(a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
-       "a new connection tries the silent host last: commits at once (rv %d, %"
-       APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+       "a new connection tries the silent host last: commits at once (rv %d, %" APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
     is_int(host_log_lines, 0, "... and logs nothing");
 
     /* 3. the first host accepts and closes: the next is tried at once */
@@ -1557,8 +1557,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     st = hosts_store(p, ci, 3);
     took = st ? timed_insert(p, st, &a, "h-closing-first") : 0;
     ok(st && a.rv == APR_SUCCESS && took < apr_time_from_msec(1000),
-       "first host accepts and closes: commits on the second at once (rv %d, %"
-       APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+       "first host accepts and closes: commits on the second at once (rv %d, %" APR_TIME_T_FMT " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
     ok(closer.accepted >= 1, "... the closing host was tried first (%d accepted)",
        closer.accepted);
     is_int(host_log_lines, 0, "... no NOTARY03303 for a host that refuses");
@@ -1572,7 +1571,8 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     ok(st && a.rv == APR_SUCCESS && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2800),
        "connect_timeout=2 bounds the silent host to 2 s (rv %d, %" APR_TIME_T_FMT
-       " ms, err %s)", a.rv, apr_time_as_msec(took), a.err);
+       " ms, err %s)",
+       a.rv, apr_time_as_msec(took), a.err);
 
     /* 5. every host silent: refused within the bound, each one named */
     ci = apr_psprintf(p, "host=127.0.0.1,127.0.0.1 port=%d,%d %s", silent_port, silent2_port,
@@ -1581,8 +1581,7 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     took = st ? timed_insert(p, st, &a, "h-all-silent") : 0;
     ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2600),
-       "all hosts silent: refused (TIMEUP) within the 2 s bound (rv %d, %"
-       APR_TIME_T_FMT " ms)", a.rv, apr_time_as_msec(took));
+       "all hosts silent: refused (TIMEUP) within the 2 s bound (rv %d, %" APR_TIME_T_FMT " ms)", a.rv, apr_time_as_msec(took));
     snprintf(needle, sizeof(needle), "127.0.0.1 port %d: no answer within", silent2_port);
     ok(strstr(a.err, needle) != NULL && strstr(a.err, "(2 hosts, 2000 ms)") != NULL,
        "... the error names each host (%s)", a.err);
@@ -1595,7 +1594,8 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     ok(st && a.rv == APR_TIMEUP && took >= apr_time_from_msec(1900)
            && took < apr_time_from_msec(2600),
        "one silent host: refused after the whole 2 s bound (rv %d, %" APR_TIME_T_FMT
-       " ms)", a.rv, apr_time_as_msec(took));
+       " ms)",
+       a.rv, apr_time_as_msec(took));
     ok(strstr(a.err, "cannot connect to the record store: no answer within 2000 ms") != NULL,
        "... with the message of old (%s)", a.err);
     is_int(host_log_lines, 0, "... and no NOTARY03303: there was no next host");
