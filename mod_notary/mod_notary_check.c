@@ -366,11 +366,15 @@ static void check_as_child(apr_pool_t *p, const char *conninfo,
      * parameters, several hosts one at a time */
     rv = notary_store_connect_once(conninfo, apr_time_from_sec(timeout), deadline, &c, &failed,
                                    p, &why);
-    rc = rv == APR_SUCCESS ? 1 : failed       ? -1
-                           : rv == APR_TIMEUP ? 0
-                                              : -2;
+    /* 1 connected, -1 refused (libpq's verdict in c), 0 no answer in
+     * time, -2 the attempt itself failed */
+    rc = rv == APR_SUCCESS ? 1 : -2;
     if (failed) {
         c = failed;
+        rc = -1;
+    }
+    else if (rv == APR_TIMEUP) {
+        rc = 0;
     }
     if (saved >= 0 && devnull >= 0) {
         dup2(saved, 2);

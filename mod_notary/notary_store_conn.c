@@ -431,7 +431,7 @@ static void hosts_order(store_conns *cs, int *order)
 /* Host i answered: first in its place again. */
 static void host_answered(store_conns *cs, int i)
 {
-    if (cs->hosts[i].silent_until && apr_thread_mutex_lock(cs->mu) == APR_SUCCESS) {
+    if (apr_thread_mutex_lock(cs->mu) == APR_SUCCESS) {
         cs->hosts[i].silent_until = 0;
         apr_thread_mutex_unlock(cs->mu);
     }
@@ -521,8 +521,10 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
     hosts_order(cs, order);
     left = n * passes;
     for (pass = 0; pass < passes; pass++) {
-        const char *tsa = !cs->prefer_standby ? NULL : pass == 0 ? "standby"
-                                                                 : "any";
+        const char *tsa = NULL; /* the conninfo's */
+        if (cs->prefer_standby) {
+            tsa = pass == 0 ? "standby" : "any";
+        }
         for (k = 0; k < n; k++, left--) {
             int i = order[k];
             apr_time_t now = apr_time_now(), until;
