@@ -91,10 +91,11 @@ apr_status_t notary_store_create(notary_store **st, apr_pool_t *p, const char *c
                                  apr_interval_time_t timeout);
 
 /* Where the store's own log lines go (hosts of NotaryDatabase skipped for
- * not answering): a level (NOTARY_STORE_APLOG_*, httpd's APLOG_* values)
+ * not answering, the server's notices): a level (NOTARY_STORE_APLOG_*, httpd's APLOG_* values)
  * and the line, its NOTARYnnnnn number first. Called from any thread. */
 typedef void notary_store_log_fn(void *ctx, int level, const char *msg);
 #define NOTARY_STORE_APLOG_WARNING 4 /* APLOG_WARNING, without httpd's headers */
+#define NOTARY_STORE_APLOG_INFO 6    /* APLOG_INFO */
 void notary_store_set_log(notary_store *st, notary_store_log_fn *fn, void *ctx);
 
 /* Records on their way: +1 when a message has matched and its record

@@ -472,6 +472,29 @@ static void host_skipped(store_conns *cs, int i, apr_interval_time_t waited, apr
     }
 }
 
+/* The server's notices and warnings on a store connection ("terminating
+ * connection due to immediate shutdown command" as PostgreSQL stops):
+ * libpq's default prints them to stderr, the error log, without a number
+ * or level. What they announce the store reports itself when the
+ * connection fails, so they go to the log at info. */
+static void store_notice(void *arg, const char *message)
+{
+    const store_conns *cs = arg;
+    apr_pool_t *p;
+    size_t n = strlen(message);
+
+    if (!cs->log || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        return;
+    }
+    while (n && (message[n - 1] == '\n' || message[n - 1] == '\r')) {
+        n--;
+    }
+    cs->log(cs->log_ctx, NOTARY_STORE_APLOG_INFO,
+            apr_psprintf(p, "NOTARY03304: record store: PostgreSQL says: %s",
+                         notary_store_pq_msg(p, apr_pstrmemdup(p, message, n))));
+    apr_pool_destroy(p);
+}
+
 /* Connect within the deadline. One host (or a conninfo the store does not
  * split): libpq walks it, bound by the deadline as a whole. Several: one
  * at a time, each bound by connect_timeout or its share of the time left
@@ -499,6 +522,7 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
             return APR_ENOMEM;
         }
         if ((rv = conn_poll(c, deadline)) == APR_SUCCESS) {
+            PQsetNoticeProcessor(c, store_notice, (void *)cs);
             *pc = c;
             return APR_SUCCESS;
         }
@@ -560,6 +584,7 @@ static apr_status_t store_connect(store_conns *cs, apr_time_t deadline, PGconn *
                     *failed = NULL;
                 }
                 host_answered(cs, i);
+                PQsetNoticeProcessor(c, store_notice, (void *)cs);
                 *pc = c;
                 return APR_SUCCESS;
             }

@@ -1605,6 +1605,36 @@ static void phase_hosts(apr_pool_t *p, const char *conninfo)
     close(closer.fd);
     close(silent_fd);
     close(silent2_fd);
+
+    /* 7. the server's notices go to the store's log at info with their
+     * number, not to stderr (libpq's default): a trigger that warns on
+     * every insert stands in for "terminating connection due to immediate
+     * shutdown command" */
+    adm = PQconnectdb(admin);
+    r = PQexec(adm, "CREATE FUNCTION notary.test_warn() RETURNS trigger LANGUAGE plpgsql "
+                    "AS $$BEGIN RAISE WARNING 'notary-test warning %', NEW.exchange_id; "
+                    "RETURN NEW; END$$; "
+                    "CREATE TRIGGER test_warn BEFORE INSERT ON notary.records "
+                    "FOR EACH ROW EXECUTE FUNCTION notary.test_warn()");
+    ok(PQresultStatus(r) == PGRES_COMMAND_OK, "a trigger that warns on insert created (%s)",
+       PQresultErrorMessage(r));
+    PQclear(r);
+    st = hosts_store(p, apr_psprintf(p, "host=%s port=%s %s", host, port, rest), 5);
+    if (st) {
+        timed_insert(p, st, &a, "h-notice");
+    }
+    ok(st && a.rv == APR_SUCCESS, "a record whose insert draws a warning commits (%s)",
+       st ? a.err : "no store");
+    snprintf(needle, sizeof(needle), "[%d] NOTARY03304: record store: PostgreSQL says: ",
+             NOTARY_STORE_APLOG_INFO);
+    ok(strstr(host_log, needle) && strstr(host_log, "WARNING:  notary-test warning ")
+           && strstr(host_log, "h-notice"),
+       "... and the warning is in the store's log at info with its number: %s", host_log);
+    r = PQexec(adm, "DROP TRIGGER test_warn ON notary.records; DROP FUNCTION notary.test_warn()");
+    ok(PQresultStatus(r) == PGRES_COMMAND_OK, "the trigger dropped (%s)",
+       PQresultErrorMessage(r));
+    PQclear(r);
+    PQfinish(adm);
 }
 
 int main(int argc, char **argv)
