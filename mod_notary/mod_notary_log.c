@@ -61,6 +61,21 @@ typedef struct {
     char tsa_last_err[256]; /* logged once until it changes */
 } log_integrator;
 
+/* PostgreSQL's notices and warnings on the log's connections: libpq's
+ * default prints them to stderr (the error log) without a number or level;
+ * what they announce the integrator and the endpoints report themselves
+ * when the connection fails. */
+static void log_db_notice(void *arg, const char *message)
+{
+    size_t n = strlen(message);
+
+    while (n && (message[n - 1] == '\n' || message[n - 1] == '\r')) {
+        n--;
+    }
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, (server_rec *)arg,
+                 "NOTARY04022: log database: PostgreSQL says: %.*s", (int)n, message);
+}
+
 static int tsa_ready; /* libcurl's global init, once per process */
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) * wd_get_instance;
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) * wd_register_callback;
@@ -160,6 +175,7 @@ static PGconn *integrator_conn(log_integrator *ig)
         }
         return NULL;
     }
+    PQsetNoticeProcessor(ig->conn, log_db_notice, ig->s);
     return ig->conn;
 }
 
@@ -568,6 +584,7 @@ static PGconn *reader_conn(log_reader *lr, request_rec *r)
         }
         return NULL;
     }
+    PQsetNoticeProcessor(lr->conn, log_db_notice, r->server);
     return lr->conn;
 }
 

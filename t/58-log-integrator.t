@@ -147,4 +147,27 @@ is($? >> 8, 0, 'audit still VALID') or diag($text);
     is($res->{status}, 200, 'merchants are relayed as before');
 }
 
+# ---- PostgreSQL's warnings on the integrator's connection: in the error log
+# at info with their number, never as bare stderr lines (the teardown's log
+# check fails on those)
+{
+    $pg->psql(q{CREATE FUNCTION notary.test_warn() RETURNS trigger LANGUAGE plpgsql
+                AS $$BEGIN RAISE WARNING 'notary-test log warning %', NEW.size; RETURN NEW; END$$;
+                CREATE TRIGGER test_warn BEFORE INSERT ON notary.log_checkpoints
+                FOR EACH ROW EXECUTE FUNCTION notary.test_warn()});
+    my $res = $t->request(path => '/shop/echo?n=warned', consumer => 'alice',
+                          data => 'warned: CONTRACT-TERMS', headers => ['Content-Type: text/plain']);
+    is($res->{status}, 200, 'a matched exchange while a trigger warns on checkpoints');
+    my $seen;
+    for (1 .. 100) {
+        $seen = $t->notary_error_log =~ /NOTARY04022: log database: PostgreSQL says: WARNING:  notary-test log warning \d+/;
+        last if $seen;
+        select(undef, undef, undef, 0.1);
+    }
+    ok($seen, "the checkpoint's warning is in the error log as NOTARY04022 (info)")
+        or diag($t->notary_error_log);
+    unlike($t->notary_error_log, qr/^WARNING:/m, '... and never as a bare stderr line');
+    $pg->psql('DROP TRIGGER test_warn ON notary.log_checkpoints; DROP FUNCTION notary.test_warn()');
+}
+
 done_testing;
