@@ -68,6 +68,12 @@ typedef struct notary_merchant {
     notary_ruleset *rules[2]; /* request, response; NULL: nothing recorded */
 } notary_merchant;
 
+/* One NotaryLogWitness VKEY URL. */
+typedef struct notary_log_witness_conf {
+    const struct notary_witness_key *key; /* parsed at configuration time */
+    const char *url;                      /* the submission prefix, no trailing '/' */
+} notary_log_witness_conf;
+
 typedef struct notary_srv_conf {
     int engine;           /* NOTARY_UNSET, 0, 1 */
     const char *database; /* libpq conninfo */
@@ -88,6 +94,7 @@ typedef struct notary_srv_conf {
     const char *log_tsa_url;         /* NotaryLogTimestamp URL; NULL: no time-stamps */
     const char *log_tsa_cafile;      /* NotaryLogTimestamp CAFILE: the TSA's trust anchors */
     apr_int64_t log_tsa_every;       /* NotaryLogTimestamp SECONDS; NOTARY_UNSET: 60 */
+    apr_array_header_t *log_witnesses; /* NotaryLogWitness: notary_log_witness_conf * */
     struct notary_note_key *log_key; /* loaded at start-up (check_config) */
     server_rec *s;
 } notary_srv_conf;
