@@ -931,6 +931,11 @@ static int receipt_handler(request_rec *r, notary_srv_conf *sc, log_reader *lr)
          * holds it, so the receipt carries the TSA's token */
         rv = sc->log_tsa_url ? notary_log_receipt_stamped(conn, r->pool, &rec, &out, &len, &err)
                              : notary_log_receipt(conn, r->pool, &rec, &out, &len, &err);
+        /* with witnesses, their cosignatures of that checkpoint follow it */
+        if (rv == 1 && sc->log_witnesses->nelts
+            && notary_log_cosignatures_append(conn, r->pool, &out, &len, &err) != 0) {
+            rv = -1;
+        }
     }
     apr_thread_mutex_unlock(lr->mu);
     if (found < 0) {

@@ -853,6 +853,71 @@ int notary_log_cosignature_put(PGconn *conn, apr_pool_t *p, const char *witness,
     return ok ? 0 : -1;
 }
 
+int notary_log_cosignatures_append(PGconn *conn, apr_pool_t *p, char **doc, apr_size_t *len,
+                                   const char **err)
+{
+    const char *nl, *start, *end = *doc + *len;
+    char sz[24];
+    const char *params[1] = { sz };
+    apr_size_t n, add;
+    PGresult *r;
+    char *grown;
+    int i;
+
+    /* the signed checkpoint is the document's end: a receipt's last part
+     * (c2sp.org/tlog-proof@v1), or the whole note */
+    start = *doc;
+    if (*len > sizeof(NOTARY_TLOG_PROOF_HEADER) && !memcmp(*doc, NOTARY_TLOG_PROOF_HEADER "\n", sizeof(NOTARY_TLOG_PROOF_HEADER))) {
+        const char *s;
+        /* after the first blank line */
+        for (s = *doc; s + 1 < end && !(s[0] == '\n' && s[1] == '\n'); s++)
+            ;
+        if (s + 1 >= end) {
+            *err = "the receipt has no checkpoint";
+            return -1;
+        }
+        start = s + 2;
+    }
+    /* origin line, then the size */
+    if (!(nl = memchr(start, '\n', (apr_size_t)(end - start)))) {
+        *err = "the checkpoint has no size line";
+        return -1;
+    }
+    start = nl + 1;
+    for (n = 0; start + n < end && start[n] >= '0' && start[n] <= '9' && n < sizeof(sz) - 1; n++) {
+        sz[n] = start[n];
+    }
+    if (n == 0 || start + n >= end || start[n] != '\n') {
+        *err = "the checkpoint has no size line";
+        return -1;
+    }
+    sz[n] = '\0';
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    r = PQexecParams(conn, "SELECT cosignature FROM notary.log_cosignatures WHERE size = $1 ORDER BY witness",
+                     1, NULL, params, NULL, NULL, BINARY);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *err = pq_error(p, conn, r, "reading the checkpoint's cosignatures");
+        PQclear(r);
+        return -1;
+    }
+    for (i = 0, add = 0; i < PQntuples(r); i++) {
+        add += (apr_size_t)PQgetlength(r, i, 0);
+    }
+    grown = apr_palloc(p, *len + add + 1);
+    memcpy(grown, *doc, *len);
+    for (i = 0, n = *len; i < PQntuples(r); i++) {
+        memcpy(grown + n, PQgetvalue(r, i, 0), (apr_size_t)PQgetlength(r, i, 0));
+        n += (apr_size_t)PQgetlength(r, i, 0);
+    }
+    grown[n] = '\0';
+    PQclear(r);
+    *doc = grown;
+    *len = n;
+    return 0;
+}
+
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,
                        const unsigned char entry[NOTARY_LEAF_LEN], apr_int64_t mmd,
                        char **out, apr_size_t *len, const char **err)

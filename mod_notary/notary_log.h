@@ -132,6 +132,13 @@ int notary_log_cosignature_put(PGconn *conn, apr_pool_t *p, const char *witness,
                                apr_uint64_t size, const char *line, apr_uint64_t time,
                                const char **err);
 
+/* Append to a receipt (c2sp.org/tlog-proof@v1) or a signed checkpoint the
+ * cosignature lines kept for its checkpoint's size (ordered by witness
+ * key): the witnessed form a party can check with notary-verify --witness.
+ * *doc is replaced (from p). 0 / -1. */
+int notary_log_cosignatures_append(PGconn *conn, apr_pool_t *p, char **doc, apr_size_t *len,
+                                   const char **err);
+
 /* The signed promise of an entry (docs/evidence.md). 0 or -1. */
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,
                        const unsigned char entry[NOTARY_LEAF_LEN], apr_int64_t mmd,

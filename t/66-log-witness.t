@@ -31,7 +31,7 @@ system('python3', '-c', 'import cryptography') == 0
 my $t = NotaryTest->new(allow_log => [qw(NOTARY04202 NOTARY04203 NOTARY04204 NOTARY04205)]);
 my $m = $t->add_merchant('shop', 'ec256');
 my $pg = $t->pg;
-$pg->psql('CREATE ROLE integrator LOGIN IN ROLE notary_integrator');
+$pg->psql('CREATE ROLE integrator LOGIN IN ROLE notary_integrator, notary_receipt_reader');
 my $dir = $t->{dir};
 
 # ---- the log key and its vkey (C2SP signed-note)
@@ -204,6 +204,26 @@ is($? >> 8, 0, 'without --witness the cosignature line is ignored (signed-note: 
         }
     }
     is($refused, $tried, "notary-verify --witness refuses all $tried flipped cosignatures") or diag("@accepted");
+}
+
+# ---- receipts: the checkpoint they are made against carries the cosignatures
+{
+    my ($rec) = $t->records('uri = ?', '/echo?n=5');
+    my $g = $t->request(path => "/.notary/receipt/$rec->{exchange_id}/request", consumer => 'alice');
+    is($g->{status}, 200, "alice's receipt of exchange 5's request: 200");
+    like($g->{body}, qr/\n\x{e2}\x{80}\x{94} witness\.test\/w1 \S+\n\z/, '... its checkpoint ends with witness 1\'s cosignature')
+        or diag($g->{body});
+    NotaryTest::write_file("$dir/receipt", $g->{body});
+    $text = `$vcmd --witness '$w{1}{vkey}' receipt '$dir/receipt' 2>&1`;
+    is($? >> 8, 0, 'notary-verify --witness W1 receipt: valid') or diag($text);
+    $text = `$vcmd --witness '$w{2}{vkey}' receipt '$dir/receipt' 2>&1`;
+    is($? >> 8, 1, 'notary-verify --witness W2 receipt: invalid (no cosignature of W2)') or diag($text);
+    (my $bad = $g->{body}) =~ s/(witness\.test\/w1 \S{20})(\S)/$1 . ($2 eq 'A' ? 'B' : 'A')/e;
+    NotaryTest::write_file("$dir/receipt-bad", $bad);
+    $text = `$vcmd --witness '$w{1}{vkey}' receipt '$dir/receipt-bad' 2>&1`;
+    is($? >> 8, 1, 'a receipt whose cosignature has one character changed: invalid with --witness') or diag($text);
+    $text = `$vcmd receipt '$dir/receipt-bad' 2>&1`;
+    is($? >> 8, 0, '... and still valid without --witness (the log\'s signature is intact)') or diag($text);
 }
 
 # audit: the checkpoint given, with --witness
