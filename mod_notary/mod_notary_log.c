@@ -43,10 +43,13 @@ APLOG_USE_MODULE(notary);
  * is worked off in a few rounds, each transaction stays short */
 #define LOG_BATCH_MAX 4096
 #define LOG_BATCHES_PER_ROUND 16
-/* a witness that failed is asked again after this; one that answers is
- * asked at most this long per request */
+/* a witness that failed is asked again after WITNESS_RETRY; a request is
+ * bounded by WITNESS_TIMEOUT (or NotaryDatabaseTimeout, if shorter). The
+ * witnesses are asked from the integrator's thread, after its round: a
+ * witness that swallows requests delays the next round by one timeout per
+ * retry, never the record path. */
 #define WITNESS_RETRY apr_time_from_sec(10)
-#define WITNESS_TIMEOUT apr_time_from_sec(10)
+#define WITNESS_TIMEOUT apr_time_from_sec(5)
 
 /* One NotaryLogWitness of a log, as the integrator's child keeps it. */
 typedef struct {
@@ -72,8 +75,8 @@ typedef struct {
     /* NotaryLogTimestamp: NULL url, none */
     const char *tsa_url, *tsa_cafile;
     apr_interval_time_t tsa_every;
-    apr_time_t tsa_next;    /* after a failure, not before */
-    char tsa_last_err[256]; /* logged once until it changes */
+    apr_time_t tsa_next;           /* after a failure, not before */
+    char tsa_last_err[256];        /* logged once until it changes */
     apr_array_header_t *witnesses; /* NotaryLogWitness: log_witness * */
 } log_integrator;
 
@@ -102,8 +105,8 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
         }
         if (sc->log_witnesses->nelts && !sc->log_key_file) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04201: "
-                         "NotaryLogWitness on %s:%u needs NotaryLogKey: there are no "
-                         "checkpoints to cosign without a log",
+                                                                          "NotaryLogWitness on %s:%u needs NotaryLogKey: there are no "
+                                                                          "checkpoints to cosign without a log",
                          s->server_hostname, (unsigned)s->port);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -368,8 +371,8 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
         if (old > size) {
             *num = 4205;
             *err = apr_psprintf(p, "the witness cosigned a tree of %" APR_UINT64_T_FMT " leaves, "
-                                "larger than the log's %" APR_UINT64_T_FMT ": another log under "
-                                "this origin, or a fork",
+                                   "larger than the log's %" APR_UINT64_T_FMT ": another log under "
+                                   "this origin, or a fork",
                                 old, size);
             return -1;
         }
@@ -380,8 +383,7 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
             return -1;
         }
         *num = 4202;
-        if (notary_witness_post(p, w->url, body, body_len, ig->timeout < WITNESS_TIMEOUT
-                                ? ig->timeout : WITNESS_TIMEOUT, &status, &resp, &resp_len,
+        if (notary_witness_post(p, w->url, body, body_len, ig->timeout < WITNESS_TIMEOUT ? ig->timeout : WITNESS_TIMEOUT, &status, &resp, &resp_len,
                                 &ctype, err)
             != 0) {
             return -1;
@@ -393,8 +395,7 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
                 return -1;
             }
             ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04209: log %s: witness %s "
-                         "has cosigned %" APR_UINT64_T_FMT " leaves, not %" APR_UINT64_T_FMT
-                         ": asking again from there",
+                                                           "has cosigned %" APR_UINT64_T_FMT " leaves, not %" APR_UINT64_T_FMT ": asking again from there",
                          ig->origin, w->key->name, theirs, old);
             old = theirs;
             continue;
@@ -416,8 +417,7 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
         }
         w->cosigned = size;
         w->known = 1;
-        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04208: log %s: checkpoint %"
-                     APR_UINT64_T_FMT " cosigned by %s at %" APR_UINT64_T_FMT,
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04208: log %s: checkpoint %" APR_UINT64_T_FMT " cosigned by %s at %" APR_UINT64_T_FMT,
                      ig->origin, size, w->key->name, cs.time);
         return 0;
     }
@@ -468,7 +468,7 @@ static void witness_round(log_integrator *ig, apr_pool_t *p)
             if (w->last_err[0]) {
                 w->last_err[0] = '\0';
                 ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04207: log %s: witness "
-                             "%s cosigns again (checkpoint %" APR_UINT64_T_FMT ")",
+                                                                 "%s cosigns again (checkpoint %" APR_UINT64_T_FMT ")",
                              ig->origin, w->key->name, size);
             }
             continue;
@@ -485,32 +485,31 @@ static void witness_round(log_integrator *ig, apr_pool_t *p)
         switch (num) {
         case 4202:
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04202: log %s: witness %s "
-                         "gave no answer: %s; checkpoint %" APR_UINT64_T_FMT " goes without its "
-                         "cosignature, integration goes on (asked again in %" APR_TIME_T_FMT " s)",
+                                                              "gave no answer: %s; checkpoint %" APR_UINT64_T_FMT " goes without its "
+                                                              "cosignature, integration goes on (asked again in %" APR_TIME_T_FMT " s)",
                          ig->origin, w->key->name, err, size, apr_time_sec(WITNESS_RETRY));
             break;
         case 4203:
             ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04203: log %s: witness %s "
-                         "refused checkpoint %" APR_UINT64_T_FMT ": %s; integration goes on "
-                         "(asked again in %" APR_TIME_T_FMT " s)",
+                                                              "refused checkpoint %" APR_UINT64_T_FMT ": %s; integration goes on "
+                                                              "(asked again in %" APR_TIME_T_FMT " s)",
                          ig->origin, w->key->name, size, err, apr_time_sec(WITNESS_RETRY));
             break;
         case 4204:
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04204: log %s: witness %s "
-                         "answered checkpoint %" APR_UINT64_T_FMT " with no valid cosignature "
-                         "of its key %s: %s; nothing kept, integration goes on",
+                                                          "answered checkpoint %" APR_UINT64_T_FMT " with no valid cosignature "
+                                                          "of its key %s: %s; nothing kept, integration goes on",
                          ig->origin, w->key->name, size, w->key->vkey, err);
             break;
         case 4205:
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04205: log %s: witness %s "
-                         "disagrees about the log's size at checkpoint %" APR_UINT64_T_FMT
-                         ": %s; integration goes on",
+                                                          "disagrees about the log's size at checkpoint %" APR_UINT64_T_FMT ": %s; integration goes on",
                          ig->origin, w->key->name, size, err);
             break;
         default:
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04206: log %s: cosigning "
-                         "checkpoint %" APR_UINT64_T_FMT " by witness %s: %s (is "
-                         "sql/0005_witness.sql applied?); integration goes on",
+                                                          "checkpoint %" APR_UINT64_T_FMT " by witness %s: %s (is "
+                                                          "sql/0005_witness.sql applied?); integration goes on",
                          ig->origin, size, w->key->name, err);
             break;
         }
@@ -663,7 +662,7 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         if (!witness_curl_ready && !tsa_ready) {
             if (notary_tsa_global_init() != 0) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04210: cannot initialise "
-                             "libcurl for NotaryLogWitness");
+                                                           "libcurl for NotaryLogWitness");
                 return HTTP_INTERNAL_SERVER_ERROR;
             }
         }

@@ -70,7 +70,8 @@ notary_witness_key *notary_witness_vkey_parse(apr_pool_t *p, const char *vkey,
     }
     for (i = 1; i <= 8; i++) {
         char c = plus1[i];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+                                                                          : -1;
         if (d < 0) {
             FAIL("the key ID is not 8 lowercase hex digits");
         }

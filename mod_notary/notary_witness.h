@@ -17,9 +17,9 @@
 
 #include "notary_note.h"
 
-#define NOTARY_WITNESS_SIG_TYPE 0x04  /* signed-note type: Ed25519 cosignature/v1 */
-#define NOTARY_WITNESS_MAX_PROOF 63   /* lines the spec lets a client send */
-#define NOTARY_WITNESS_REPLY_MAX 65536 /* a few signature lines; anything larger is not */
+#define NOTARY_WITNESS_SIG_TYPE 0x04          /* signed-note type: Ed25519 cosignature/v1 */
+#define NOTARY_WITNESS_MAX_PROOF 63           /* lines the spec lets a client send */
+#define NOTARY_WITNESS_REPLY_MAX 65536        /* a few signature lines; anything larger is not */
 #define NOTARY_WITNESS_TIME_MAX APR_INT64_MAX /* 2^63 - 1 */
 
 /* A witness's verifier key: name+hex(id)+base64(0x04 || Ed25519 public key). */

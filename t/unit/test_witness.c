@@ -124,7 +124,8 @@ static void test_request(apr_pool_t *p)
     want = apr_pstrcat(p, "old 20852014\n", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n",
                        "//////////////////////////////////////////8=\n\n", cp, NULL);
     ok(notary_witness_request(p, 20852014, proof, 2, cp, strlen(cp), &out, &len, &detail) == 0
-           && !strcmp(out, want), "old size and two proof lines in base64, a blank line, the checkpoint");
+           && !strcmp(out, want),
+       "old size and two proof lines in base64, a blank line, the checkpoint");
     ok(notary_witness_request(p, 1, proof, 64, cp, strlen(cp), &out, &len, &detail) != 0,
        "a proof of 64 hashes is never sent (the spec allows 63)");
 }
