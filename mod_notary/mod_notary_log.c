@@ -390,6 +390,12 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
         }
         if (status == 409 && attempt == 0) {
             *num = 4205;
+            /* the spec: text/x.tlog.size; anything else is not the answer */
+            if (strncasecmp(ctype, "text/x.tlog.size", 16)
+                || (ctype[16] && ctype[16] != ';' && ctype[16] != ' ')) {
+                *err = apr_psprintf(p, "HTTP 409 of Content-Type '%s', not text/x.tlog.size", ctype);
+                return -1;
+            }
             if (notary_witness_conflict_parse(resp, resp_len, &theirs, err) != 0) {
                 *err = apr_psprintf(p, "HTTP 409 without a tree size: %s", *err);
                 return -1;
