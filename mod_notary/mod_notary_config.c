@@ -3,6 +3,7 @@
  * Every directive is documented in conf/notary.conf and README.md with
  * syntax, default, context and an example; keep the help strings in step. */
 #include "mod_notary_config.h"
+#include "notary_witness.h"
 
 #include <dlfcn.h>
 
@@ -30,6 +31,7 @@ void *notary_create_srv_conf(apr_pool_t *p, server_rec *s)
     sc->db_check = NOTARY_UNSET;
     sc->log_interval = NOTARY_UNSET;
     sc->log_tsa_every = NOTARY_UNSET;
+    sc->log_witnesses = apr_array_make(p, 2, sizeof(notary_log_witness_conf *));
     sc->rules = apr_array_make(p, 4, sizeof(notary_rule *));
     sc->merchants = apr_array_make(p, 4, sizeof(notary_merchant *));
     sc->merchant_by_name = apr_hash_make(p);
@@ -67,6 +69,8 @@ void *notary_merge_srv_conf(apr_pool_t *p, void *basev, void *addv)
         mc->log_tsa_cafile = base->log_tsa_cafile;
         mc->log_tsa_every = base->log_tsa_every;
     }
+    /* the witnesses are one list: a vhost that names any names them all */
+    mc->log_witnesses = add->log_witnesses->nelts ? add->log_witnesses : base->log_witnesses;
     /* Merchants belong to the vhost that registers them, never inherited:
      * a merchant must be reachable only through the vhost the operator chose. */
     mc->merchants = add->merchants;
@@ -572,6 +576,46 @@ static const char *set_db_check(cmd_parms *cmd, void *dc, const char *arg)
     return NULL;
 }
 
+/* NotaryLogWitness VKEY URL (repeatable) */
+static const char *set_log_witness(cmd_parms *cmd, void *dc, const char *vkey, const char *url)
+{
+    notary_srv_conf *sc = cmd_conf(cmd);
+    notary_log_witness_conf *w;
+    const char *detail = NULL;
+    apr_size_t ul = strlen(url);
+    apr_uri_t u;
+    int i;
+
+    w = apr_pcalloc(cmd->pool, sizeof(*w));
+    if (!(w->key = notary_witness_vkey_parse(cmd->pool, vkey, &detail))) {
+        return apr_psprintf(cmd->pool, "NotaryLogWitness: '%s' is not a witness verifier key "
+                                       "(name+keyid+base64 of 0x04 and an Ed25519 key, "
+                                       "c2sp.org/tlog-cosignature): %s",
+                            vkey, detail ? detail : "invalid");
+    }
+    if (apr_uri_parse(cmd->pool, url, &u) != APR_SUCCESS || !u.scheme || !u.hostname
+        || (strcasecmp(u.scheme, "http") && strcasecmp(u.scheme, "https")) || u.query
+        || u.fragment) {
+        return apr_psprintf(cmd->pool, "NotaryLogWitness: '%s' is not an http or https URL "
+                                       "prefix of a witness (add-checkpoint is posted to "
+                                       "URL/add-checkpoint)",
+                            url);
+    }
+    while (ul > 0 && url[ul - 1] == '/') {
+        ul--;
+    }
+    w->url = apr_pstrmemdup(cmd->pool, url, ul);
+    for (i = 0; i < sc->log_witnesses->nelts; i++) {
+        const notary_log_witness_conf *o = APR_ARRAY_IDX(sc->log_witnesses, i,
+                                                         notary_log_witness_conf *);
+        if (!strcmp(o->key->name, w->key->name) || o->key->id == w->key->id) {
+            return apr_psprintf(cmd->pool, "NotaryLogWitness: witness %s is named twice", w->key->name);
+        }
+    }
+    APR_ARRAY_PUSH(sc->log_witnesses, notary_log_witness_conf *) = w;
+    return NULL;
+}
+
 static const char *set_log_interval(cmd_parms *cmd, void *dc, const char *arg)
 {
     return parse_seconds(cmd, arg, 3600, &cmd_conf(cmd)->log_interval);
@@ -778,6 +822,9 @@ const command_rec notary_cmds[] = {
                    "NotaryLogTimestamp URL CAFILE [SECONDS] - RFC 3161 time-stamp authority "
                    "that stamps the log's checkpoints, its CA certificates (PEM), and the "
                    "least time between two stamps (default 60)"),
+    AP_INIT_TAKE2("NotaryLogWitness", set_log_witness, NULL, RSRC_CONF,
+                  "NotaryLogWitness VKEY URL - a C2SP tlog-witness that cosigns the log's "
+                  "checkpoints: its verifier key (type 0x04) and URL prefix (repeatable)"),
     AP_INIT_TAKE1("NotaryLogIntegratorDatabase", set_log_database, NULL, RSRC_CONF,
                   "NotaryLogIntegratorDatabase \"CONNINFO\" - libpq connection string of "
                   "the log integrator, a notary_integrator role (default: NotaryDatabase)"),

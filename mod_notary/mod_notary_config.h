@@ -68,6 +68,12 @@ typedef struct notary_merchant {
     notary_ruleset *rules[2]; /* request, response; NULL: nothing recorded */
 } notary_merchant;
 
+/* One NotaryLogWitness VKEY URL. */
+typedef struct notary_log_witness_conf {
+    const struct notary_witness_key *key; /* parsed at configuration time */
+    const char *url;                      /* the submission prefix, no trailing '/' */
+} notary_log_witness_conf;
+
 typedef struct notary_srv_conf {
     int engine;           /* NOTARY_UNSET, 0, 1 */
     const char *database; /* libpq conninfo */
@@ -81,14 +87,15 @@ typedef struct notary_srv_conf {
     apr_array_header_t *merchants; /* notary_merchant *, vhost only */
     apr_hash_t *merchant_by_name;
     /* the log (mod_notary_log.c) */
-    const char *log_key_file;        /* NotaryLogKey: Ed25519 private key, PEM */
-    const char *log_origin;          /* NotaryLogOrigin: the checkpoints' origin line */
-    apr_int64_t log_interval;        /* NotaryLogInterval, seconds; NOTARY_UNSET */
-    const char *log_database;        /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
-    const char *log_tsa_url;         /* NotaryLogTimestamp URL; NULL: no time-stamps */
-    const char *log_tsa_cafile;      /* NotaryLogTimestamp CAFILE: the TSA's trust anchors */
-    apr_int64_t log_tsa_every;       /* NotaryLogTimestamp SECONDS; NOTARY_UNSET: 60 */
-    struct notary_note_key *log_key; /* loaded at start-up (check_config) */
+    const char *log_key_file;          /* NotaryLogKey: Ed25519 private key, PEM */
+    const char *log_origin;            /* NotaryLogOrigin: the checkpoints' origin line */
+    apr_int64_t log_interval;          /* NotaryLogInterval, seconds; NOTARY_UNSET */
+    const char *log_database;          /* NotaryLogIntegratorDatabase; NULL: NotaryDatabase */
+    const char *log_tsa_url;           /* NotaryLogTimestamp URL; NULL: no time-stamps */
+    const char *log_tsa_cafile;        /* NotaryLogTimestamp CAFILE: the TSA's trust anchors */
+    apr_int64_t log_tsa_every;         /* NotaryLogTimestamp SECONDS; NOTARY_UNSET: 60 */
+    apr_array_header_t *log_witnesses; /* NotaryLogWitness: notary_log_witness_conf * */
+    struct notary_note_key *log_key;   /* loaded at start-up (check_config) */
     server_rec *s;
 } notary_srv_conf;
 

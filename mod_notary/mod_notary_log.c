@@ -34,6 +34,7 @@
 #include "notary_note.h"
 #include "notary_tsa.h"
 #include "notary_util.h"
+#include "notary_witness.h"
 
 APLOG_USE_MODULE(notary);
 
@@ -42,6 +43,23 @@ APLOG_USE_MODULE(notary);
  * is worked off in a few rounds, each transaction stays short */
 #define LOG_BATCH_MAX 4096
 #define LOG_BATCHES_PER_ROUND 16
+/* a witness that failed is asked again after WITNESS_RETRY; a request is
+ * bounded by WITNESS_TIMEOUT (or NotaryDatabaseTimeout, if shorter). The
+ * witnesses are asked from the integrator's thread, after its round: a
+ * witness that swallows requests delays the next round by one timeout per
+ * retry, never the record path. */
+#define WITNESS_RETRY apr_time_from_sec(10)
+#define WITNESS_TIMEOUT apr_time_from_sec(5)
+
+/* One NotaryLogWitness of a log, as the integrator's child keeps it. */
+typedef struct {
+    const notary_witness_key *key;
+    const char *url;
+    apr_uint64_t cosigned; /* the largest size it cosigned, when known */
+    int known;             /* cosigned read from the database */
+    apr_time_t next;       /* after a failure, not before */
+    char last_err[256];    /* logged once until it changes */
+} log_witness;
 
 /* One log database and who integrates into it. Allocated in pconf; each
  * child has its copy, only the watchdog's singleton child uses it. */
@@ -57,8 +75,9 @@ typedef struct {
     /* NotaryLogTimestamp: NULL url, none */
     const char *tsa_url, *tsa_cafile;
     apr_interval_time_t tsa_every;
-    apr_time_t tsa_next;    /* after a failure, not before */
-    char tsa_last_err[256]; /* logged once until it changes */
+    apr_time_t tsa_next;           /* after a failure, not before */
+    char tsa_last_err[256];        /* logged once until it changes */
+    apr_array_header_t *witnesses; /* NotaryLogWitness: log_witness * */
 } log_integrator;
 
 /* PostgreSQL's notices and warnings on the log's connections: libpq's
@@ -77,6 +96,7 @@ static void log_db_notice(void *arg, const char *message)
 }
 
 static int tsa_ready; /* libcurl's global init, once per process */
+static int witness_curl_ready;
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_get_instance) * wd_get_instance;
 static APR_OPTIONAL_FN_TYPE(ap_watchdog_register_callback) * wd_register_callback;
 
@@ -95,6 +115,13 @@ int notary_log_check_config(apr_pool_t *pconf, apr_pool_t *plog,
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04016: "
                                                                           "NotaryLogTimestamp on %s:%u needs NotaryLogKey: there are no "
                                                                           "checkpoints to time-stamp without a log",
+                         s->server_hostname, (unsigned)s->port);
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        if (sc->log_witnesses->nelts && !sc->log_key_file) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_CRIT, 0, NULL, "NOTARY04201: "
+                                                                          "NotaryLogWitness on %s:%u needs NotaryLogKey: there are no "
+                                                                          "checkpoints to cosign without a log",
                          s->server_hostname, (unsigned)s->port);
             return HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -326,6 +353,192 @@ static void stamp_round(log_integrator *ig, apr_pool_t *p)
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04020: log %s: checkpoint %" APR_UINT64_T_FMT " time-stamped by %s", ig->origin, size, ig->tsa_url);
 }
 
+/* Ask one witness to cosign checkpoint `size` (note as stored, text its
+ * note text): add-checkpoint from the size it last cosigned, once more from
+ * the size a 409 names. 0 cosigned (or already), -1 with *err and *num, the
+ * log number the failure is reported under. */
+static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const char *note,
+                      apr_size_t note_len, const char *text, apr_size_t text_len,
+                      apr_uint64_t size, const char **err, int *num)
+{
+    apr_uint64_t old = 0, theirs;
+    unsigned char *proof = NULL;
+    apr_size_t count = 0, body_len, resp_len;
+    char *body, *resp;
+    const char *ctype;
+    notary_cosig cs;
+    long status;
+    int attempt, rv;
+
+    *num = 4206;
+    if (!w->known) {
+        if ((rv = notary_log_witness_size(ig->conn, p, w->key->vkey, &old, err)) < 0) {
+            return -1;
+        }
+        w->cosigned = rv ? old : 0;
+        w->known = rv;
+    }
+    if (w->known && w->cosigned == size) {
+        return 0;
+    }
+    old = w->known ? w->cosigned : 0;
+    for (attempt = 0; attempt < 2; attempt++) {
+        *num = 4206;
+        if (old > size) {
+            *num = 4205;
+            *err = apr_psprintf(p, "the witness cosigned a tree of %" APR_UINT64_T_FMT " leaves, "
+                                   "larger than the log's %" APR_UINT64_T_FMT ": another log under "
+                                   "this origin, or a fork",
+                                old, size);
+            return -1;
+        }
+        if ((old && notary_log_consistency(ig->conn, p, old, size, &proof, &count, err) != 0)
+            || notary_witness_request(p, old, proof, old ? count : 0, note, note_len, &body,
+                                      &body_len, err)
+                   != 0) {
+            return -1;
+        }
+        *num = 4202;
+        if (notary_witness_post(p, w->url, body, body_len, ig->timeout < WITNESS_TIMEOUT ? ig->timeout : WITNESS_TIMEOUT, &status, &resp, &resp_len,
+                                &ctype, err)
+            != 0) {
+            return -1;
+        }
+        if (status == 409 && attempt == 0) {
+            *num = 4205;
+            /* the spec: text/x.tlog.size; anything else is not the answer */
+            if (strncasecmp(ctype, "text/x.tlog.size", 16)
+                || (ctype[16] && ctype[16] != ';' && ctype[16] != ' ')) {
+                *err = apr_psprintf(p, "HTTP 409 of Content-Type '%s', not text/x.tlog.size", ctype);
+                return -1;
+            }
+            if (notary_witness_conflict_parse(resp, resp_len, &theirs, err) != 0) {
+                *err = apr_psprintf(p, "HTTP 409 without a tree size: %s", *err);
+                return -1;
+            }
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04209: log %s: witness %s "
+                                                           "has cosigned %" APR_UINT64_T_FMT " leaves, not %" APR_UINT64_T_FMT ": asking again from there",
+                         ig->origin, w->key->name, theirs, old);
+            old = theirs;
+            continue;
+        }
+        if (status != 200) {
+            *num = 4203;
+            *err = apr_psprintf(p, "HTTP %ld%s%.*s", status, resp_len ? ": " : "",
+                                (int)(resp_len > 120 ? 120 : resp_len), resp);
+            return -1;
+        }
+        *num = 4204;
+        if (notary_witness_response(p, w->key, text, text_len, resp, resp_len, &cs, err) != 0) {
+            return -1;
+        }
+        *num = 4206;
+        if (notary_log_cosignature_put(ig->conn, p, w->key->vkey, size, cs.line, cs.time, err)
+            != 0) {
+            return -1;
+        }
+        w->cosigned = size;
+        w->known = 1;
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ig->s, "NOTARY04208: log %s: checkpoint %" APR_UINT64_T_FMT " cosigned by %s at %" APR_UINT64_T_FMT,
+                     ig->origin, size, w->key->name, cs.time);
+        return 0;
+    }
+    *num = 4205;
+    *err = "HTTP 409 twice: the witness's state moved while it was asked";
+    return -1;
+}
+
+/* After a round: each witness that has not cosigned the latest checkpoint
+ * is asked to (C2SP tlog-witness). A witness that fails waits WITNESS_RETRY;
+ * nothing here holds up integration beyond one bounded request a witness,
+ * and the record path never waits for it. */
+static void witness_round(log_integrator *ig, apr_pool_t *p)
+{
+    const notary_note_key *keys[1];
+    notary_checkpoint cp;
+    notary_note *n = NULL;
+    apr_uint64_t size = 0;
+    apr_size_t len = 0;
+    apr_pool_t *wp;
+    char *note = NULL;
+    const char *err = NULL;
+    int i, rv;
+
+    if (!ig->witnesses || !ig->witnesses->nelts || !ig->conn || PQstatus(ig->conn) != CONNECTION_OK) {
+        return;
+    }
+    if ((rv = notary_log_checkpoint_get(ig->conn, p, &note, &len, &size, &err)) <= 0) {
+        return; /* no checkpoint yet; a database error is the integrator's to say */
+    }
+    keys[0] = ig->key;
+    if (notary_checkpoint_open(p, note, len, keys, 1, &cp, &n, &err) != 0) {
+        return; /* not ours: audit's business, the witnesses would refuse it too */
+    }
+    if (apr_pool_create(&wp, p) != APR_SUCCESS) {
+        return;
+    }
+    for (i = 0; i < ig->witnesses->nelts; i++) {
+        log_witness *w = APR_ARRAY_IDX(ig->witnesses, i, log_witness *);
+        int num = 0;
+
+        if (apr_time_now() < w->next) {
+            continue;
+        }
+        apr_pool_clear(wp);
+        err = NULL;
+        if (cosign_one(ig, w, wp, note, len, n->text, n->text_len, size, &err, &num) == 0) {
+            if (w->last_err[0]) {
+                w->last_err[0] = '\0';
+                ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ig->s, "NOTARY04207: log %s: witness "
+                                                                 "%s cosigns again (checkpoint %" APR_UINT64_T_FMT ")",
+                             ig->origin, w->key->name, size);
+            }
+            continue;
+        }
+        w->next = apr_time_now() + WITNESS_RETRY;
+        w->known = 0; /* read again: another node may have moved it */
+        if (!err) {
+            err = "unknown error";
+        }
+        if (!strncmp(w->last_err, err, sizeof(w->last_err) - 1)) {
+            continue; /* said already */
+        }
+        apr_cpystrn(w->last_err, err, sizeof(w->last_err));
+        switch (num) {
+        case 4202:
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04202: log %s: witness %s "
+                                                              "gave no answer: %s; checkpoint %" APR_UINT64_T_FMT " goes without its "
+                                                              "cosignature, integration goes on (asked again in %" APR_TIME_T_FMT " s)",
+                         ig->origin, w->key->name, err, size, apr_time_sec(WITNESS_RETRY));
+            break;
+        case 4203:
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ig->s, "NOTARY04203: log %s: witness %s "
+                                                              "refused checkpoint %" APR_UINT64_T_FMT ": %s; integration goes on "
+                                                              "(asked again in %" APR_TIME_T_FMT " s)",
+                         ig->origin, w->key->name, size, err, apr_time_sec(WITNESS_RETRY));
+            break;
+        case 4204:
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04204: log %s: witness %s "
+                                                          "answered checkpoint %" APR_UINT64_T_FMT " with no valid cosignature "
+                                                          "of its key %s: %s; nothing kept, integration goes on",
+                         ig->origin, w->key->name, size, w->key->vkey, err);
+            break;
+        case 4205:
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04205: log %s: witness %s "
+                                                          "disagrees about the log's size at checkpoint %" APR_UINT64_T_FMT ": %s; integration goes on",
+                         ig->origin, w->key->name, size, err);
+            break;
+        default:
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, ig->s, "NOTARY04206: log %s: cosigning "
+                                                          "checkpoint %" APR_UINT64_T_FMT " by witness %s: %s (is "
+                                                          "sql/0005_witness.sql applied?); integration goes on",
+                         ig->origin, size, w->key->name, err);
+            break;
+        }
+    }
+    apr_pool_destroy(wp);
+}
+
 static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
 {
     log_integrator *ig = data;
@@ -337,6 +550,15 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
         ig->status_err[0] = '\0';
         ig->tsa_last_err[0] = '\0';
         ig->tsa_next = 0;
+        if (ig->witnesses) {
+            int i;
+            for (i = 0; i < ig->witnesses->nelts; i++) {
+                log_witness *w = APR_ARRAY_IDX(ig->witnesses, i, log_witness *);
+                w->known = 0;
+                w->next = 0;
+                w->last_err[0] = '\0';
+            }
+        }
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, ig->s, "NOTARY04008: log %s: this "
                                                        "child integrates, every %" APR_TIME_T_FMT " s",
                      ig->origin,
@@ -346,6 +568,7 @@ static apr_status_t log_watchdog(int state, void *data, apr_pool_t *pool)
         /* pool is the call's own, destroyed after it */
         integrate_round(ig, pool);
         stamp_round(ig, pool);
+        witness_round(ig, pool);
         break;
     case AP_WATCHDOG_STATE_STOPPING:
         if (ig->conn) {
@@ -426,6 +649,46 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             }
             tsa_ready = 1;
         }
+    }
+    for (s = main_s; s; s = s->next) {
+        /* one log, its witnesses: every vhost's of that database, each once */
+        notary_srv_conf *sc = ap_get_module_config(s->module_config, &notary_module);
+        log_integrator *ig;
+        int i, j;
+
+        if (!notary_conf_engine(sc) || !sc->log_key || !sc->log_witnesses->nelts
+            || !(ig = apr_hash_get(by_db, notary_conf_log_database(sc), APR_HASH_KEY_STRING))) {
+            continue;
+        }
+        if (!ig->witnesses) {
+            ig->witnesses = apr_array_make(pconf, sc->log_witnesses->nelts, sizeof(log_witness *));
+        }
+        for (i = 0; i < sc->log_witnesses->nelts; i++) {
+            const notary_log_witness_conf *wc = APR_ARRAY_IDX(sc->log_witnesses, i,
+                                                              notary_log_witness_conf *);
+            log_witness *w;
+
+            for (j = 0; j < ig->witnesses->nelts; j++) {
+                if (!strcmp(APR_ARRAY_IDX(ig->witnesses, j, log_witness *)->key->vkey, wc->key->vkey)) {
+                    break;
+                }
+            }
+            if (j < ig->witnesses->nelts) {
+                continue;
+            }
+            w = apr_pcalloc(pconf, sizeof(*w));
+            w->key = wc->key;
+            w->url = wc->url;
+            APR_ARRAY_PUSH(ig->witnesses, log_witness *) = w;
+        }
+        if (!witness_curl_ready && !tsa_ready) {
+            if (notary_tsa_global_init() != 0) {
+                ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04210: cannot initialise "
+                                                           "libcurl for NotaryLogWitness");
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+        witness_curl_ready = 1;
     }
     if (!apr_hash_count(by_db)) {
         return OK;
@@ -690,6 +953,11 @@ static int receipt_handler(request_rec *r, notary_srv_conf *sc, log_reader *lr)
          * holds it, so the receipt carries the TSA's token */
         rv = sc->log_tsa_url ? notary_log_receipt_stamped(conn, r->pool, &rec, &out, &len, &err)
                              : notary_log_receipt(conn, r->pool, &rec, &out, &len, &err);
+        /* with witnesses, their cosignatures of that checkpoint follow it */
+        if (rv == 1 && sc->log_witnesses->nelts
+            && notary_log_cosignatures_append(conn, r->pool, &out, &len, &err) != 0) {
+            rv = -1;
+        }
     }
     apr_thread_mutex_unlock(lr->mu);
     if (found < 0) {
@@ -784,7 +1052,10 @@ int notary_log_handler(request_rec *r)
         apr_thread_mutex_unlock(lr->mu);
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    found = is_checkpoint ? notary_log_checkpoint_get(conn, r->pool, &note, &len, &size, &err)
+    /* with witnesses, their cosignatures follow the log's signature */
+    found = is_checkpoint ? (sc->log_witnesses->nelts
+                                 ? notary_log_checkpoint_cosigned(conn, r->pool, &note, &len, &size, &err)
+                                 : notary_log_checkpoint_get(conn, r->pool, &note, &len, &size, &err))
                           : notary_log_tile_by_path(conn, r->pool, path, &data, &len, &err);
     apr_thread_mutex_unlock(lr->mu);
     if (found < 0) {

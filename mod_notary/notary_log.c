@@ -761,6 +761,163 @@ int notary_log_timestamp_put(PGconn *conn, apr_pool_t *p, apr_uint64_t size,
     return ok ? 0 : -1;
 }
 
+int notary_log_checkpoint_cosigned(PGconn *conn, apr_pool_t *p, char **note, apr_size_t *len,
+                                   apr_uint64_t *size, const char **err)
+{
+    /* the lines in one order (by witness key) so that two reads of one
+     * state serve the same bytes */
+    return size_and_note(conn, p,
+                         "SELECT s.size, s.checkpoint || coalesce((SELECT string_agg(c.cosignature, '' "
+                         "ORDER BY c.witness) FROM notary.log_cosignatures c WHERE c.size = s.size), '') "
+                         "FROM notary.log_state s WHERE s.checkpoint IS NOT NULL",
+                         0, NULL, "reading the cosigned checkpoint", size, note, len, err);
+}
+
+int notary_log_witness_size(PGconn *conn, apr_pool_t *p, const char *witness, apr_uint64_t *size,
+                            const char **err)
+{
+    const char *params[1] = { witness };
+    PGresult *r;
+    int res = -1;
+
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    r = PQexecParams(conn, "SELECT max(size) FROM notary.log_cosignatures WHERE witness = $1", 1,
+                     NULL, params, NULL, NULL, BINARY);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        *err = pq_error(p, conn, r, "reading the witness's last cosigned size");
+    }
+    else if (PQgetisnull(r, 0, 0)) {
+        res = 0;
+    }
+    else if (PQgetlength(r, 0, 0) != 8) {
+        *err = "the witness's last cosigned size is not a bigint";
+    }
+    else {
+        *size = be64(PQgetvalue(r, 0, 0));
+        res = 1;
+    }
+    PQclear(r);
+    return res;
+}
+
+int notary_log_consistency(PGconn *conn, apr_pool_t *p, apr_uint64_t old_size,
+                           apr_uint64_t new_size, unsigned char **proof, apr_size_t *count,
+                           const char **err)
+{
+    notary_merkle_source src;
+    tile_io io = { conn, p, NULL, NULL };
+
+    if (old_size > new_size) {
+        *err = apr_psprintf(p, "no consistency proof from %" APR_UINT64_T_FMT " down to %" APR_UINT64_T_FMT,
+                            old_size, new_size);
+        return -1;
+    }
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    /* tiles only grow by prefix: an older tree's hashes are in the same rows */
+    notary_merkle_source_tiles(&src, p, new_size, read_tile, &io);
+    if (notary_merkle_prove_consistency(p, &src, old_size, new_size, proof, count) != 0) {
+        *err = io.err ? io.err : "computing the consistency proof";
+        return -1;
+    }
+    return 0;
+}
+
+int notary_log_cosignature_put(PGconn *conn, apr_pool_t *p, const char *witness,
+                               apr_uint64_t size, const char *line, apr_uint64_t time,
+                               const char **err)
+{
+    char sz[24], tm[24];
+    const char *params[4] = { witness, sz, line, tm };
+    PGresult *r;
+    int ok;
+
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    apr_snprintf(sz, sizeof(sz), "%" APR_UINT64_T_FMT, size);
+    apr_snprintf(tm, sizeof(tm), "%" APR_UINT64_T_FMT, time);
+    /* another node may have kept one meanwhile: the first stands */
+    r = PQexecParams(conn,
+                     "INSERT INTO notary.log_cosignatures (witness, size, cosignature, cosigned_at) "
+                     "VALUES ($1, $2, $3, $4) ON CONFLICT (witness, size) DO NOTHING",
+                     4, NULL, params, NULL, NULL, 0);
+    ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        *err = pq_error(p, conn, r, "keeping the cosignature");
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+int notary_log_cosignatures_append(PGconn *conn, apr_pool_t *p, char **doc, apr_size_t *len,
+                                   const char **err)
+{
+    const char *nl, *start, *end = *doc + *len;
+    char sz[24];
+    const char *params[1] = { sz };
+    apr_size_t n, add;
+    PGresult *r;
+    char *grown;
+    int i;
+
+    /* the signed checkpoint is the document's end: a receipt's last part
+     * (c2sp.org/tlog-proof@v1), or the whole note */
+    start = *doc;
+    if (*len > sizeof(NOTARY_TLOG_PROOF_HEADER) && !memcmp(*doc, NOTARY_TLOG_PROOF_HEADER "\n", sizeof(NOTARY_TLOG_PROOF_HEADER))) {
+        const char *s;
+        /* after the first blank line */
+        for (s = *doc; s + 1 < end && !(s[0] == '\n' && s[1] == '\n'); s++)
+            ;
+        if (s + 1 >= end) {
+            *err = "the receipt has no checkpoint";
+            return -1;
+        }
+        start = s + 2;
+    }
+    /* origin line, then the size */
+    if (!(nl = memchr(start, '\n', (apr_size_t)(end - start)))) {
+        *err = "the checkpoint has no size line";
+        return -1;
+    }
+    start = nl + 1;
+    for (n = 0; start + n < end && start[n] >= '0' && start[n] <= '9' && n < sizeof(sz) - 1; n++) {
+        sz[n] = start[n];
+    }
+    if (n == 0 || start + n >= end || start[n] != '\n') {
+        *err = "the checkpoint has no size line";
+        return -1;
+    }
+    sz[n] = '\0';
+    if (ensure_connected(conn, p, err) != 0) {
+        return -1;
+    }
+    r = PQexecParams(conn, "SELECT cosignature FROM notary.log_cosignatures WHERE size = $1 ORDER BY witness",
+                     1, NULL, params, NULL, NULL, BINARY);
+    if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+        *err = pq_error(p, conn, r, "reading the checkpoint's cosignatures");
+        PQclear(r);
+        return -1;
+    }
+    for (i = 0, add = 0; i < PQntuples(r); i++) {
+        add += (apr_size_t)PQgetlength(r, i, 0);
+    }
+    grown = apr_palloc(p, *len + add + 1);
+    memcpy(grown, *doc, *len);
+    for (i = 0, n = *len; i < PQntuples(r); i++) {
+        memcpy(grown + n, PQgetvalue(r, i, 0), (apr_size_t)PQgetlength(r, i, 0));
+        n += (apr_size_t)PQgetlength(r, i, 0);
+    }
+    grown[n] = '\0';
+    PQclear(r);
+    *doc = grown;
+    *len = n;
+    return 0;
+}
+
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,
                        const unsigned char entry[NOTARY_LEAF_LEN], apr_int64_t mmd,
                        char **out, apr_size_t *len, const char **err)

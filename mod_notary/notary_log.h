@@ -110,6 +110,35 @@ int notary_log_timestamp_put(PGconn *conn, apr_pool_t *p, apr_uint64_t size,
                              const unsigned char *token, apr_size_t token_len, const char *tsa,
                              const char **err);
 
+/* NotaryLogWitness (schema version 5, sql/0005_witness.sql). The latest
+ * checkpoint with the cosignature lines kept for it appended (a note with
+ * several signatures, ordered by witness key). 1, 0 (none yet), -1. */
+int notary_log_checkpoint_cosigned(PGconn *conn, apr_pool_t *p, char **note, apr_size_t *len,
+                                   apr_uint64_t *size, const char **err);
+
+/* The largest size `witness` (its vkey) cosigned: 1 with *size, 0 none, -1. */
+int notary_log_witness_size(PGconn *conn, apr_pool_t *p, const char *witness, apr_uint64_t *size,
+                            const char **err);
+
+/* Consistency proof from the tree of old_size to that of new_size (at most
+ * the log's size), from the tiles. 0 with *proof (*count hashes), -1. */
+int notary_log_consistency(PGconn *conn, apr_pool_t *p, apr_uint64_t old_size,
+                           apr_uint64_t new_size, unsigned char **proof, apr_size_t *count,
+                           const char **err);
+
+/* Keep a verified cosignature line of checkpoint `size` by `witness`; one
+ * kept meanwhile (another node) stands. 0 / -1. */
+int notary_log_cosignature_put(PGconn *conn, apr_pool_t *p, const char *witness,
+                               apr_uint64_t size, const char *line, apr_uint64_t time,
+                               const char **err);
+
+/* Append to a receipt (c2sp.org/tlog-proof@v1) or a signed checkpoint the
+ * cosignature lines kept for its checkpoint's size (ordered by witness
+ * key): the witnessed form a party can check with notary-verify --witness.
+ * *doc is replaced (from p). 0 / -1. */
+int notary_log_cosignatures_append(PGconn *conn, apr_pool_t *p, char **doc, apr_size_t *len,
+                                   const char **err);
+
 /* The signed promise of an entry (docs/evidence.md). 0 or -1. */
 int notary_log_promise(apr_pool_t *p, const notary_note_key *key,
                        const unsigned char entry[NOTARY_LEAF_LEN], apr_int64_t mmd,

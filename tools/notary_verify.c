@@ -31,6 +31,7 @@
 #include "notary_log.h"
 #include "notary_merkle.h"
 #include "notary_note.h"
+#include "notary_witness.h"
 #include "notary_tsa.h"
 #include "notary_util.h"
 
@@ -44,7 +45,7 @@
 #define MAX_KEYS 16
 
 static const char usage_text[] =
-    "usage: notary-verify [--json] (--key VKEY | --key-file FILE)... COMMAND ...\n"
+    "usage: notary-verify [--json] (--key VKEY | --key-file FILE)... [--witness VKEY]... COMMAND ...\n"
     "\n"
     "  promise FILE [--body FILE] [--headers FILE]\n"
     "        a promise (the Notary-Receipt header's value, or the 202 answer of\n"
@@ -72,6 +73,10 @@ static const char usage_text[] =
     "                    receipt's time-stamp token (a receipt without one fails);\n"
     "                    audit: every stored token, and each row's time against\n"
     "                    the TSA's (postdated, backdated)\n"
+    "  --witness VKEY    a witness's cosignature key (C2SP tlog-cosignature, type\n"
+    "                    0x04; repeatable): every checkpoint checked (receipt,\n"
+    "                    consistency, audit's given files) must carry a valid\n"
+    "                    cosignature of each\n"
     "  --db CONNINFO     libpq connection string (audit; a member of notary_reader)\n"
     "  --json            one JSON object on standard output\n"
     "  --version, --help\n"
@@ -91,7 +96,8 @@ enum { O_KEY = 256,
        O_CHECKPOINT,
        O_RECEIPT,
        O_MAX_LAG,
-       O_TSA_CA };
+       O_TSA_CA,
+       O_WITNESS };
 #define MAX_FILES 64
 
 static const apr_getopt_option_t options[] = {
@@ -109,6 +115,7 @@ static const apr_getopt_option_t options[] = {
     { "receipt", O_RECEIPT, 1, "" },
     { "max-lag", O_MAX_LAG, 1, "" },
     { "tsa-ca", O_TSA_CA, 1, "" },
+    { "witness", O_WITNESS, 1, "" },
     { NULL, 0, 0, NULL },
 };
 
@@ -117,6 +124,8 @@ typedef struct {
     int json;
     const notary_note_key *keys[MAX_KEYS];
     int nkeys;
+    const notary_witness_key *wits[MAX_KEYS]; /* --witness */
+    int nwits;
     const char *body, *headers, *proof, *tiles;
     const char *args[4];
     int nargs;
@@ -492,6 +501,46 @@ static int check_timestamp(verify_ctx *c, const notary_receipt *r)
     return 0;
 }
 
+static int add_witness(verify_ctx *c, const char *vkey)
+{
+    const char *why = NULL;
+    notary_witness_key *k;
+
+    if (c->nwits == MAX_KEYS) {
+        usage_error("more than 16 witnesses", NULL);
+        return -1;
+    }
+    if (!(k = notary_witness_vkey_parse(c->p, vkey, &why))) {
+        fprintf(stderr, "notary-verify: --witness: not a witness vkey (%s): %s\n", why, vkey);
+        return -1;
+    }
+    c->wits[c->nwits++] = k;
+    return 0;
+}
+
+/* --witness: the signed checkpoint `note` carries a valid cosignature of
+ * each witness named. 0, or -1 with *why. */
+static int witnessed(verify_ctx *c, const char *note, apr_size_t len, const char **why)
+{
+    json_t *names;
+    int i;
+
+    if (!c->nwits) {
+        return 0;
+    }
+    if (notary_witness_check_checkpoint(c->p, note, len, c->keys, c->nkeys, c->wits, c->nwits, why) != 0) {
+        return -1;
+    }
+    if (!(names = json_object_get(c->out, "cosigned_by"))) {
+        names = json_array();
+        json_object_set_new(c->out, "cosigned_by", names);
+        for (i = 0; i < c->nwits; i++) {
+            json_array_append_new(names, json_string(c->wits[i]->name));
+        }
+    }
+    return 0;
+}
+
 static int cmd_receipt(verify_ctx *c)
 {
     apr_size_t len;
@@ -522,6 +571,10 @@ static int cmd_receipt(verify_ctx *c)
     json_object_set_new(c->out, "index", json_integer((json_int_t)r.tp.index));
     json_object_set_new(c->out, "entry", entry_json(c->p, &r.entry, r.leaf_hash));
     json_object_set_new(c->out, "metadata", meta_json(c->p, &r.meta));
+    if (witnessed(c, r.tp.checkpoint, r.tp.checkpoint_len, &why) != 0) {
+        invalid(c, apr_psprintf(c->p, "the receipt's checkpoint: %s", why));
+        return EXIT_INVALID;
+    }
     if (check_timestamp(c, &r) != 0) {
         return EXIT_USAGE;
     }
@@ -551,7 +604,8 @@ static int open_checkpoint(verify_ctx *c, const char *path, notary_checkpoint *c
         buf = (char *)tp.checkpoint;
         len = tp.checkpoint_len;
     }
-    if (notary_checkpoint_open(c->p, buf, len, c->keys, c->nkeys, cp, n, &why) != 0) {
+    if (notary_checkpoint_open(c->p, buf, len, c->keys, c->nkeys, cp, n, &why) != 0
+        || witnessed(c, buf, len, &why) != 0) {
         invalid(c, apr_psprintf(c->p, "%s: %s", path, why));
         return EXIT_INVALID;
     }
@@ -1108,6 +1162,9 @@ static int audit_given(audit_ctx *a)
             }
             json_object_set_new(j, "index", json_integer((json_int_t)rc.tp.index));
             json_object_set_new(j, "tree_size", json_integer((json_int_t)rc.cp.size));
+            if (witnessed(c, rc.tp.checkpoint, rc.tp.checkpoint_len, &why) != 0) {
+                finding(a, "uncosigned", NULL, "receipt %s: %s", path, why);
+            }
             audit_checkpoint(a, apr_psprintf(p, "receipt %s", path), &rc.cp);
             for (k = 0; k < a->rows->nelts; k++) {
                 const audit_row *r = &APR_ARRAY_IDX(a->rows, k, audit_row);
@@ -1153,6 +1210,9 @@ static int audit_given(audit_ctx *a)
                 continue;
             }
             json_object_set_new(j, "tree_size", json_integer((json_int_t)cp.size));
+            if (witnessed(c, buf, len, &why) != 0) {
+                finding(a, "uncosigned", NULL, "checkpoint %s: %s", path, why);
+            }
             audit_checkpoint(a, apr_psprintf(p, "checkpoint %s", path), &cp);
         }
     }
@@ -1513,6 +1573,9 @@ int main(int argc, const char *const *argv)
         case O_JSON: c.json = 1; break;
         case O_DB: c.db = arg; break;
         case O_TSA_CA: c.tsa_ca = arg; break;
+        case O_WITNESS:
+            if (add_witness(&c, arg) != 0) goto done;
+            break;
         case O_CHECKPOINT:
         case O_RECEIPT:
             if (c.nfiles == MAX_FILES) {
