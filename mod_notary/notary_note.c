@@ -292,9 +292,8 @@ const char *notary_note_skey(apr_pool_t *p, const notary_note_key *k)
     return k->has_private ? key_string(p, "PRIVATE+KEY+", k, k->seed) : NULL;
 }
 
-/* "name+hhhhhhhh+base64" into its parts; the name may not contain '+'. */
-static int split_key(apr_pool_t *p, const char *s, const char **name, apr_uint32_t *id,
-                     unsigned char material[32], const char **detail)
+int notary_note_key_split(apr_pool_t *p, const char *s, unsigned char type, const char **name,
+                          apr_uint32_t *id, unsigned char material[32], const char **detail)
 {
     const char *plus1 = strchr(s, '+'), *plus2, *b64;
     unsigned char *raw;
@@ -320,8 +319,12 @@ static int split_key(apr_pool_t *p, const char *s, const char **name, apr_uint32
     if (!(raw = notary_b64_decode(p, b64, strlen(b64), &rawlen))) {
         FAIL("the key material is not canonical base64");
     }
-    if (rawlen < 1 || raw[0] != NOTARY_NOTE_SIG_ED25519) {
-        FAIL("not an Ed25519 key (signature type 0x01)");
+    if (rawlen < 1 || raw[0] != type) {
+        FAIL(type == NOTARY_NOTE_SIG_ED25519
+                 ? "not an Ed25519 key (signature type 0x01)"
+             : type == 0x04 ? "not an Ed25519 cosignature key (signature type 0x04, "
+                              "c2sp.org/tlog-cosignature)"
+                            : apr_psprintf(p, "not a key of signature type 0x%02x", type));
     }
     if (rawlen != 33) {
         FAIL("an Ed25519 key is 32 bytes");
@@ -342,7 +345,7 @@ notary_note_key *notary_note_vkey_parse(apr_pool_t *p, const char *vkey, const c
     notary_note_key *k = apr_pcalloc(p, sizeof(*k));
     apr_uint32_t id;
 
-    if (split_key(p, vkey, &k->name, &id, k->pub, detail) != 0) {
+    if (notary_note_key_split(p, vkey, NOTARY_NOTE_SIG_ED25519, &k->name, &id, k->pub, detail) != 0) {
         return NULL;
     }
     k->id = notary_note_key_id(k->name, k->pub);
@@ -364,7 +367,9 @@ notary_note_key *notary_note_skey_parse(apr_pool_t *p, const char *skey, const c
         if (detail) *detail = "a signer key starts with PRIVATE+KEY+";
         return NULL;
     }
-    if (split_key(p, skey + 12, &name, &id, seed, detail) != 0) {
+    if (notary_note_key_split(p, skey + 12, NOTARY_NOTE_SIG_ED25519, &name, &id, seed,
+                              detail)
+        != 0) {
         return NULL;
     }
     k = notary_note_key_from_seed(p, name, seed, detail);

@@ -73,6 +73,13 @@ notary_note_key *notary_note_key_generate(apr_pool_t *p, const char *name, const
 /* "<name>+<hex id>+<base64(0x01 || pub)>", the C2SP vkey. */
 const char *notary_note_vkey(apr_pool_t *p, const notary_note_key *k);
 notary_note_key *notary_note_vkey_parse(apr_pool_t *p, const char *vkey, const char **detail);
+/* "name+hhhhhhhh+base64(type || 32 bytes)" into its parts, for a key of
+ * signature type `type` (0x01 a log's Ed25519 key, 0x04 a witness's
+ * cosignature key): the name valid and without '+', the key ID 8 lowercase
+ * hex digits (not checked against the key: the caller knows its hash),
+ * the base64 canonical. 0, -1 with *detail. */
+int notary_note_key_split(apr_pool_t *p, const char *s, unsigned char type, const char **name,
+                          apr_uint32_t *id, unsigned char material[32], const char **detail);
 
 /* "PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>", golang.org/x/mod's
  * sumdb/note signer key encoding (signed-note names no private form). */

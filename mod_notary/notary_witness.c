@@ -57,41 +57,12 @@ notary_witness_key *notary_witness_vkey_parse(apr_pool_t *p, const char *vkey,
                                               const char **detail)
 {
     notary_witness_key *k = apr_pcalloc(p, sizeof(*k));
-    const char *plus1 = strchr(vkey, '+'), *plus2, *b64;
-    unsigned char *raw;
-    apr_size_t rawlen, i;
     apr_uint32_t id = 0;
 
-    if (!plus1 || !(plus2 = strchr(plus1 + 1, '+'))) {
-        FAIL("a witness key is name+keyid+base64");
+    if (notary_note_key_split(p, vkey, NOTARY_WITNESS_SIG_TYPE, &k->name, &id, k->pub, detail)
+        != 0) {
+        return NULL;
     }
-    if (plus2 - plus1 - 1 != 8) {
-        FAIL("the key ID is not 8 hex digits");
-    }
-    for (i = 1; i <= 8; i++) {
-        char c = plus1[i];
-        int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10
-                                                                          : -1;
-        if (d < 0) {
-            FAIL("the key ID is not 8 lowercase hex digits");
-        }
-        id = (id << 4) | (apr_uint32_t)d;
-    }
-    b64 = plus2 + 1;
-    if (!(raw = notary_b64_decode(p, b64, strlen(b64), &rawlen))) {
-        FAIL("the key material is not canonical base64");
-    }
-    if (rawlen < 1 || raw[0] != NOTARY_WITNESS_SIG_TYPE) {
-        FAIL("not an Ed25519 cosignature key (signature type 0x04, c2sp.org/tlog-cosignature)");
-    }
-    if (rawlen != 33) {
-        FAIL("an Ed25519 key is 32 bytes");
-    }
-    k->name = apr_pstrmemdup(p, vkey, (apr_size_t)(plus1 - vkey));
-    if (!notary_note_name_valid(k->name, strlen(k->name))) {
-        FAIL("invalid key name");
-    }
-    memcpy(k->pub, raw + 1, 32);
     k->id = notary_witness_key_id(k->name, k->pub);
     if (k->id != id) {
         FAIL("the key ID does not match the name and key (type 0x04)");
