@@ -32,6 +32,7 @@
 #include "mod_notary_status.h"
 #include "notary_log.h"
 #include "notary_note.h"
+#include "notary_http.h"
 #include "notary_tsa.h"
 #include "notary_util.h"
 #include "notary_witness.h"
@@ -642,7 +643,7 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
         ig->tsa_cafile = sc->log_tsa_cafile;
         ig->tsa_every = apr_time_from_sec(notary_conf_log_tsa_every(sc));
         if (!tsa_ready) {
-            if (notary_tsa_global_init() != 0) {
+            if (notary_http_global_init() != 0) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04021: cannot initialise "
                                                            "libcurl for NotaryLogTimestamp");
                 return HTTP_INTERNAL_SERVER_ERROR;
@@ -682,7 +683,7 @@ int notary_log_post_config(apr_pool_t *pconf, apr_pool_t *plog,
             APR_ARRAY_PUSH(ig->witnesses, log_witness *) = w;
         }
         if (!witness_curl_ready && !tsa_ready) {
-            if (notary_tsa_global_init() != 0) {
+            if (notary_http_global_init() != 0) {
                 ap_log_error(APLOG_MARK, APLOG_CRIT, 0, s, "NOTARY04210: cannot initialise "
                                                            "libcurl for NotaryLogWitness");
                 return HTTP_INTERNAL_SERVER_ERROR;

@@ -4,7 +4,6 @@
 
 #include <apr_strings.h>
 
-#include <curl/curl.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -14,6 +13,7 @@
 #include <openssl/ts.h>
 #include <openssl/x509.h>
 
+#include "notary_http.h"
 #include "notary_tsa.h"
 
 #define FAIL(msg) \
@@ -34,11 +34,6 @@ static const char *ossl_reason(apr_pool_t *p, const char *what)
     ERR_error_string_n(e, buf, sizeof(buf));
     ERR_clear_error();
     return apr_psprintf(p, "%s (%s)", what, buf);
-}
-
-int notary_tsa_global_init(void)
-{
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
 }
 
 int notary_tsa_query(apr_pool_t *p, const unsigned char digest[32], unsigned char **query,
@@ -436,98 +431,24 @@ cleanup:
     return rv;
 }
 
-typedef struct {
-    apr_pool_t *p;
-    unsigned char *buf;
-    apr_size_t len, cap;
-    int too_large;
-} reply_buf;
-
-static size_t reply_write(char *data, size_t size, size_t n, void *baton)
-{
-    reply_buf *rb = baton;
-    apr_size_t add = size * n;
-
-    if (add > NOTARY_TSA_REPLY_MAX - rb->len) {
-        rb->too_large = 1;
-        return 0; /* libcurl stops: CURLE_WRITE_ERROR */
-    }
-    if (rb->len + add > rb->cap) {
-        apr_size_t cap = rb->cap ? rb->cap : 8192;
-        unsigned char *nb;
-
-        while (cap < rb->len + add) {
-            cap *= 2;
-        }
-        nb = apr_palloc(rb->p, cap);
-        if (rb->len) {
-            memcpy(nb, rb->buf, rb->len);
-        }
-        rb->buf = nb;
-        rb->cap = cap;
-    }
-    memcpy(rb->buf + rb->len, data, add);
-    rb->len += add;
-    return add;
-}
-
 int notary_tsa_fetch(apr_pool_t *p, const char *url, const unsigned char *query,
                      apr_size_t query_len, apr_interval_time_t timeout, unsigned char **reply,
                      apr_size_t *reply_len, const char **err)
 {
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL, *h2;
-    reply_buf rb = { p, NULL, 0, 0, 0 };
-    char errbuf[CURL_ERROR_SIZE] = "";
-    long ms = (long)apr_time_as_msec(timeout), code = 0;
-    CURLcode cc;
-    int rv = -1;
+    static const char *const headers[] = { "Content-Type: application/timestamp-query",
+                                           "Accept: application/timestamp-reply", NULL };
+    notary_http_reply r;
 
-    if (!c || !(h = curl_slist_append(NULL, "Content-Type: application/timestamp-query"))
-        || !(h2 = curl_slist_append(h, "Accept: application/timestamp-reply"))) {
-        FAIL("out of memory setting up the TSA request");
+    if (notary_http_post(p, "the TSA", url, headers, query, query_len, NOTARY_TSA_REPLY_MAX,
+                         timeout, &r, err)
+        != 0) {
+        return -1;
     }
-    h = h2;
-    if (ms <= 0) {
-        ms = 1;
+    if (r.status != 200) {
+        *err = apr_psprintf(p, "the TSA at %s answered HTTP %ld", url, r.status);
+        return -1;
     }
-    if (curl_easy_setopt(c, CURLOPT_URL, url) != CURLE_OK
-#if LIBCURL_VERSION_NUM >= 0x075500
-        || curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
-#else
-        || curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK
-#endif
-        || curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK /* threads */
-        || curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_POSTFIELDS, (const char *)query) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)query_len) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_HTTPHEADER, h) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_USERAGENT, "mod_notary") != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, reply_write) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_WRITEDATA, &rb) != CURLE_OK) {
-        *err = apr_psprintf(p, "cannot use the TSA URL %s: %s", url, *errbuf ? errbuf : "libcurl refused an option");
-        goto cleanup;
-    }
-    if ((cc = curl_easy_perform(c)) != CURLE_OK) {
-        *err = rb.too_large ? apr_psprintf(p, "the TSA at %s sent more than %d bytes", url, NOTARY_TSA_REPLY_MAX)
-                            : apr_psprintf(p, "the TSA at %s: %s", url, *errbuf ? errbuf : curl_easy_strerror(cc));
-        goto cleanup;
-    }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    if (code != 200) {
-        *err = apr_psprintf(p, "the TSA at %s answered HTTP %ld", url, code);
-        goto cleanup;
-    }
-    *reply = rb.buf;
-    *reply_len = rb.len;
-    rv = 0;
-cleanup:
-    curl_slist_free_all(h);
-    if (c) {
-        curl_easy_cleanup(c);
-    }
-    return rv;
+    *reply = (unsigned char *)r.body;
+    *reply_len = r.len;
+    return 0;
 }

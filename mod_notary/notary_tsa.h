@@ -17,9 +17,6 @@
  * KiB; anything far larger is not a time-stamp reply. */
 #define NOTARY_TSA_REPLY_MAX (256 * 1024)
 
-/* Once per process, before any thread (libcurl's global state). 0 / -1. */
-int notary_tsa_global_init(void);
-
 /* cafile holds at least one certificate OpenSSL can load (start-up). 0, or
  * -1 with *err. */
 int notary_tsa_check_cafile(apr_pool_t *p, const char *cafile, const char **err);

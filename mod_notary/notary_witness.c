@@ -4,11 +4,11 @@
 
 #include <apr_strings.h>
 #include <apr_tables.h>
-#include <curl/curl.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 
+#include "notary_http.h"
 #include "notary_witness.h"
 
 #define EM_DASH_SP "\xe2\x80\x94 " /* U+2014 and a space: starts a signature line */
@@ -372,109 +372,22 @@ int notary_witness_check_checkpoint(apr_pool_t *p, const char *msg, apr_size_t l
     return 0;
 }
 
-typedef struct {
-    apr_pool_t *p;
-    char *buf;
-    apr_size_t len, cap;
-    int too_large;
-} reply_buf;
-
-static size_t reply_write(char *data, size_t size, size_t n, void *baton)
-{
-    reply_buf *rb = baton;
-    apr_size_t add = size * n;
-
-    if (add > NOTARY_WITNESS_REPLY_MAX - rb->len) {
-        rb->too_large = 1;
-        return 0; /* libcurl stops: CURLE_WRITE_ERROR */
-    }
-    if (rb->len + add + 1 > rb->cap) {
-        apr_size_t cap = rb->cap ? rb->cap : 1024;
-        char *nb;
-
-        while (cap < rb->len + add + 1) {
-            cap *= 2;
-        }
-        nb = apr_palloc(rb->p, cap);
-        if (rb->len) {
-            memcpy(nb, rb->buf, rb->len);
-        }
-        rb->buf = nb;
-        rb->cap = cap;
-    }
-    memcpy(rb->buf + rb->len, data, add);
-    rb->len += add;
-    return add;
-}
-
 int notary_witness_post(apr_pool_t *p, const char *url, const char *body, apr_size_t len,
                         apr_interval_time_t timeout, long *status, char **resp,
                         apr_size_t *resp_len, const char **ctype, const char **err)
 {
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = NULL;
-    reply_buf rb = { p, NULL, 0, 0, 0 };
-    char errbuf[CURL_ERROR_SIZE] = "";
-    long ms = (long)apr_time_as_msec(timeout), code = 0;
-    const char *full = apr_pstrcat(p, url, "/add-checkpoint", NULL);
-    char *ct = NULL;
-    CURLcode cc;
-    int rv = -1;
-
     /* a body with no Content-Type of its own: curl would say form data */
-    if (!c || !(h = curl_slist_append(NULL, "Content-Type: text/plain; charset=utf-8"))) {
-        *err = "out of memory setting up the witness request";
-        goto cleanup;
+    static const char *const headers[] = { "Content-Type: text/plain; charset=utf-8", NULL };
+    notary_http_reply r;
+
+    if (notary_http_post(p, "the witness", apr_pstrcat(p, url, "/add-checkpoint", NULL), headers,
+                         body, len, NOTARY_WITNESS_REPLY_MAX, timeout, &r, err)
+        != 0) {
+        return -1;
     }
-    if (ms <= 0) {
-        ms = 1;
-    }
-    if (curl_easy_setopt(c, CURLOPT_URL, full) != CURLE_OK
-#if LIBCURL_VERSION_NUM >= 0x075500
-        || curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK
-#else
-        || curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS)) != CURLE_OK
-#endif
-        || curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L) != CURLE_OK /* threads */
-        || curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_POSTFIELDS, body) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)len) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_HTTPHEADER, h) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_USERAGENT, "mod_notary") != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, reply_write) != CURLE_OK
-        || curl_easy_setopt(c, CURLOPT_WRITEDATA, &rb) != CURLE_OK) {
-        *err = apr_psprintf(p, "cannot use the witness URL %s: %s", full,
-                            *errbuf ? errbuf : "libcurl refused an option");
-        goto cleanup;
-    }
-    if ((cc = curl_easy_perform(c)) != CURLE_OK) {
-        *err = rb.too_large ? apr_psprintf(p, "the witness at %s sent more than %d bytes", full,
-                                           NOTARY_WITNESS_REPLY_MAX)
-                            : apr_psprintf(p, "the witness at %s: %s", full,
-                                           *errbuf ? errbuf : curl_easy_strerror(cc));
-        goto cleanup;
-    }
-    if (curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code) != CURLE_OK
-        || curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK) {
-        *err = apr_psprintf(p, "the witness at %s: no status", full);
-        goto cleanup;
-    }
-    *status = code;
-    *ctype = ct ? apr_pstrdup(p, ct) : "";
-    if (!rb.buf) {
-        rb.buf = apr_palloc(p, 1);
-    }
-    rb.buf[rb.len] = '\0';
-    *resp = rb.buf;
-    *resp_len = rb.len;
-    rv = 0;
-cleanup:
-    curl_slist_free_all(h);
-    if (c) {
-        curl_easy_cleanup(c);
-    }
-    return rv;
+    *status = r.status;
+    *ctype = r.ctype;
+    *resp = r.body;
+    *resp_len = r.len;
+    return 0;
 }

@@ -11,6 +11,7 @@
 #include <apr_general.h>
 #include <apr_strings.h>
 
+#include "notary_http.h"
 #include "notary_tsa.h"
 #include "notary_util.h"
 #include "tap.h"
@@ -168,7 +169,7 @@ int main(void)
 {
     apr_initialize();
     apr_pool_create(&pool, NULL);
-    if (notary_tsa_global_init() != 0) {
+    if (notary_http_global_init() != 0) {
         printf("Bail out! libcurl's global init failed\n");
         return 1;
     }
