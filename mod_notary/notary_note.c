@@ -149,7 +149,13 @@ int notary_note_name_valid(const char *name, apr_size_t len)
 
 apr_uint32_t notary_note_key_id(const char *name, const unsigned char pub[32])
 {
-    static const unsigned char sep[2] = { '\n', NOTARY_NOTE_SIG_ED25519 };
+    return notary_note_key_id_of(name, NOTARY_NOTE_SIG_ED25519, pub);
+}
+
+apr_uint32_t notary_note_key_id_of(const char *name, unsigned char type,
+                                   const unsigned char pub[32])
+{
+    const unsigned char sep[2] = { '\n', type };
     unsigned char h[32];
     unsigned int n = 0;
     EVP_MD_CTX *ctx;

@@ -58,6 +58,10 @@ unsigned char *notary_b64_decode(apr_pool_t *p, const char *s, apr_size_t slen,
 int notary_note_name_valid(const char *name, apr_size_t len);
 
 apr_uint32_t notary_note_key_id(const char *name, const unsigned char pub[32]);
+/* The same for a key of another signature type (0x04: a witness's
+ * cosignature key): SHA-256(name || "\n" || type || pub)[:4]. */
+apr_uint32_t notary_note_key_id_of(const char *name, unsigned char type,
+                                   const unsigned char pub[32]);
 
 /* Keys. NULL (and *detail) on error. */
 notary_note_key *notary_note_key_from_seed(apr_pool_t *p, const char *name,

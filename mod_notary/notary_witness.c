@@ -23,24 +23,7 @@
 
 apr_uint32_t notary_witness_key_id(const char *name, const unsigned char pub[32])
 {
-    static const unsigned char sep[2] = { '\n', NOTARY_WITNESS_SIG_TYPE };
-    unsigned char h[32];
-    unsigned int n = 0;
-    EVP_MD_CTX *ctx;
-
-    ERR_set_mark();
-    ctx = EVP_MD_CTX_new();
-    /* libcrypto failing: an ID of zero bytes, which no signature matches by chance */
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1
-        || EVP_DigestUpdate(ctx, name, strlen(name)) != 1
-        || EVP_DigestUpdate(ctx, sep, sizeof(sep)) != 1
-        || EVP_DigestUpdate(ctx, pub, 32) != 1
-        || EVP_DigestFinal_ex(ctx, h, &n) != 1) {
-        memset(h, 0, sizeof(h));
-    }
-    EVP_MD_CTX_free(ctx);
-    ERR_pop_to_mark();
-    return ((apr_uint32_t)h[0] << 24) | ((apr_uint32_t)h[1] << 16) | ((apr_uint32_t)h[2] << 8) | h[3];
+    return notary_note_key_id_of(name, NOTARY_WITNESS_SIG_TYPE, pub);
 }
 
 static const char *vkey_string(apr_pool_t *p, const notary_witness_key *k)
