@@ -425,6 +425,8 @@ static int cosign_one(log_integrator *ig, log_witness *w, apr_pool_t *p, const c
         }
         if (status != 200) {
             *num = 4203;
+            /* the start of its body (httpd's error log escapes what is
+             * not printable: a witness's bytes never make lines there) */
             *err = apr_psprintf(p, "HTTP %ld%s%.*s", status, resp_len ? ": " : "",
                                 (int)(resp_len > 120 ? 120 : resp_len), resp);
             return -1;

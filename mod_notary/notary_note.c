@@ -387,7 +387,7 @@ notary_note_key *notary_note_skey_parse(apr_pool_t *p, const char *skey, const c
     return k;
 }
 
-static int ed25519_sign(const notary_note_key *k, const char *msg, apr_size_t len,
+int notary_ed25519_sign(const unsigned char seed[32], const void *msg, apr_size_t len,
                         unsigned char sig[64])
 {
     EVP_PKEY *pkey = NULL;
@@ -396,10 +396,10 @@ static int ed25519_sign(const notary_note_key *k, const char *msg, apr_size_t le
     int rv = -1;
 
     ERR_set_mark();
-    if (!(pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, k->seed, 32))
+    if (!(pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32))
         || !(ctx = EVP_MD_CTX_new())
         || EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) != 1
-        || EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)msg, len) != 1
+        || EVP_DigestSign(ctx, sig, &siglen, msg, len) != 1
         || siglen != 64) {
         goto cleanup;
     }
@@ -411,7 +411,7 @@ cleanup:
     return rv;
 }
 
-static int ed25519_verify(const notary_note_key *k, const char *msg, apr_size_t len,
+int notary_ed25519_verify(const unsigned char pub[32], const void *msg, apr_size_t len,
                           const unsigned char *sig, apr_size_t siglen)
 {
     EVP_PKEY *pkey = NULL;
@@ -422,12 +422,12 @@ static int ed25519_verify(const notary_note_key *k, const char *msg, apr_size_t 
         return 0;
     }
     ERR_set_mark();
-    if (!(pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, k->pub, 32))
+    if (!(pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, pub, 32))
         || !(ctx = EVP_MD_CTX_new())
         || EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) != 1) {
         goto cleanup;
     }
-    ok = EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)msg, len) == 1;
+    ok = EVP_DigestVerify(ctx, sig, siglen, msg, len) == 1;
 cleanup:
     EVP_MD_CTX_free(ctx);
     EVP_PKEY_free(pkey);
@@ -472,7 +472,7 @@ int notary_note_sign(apr_pool_t *p, const char *text, apr_size_t text_len,
         raw[1] = (unsigned char)(keys[i]->id >> 16);
         raw[2] = (unsigned char)(keys[i]->id >> 8);
         raw[3] = (unsigned char)keys[i]->id;
-        if (ed25519_sign(keys[i], text, text_len, raw + 4) != 0) {
+        if (notary_ed25519_sign(keys[i]->seed, text, text_len, raw + 4) != 0) {
             if (detail) *detail = "libcrypto could not sign";
             return -1;
         }
@@ -563,7 +563,7 @@ int notary_note_open(apr_pool_t *p, const char *msg, apr_size_t len,
                 continue;
             }
             /* a known key's bad signature spoils the note */
-            if (!ed25519_verify(keys[k], n->text, n->text_len, sig->sig, sig->sig_len)) {
+            if (!notary_ed25519_verify(keys[k]->pub, n->text, n->text_len, sig->sig, sig->sig_len)) {
                 if (detail) *detail = apr_psprintf(p, "the signature of %s (%08x) does not verify",
                                                    sig->name, (unsigned)sig->id);
                 return -1;

@@ -60,6 +60,13 @@ int notary_note_name_valid(const char *name, apr_size_t len);
 apr_uint32_t notary_note_key_id(const char *name, const unsigned char pub[32]);
 /* The same for a key of another signature type (0x04: a witness's
  * cosignature key): SHA-256(name || "\n" || type || pub)[:4]. */
+/* Ed25519 over msg with a raw 32-byte seed (0, -1 if libcrypto fails) or
+ * public key (1 valid, 0 not): the one place signed-note signatures and
+ * witness cosignatures are made and checked. */
+int notary_ed25519_sign(const unsigned char seed[32], const void *msg, apr_size_t len,
+                        unsigned char sig[64]);
+int notary_ed25519_verify(const unsigned char pub[32], const void *msg, apr_size_t len,
+                          const unsigned char *sig, apr_size_t siglen);
 apr_uint32_t notary_note_key_id_of(const char *name, unsigned char type,
                                    const unsigned char pub[32]);
 

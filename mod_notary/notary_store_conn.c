@@ -232,17 +232,27 @@ static void hosts_parse(store_conns *cs, apr_pool_t *p)
     cs->nhosts = n;
 }
 
-apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const char *conninfo,
-                                       int min, int smax, int hmax, apr_interval_time_t ttl,
-                                       apr_interval_time_t timeout)
+/* What a pool of connections and a single connection (start-up check)
+ * share: the conninfo, its bound, its hosts, the lock on their state. */
+static apr_status_t conns_init(store_conns **pcs, apr_pool_t *p, const char *conninfo,
+                               apr_interval_time_t timeout)
 {
-    store_conns *cs = apr_pcalloc(p, sizeof(*cs));
-    apr_status_t rv;
+    store_conns *cs = *pcs = apr_pcalloc(p, sizeof(*cs));
 
     cs->conninfo = apr_pstrdup(p, conninfo);
     cs->timeout = timeout;
     hosts_parse(cs, p);
-    if ((rv = apr_thread_mutex_create(&cs->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+    return apr_thread_mutex_create(&cs->mu, APR_THREAD_MUTEX_DEFAULT, p);
+}
+
+apr_status_t notary_store_conns_create(store_conns **pcs, apr_pool_t *p, const char *conninfo,
+                                       int min, int smax, int hmax, apr_interval_time_t ttl,
+                                       apr_interval_time_t timeout)
+{
+    store_conns *cs;
+    apr_status_t rv;
+
+    if ((rv = conns_init(&cs, p, conninfo, timeout)) != APR_SUCCESS) {
         return rv;
     }
     /* the reslist registers its own cleanup on p: idle slots are closed */
@@ -621,14 +631,11 @@ apr_status_t notary_store_connect_once(const char *conninfo, apr_interval_time_t
                                        apr_time_t deadline, PGconn **pc, PGconn **failed,
                                        apr_pool_t *p, const char **err)
 {
-    store_conns *cs = apr_pcalloc(p, sizeof(*cs));
+    store_conns *cs;
     apr_status_t rv;
 
     *pc = *failed = NULL;
-    cs->conninfo = apr_pstrdup(p, conninfo);
-    cs->timeout = timeout;
-    hosts_parse(cs, p);
-    if ((rv = apr_thread_mutex_create(&cs->mu, APR_THREAD_MUTEX_DEFAULT, p)) != APR_SUCCESS) {
+    if ((rv = conns_init(&cs, p, conninfo, timeout)) != APR_SUCCESS) {
         *err = "cannot connect to the record store: no mutex";
         return rv;
     }

@@ -4,9 +4,6 @@
 
 #include <apr_strings.h>
 #include <apr_tables.h>
-#include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/evp.h>
 
 #include "notary_http.h"
 #include "notary_witness.h"
@@ -99,14 +96,10 @@ int notary_witness_cosign(apr_pool_t *p, const notary_witness_key *k, apr_uint64
                           const char **detail)
 {
     unsigned char raw[COSIG_RAW_LEN];
-    EVP_PKEY *pkey = NULL;
-    EVP_MD_CTX *ctx = NULL;
-    size_t siglen = 64;
     apr_size_t mlen;
     const char *msg;
     int i, rv = -1;
 
-    ERR_set_mark();
     if (!k->has_private) {
         FAIL("a verifier key cannot cosign");
     }
@@ -120,10 +113,7 @@ int notary_witness_cosign(apr_pool_t *p, const notary_witness_key *k, apr_uint64
     for (i = 0; i < 8; i++) {
         raw[4 + i] = (unsigned char)(time >> (56 - 8 * i));
     }
-    if (!(pkey = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, k->seed, 32))
-        || !(ctx = EVP_MD_CTX_new()) || EVP_DigestSignInit(ctx, NULL, NULL, NULL, pkey) != 1
-        || EVP_DigestSign(ctx, raw + 12, &siglen, (const unsigned char *)msg, mlen) != 1
-        || siglen != 64) {
+    if (notary_ed25519_sign(k->seed, msg, mlen, raw + 12) != 0) {
         FAIL("libcrypto could not sign");
     }
     *line = apr_pstrcat(p, EM_DASH_SP, k->name, " ", notary_b64_encode(p, raw, sizeof(raw)),
@@ -131,9 +121,6 @@ int notary_witness_cosign(apr_pool_t *p, const notary_witness_key *k, apr_uint64
     *len = strlen(*line);
     rv = 0;
 cleanup:
-    EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(pkey);
-    ERR_pop_to_mark();
     return rv;
 }
 
@@ -141,15 +128,12 @@ int notary_witness_sig_verify(apr_pool_t *p, const notary_witness_key *k, const 
                               apr_size_t text_len, const unsigned char *raw, apr_size_t raw_len,
                               apr_uint64_t *time, const char **detail)
 {
-    EVP_PKEY *pkey = NULL;
-    EVP_MD_CTX *ctx = NULL;
     apr_uint64_t t = 0;
     apr_uint32_t id;
     apr_size_t mlen;
     const char *msg;
     int i, rv = -1;
 
-    ERR_set_mark();
     if (raw_len != COSIG_RAW_LEN) {
         FAIL("a cosignature is a key ID, an 8-byte time and a 64-byte Ed25519 signature");
     }
@@ -169,19 +153,12 @@ int notary_witness_sig_verify(apr_pool_t *p, const notary_witness_key *k, const 
         FAIL("note text must end in a newline");
     }
     msg = notary_witness_message(p, t, text, text_len, &mlen);
-    if (!(pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, k->pub, 32))
-        || !(ctx = EVP_MD_CTX_new()) || EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pkey) != 1) {
-        FAIL("libcrypto cannot verify Ed25519");
-    }
-    if (EVP_DigestVerify(ctx, raw + 12, 64, (const unsigned char *)msg, mlen) != 1) {
+    if (!notary_ed25519_verify(k->pub, msg, mlen, raw + 12, 64)) {
         FAIL("the cosignature does not verify");
     }
     *time = t;
     rv = 0;
 cleanup:
-    EVP_MD_CTX_free(ctx);
-    EVP_PKEY_free(pkey);
-    ERR_pop_to_mark();
     return rv;
 }
 

@@ -8,7 +8,8 @@
 # /.notary/log/checkpoint after the log's signature; notary-verify --witness
 # passes on them and fails on a flipped cosignature or another witness's
 # key; a witness that is down is logged once (NOTARY04202) while records
-# are still integrated; one that signs wrongly is refused and nothing kept
+# are still integrated; one that answers 500 is logged (NOTARY04203) with
+# its body escaped; one that signs wrongly is refused and nothing kept
 # (NOTARY04204); a witness reset to an older state answers 409 and the
 # integrator resyncs from the size it names (NOTARY04209); one that claims
 # a larger tree than the log's is refused (NOTARY04205).
@@ -234,10 +235,21 @@ $text = `$acmd --checkpoint '$dir/cp' --witness '$w{2}{vkey}' 2>&1`;
 is($? >> 8, 1, 'audit --checkpoint CP --witness W2: INVALID') or diag($text);
 like($text, qr/uncosigned/, '... an uncosigned finding') or diag($text);
 
-# ---- witness 2 comes up signing wrongly: refused, nothing kept
-set_mode(2, 'badsig');
+# ---- witness 2 comes up answering 500 with a body of two lines: one
+# NOTARY04203 line, the witness's bytes escaped in it, nothing kept
+set_mode(2, '500');
 start_witness(2);
 exchange(6);
+ok($t->wait_for(sub { $t->notary_error_log =~ /NOTARY04203: log \Q$origin\E: witness witness\.test\/w2 refused checkpoint \d+: HTTP 500: down for maintenance\\nFORGED LINE from the witness\\n/ },
+                timeout => 25, what => 'NOTARY04203'),
+   'witness 2 answering 500: NOTARY04203 with the start of its body, escaped')
+    or diag($t->notary_error_log);
+unlike($t->notary_error_log, qr/^FORGED LINE/m, "... the witness's second line is no line of the error log");
+is(cosigned(2), -1, '... and nothing kept from it');
+
+# ---- witness 2 then signs wrongly: refused, nothing kept
+set_mode(2, 'badsig');
+exchange(61);
 ok($t->wait_for(sub { $t->notary_error_log =~ /NOTARY04204: log \Q$origin\E: witness witness\.test\/w2 answered checkpoint \d+ with no valid cosignature.*does not verify/ },
                 timeout => 25, what => 'NOTARY04204'),
    'witness 2 answering a bad signature: NOTARY04204');

@@ -173,7 +173,10 @@ def main_serve(d, port, origin, logvkey, name, seedhex):
                 os.rename(os.path.join(d, "state.tmp"), os.path.join(d, "state"))
             m = mode()
             if m == "500":
-                return self.answer(500, b"down for maintenance\n", note=info)
+                # a second line of its own: it must reach the notary's
+                # error log escaped, never as a line
+                return self.answer(500, b"down for maintenance\nFORGED LINE from the witness\n",
+                                   note=info)
             t = int(time.time())
             msg = b"cosignature/v1\ntime %d\n" % t + text.encode()
             sig = bytearray(priv.sign(msg))
