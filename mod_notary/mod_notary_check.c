@@ -121,57 +121,22 @@ static const char *one_line(apr_pool_t *p, const char *m)
     return s;
 }
 
-/* the connection's socket ready before the deadline: 1, time up: 0, -1 */
-static int wait_socket(PGconn *c, int for_write, apr_time_t deadline)
-{
-    struct pollfd pfd;
-    int rc;
-
-    do {
-        apr_interval_time_t left = deadline - apr_time_now();
-        if (left <= 0) {
-            return 0;
-        }
-        pfd.fd = PQsocket(c);
-        if (pfd.fd < 0) {
-            return -1;
-        }
-        pfd.events = for_write ? POLLOUT : POLLIN;
-        pfd.revents = 0;
-        rc = poll(&pfd, 1, (int)((left + 999) / 1000));
-    } while (rc < 0 && errno == EINTR);
-    return rc > 0 ? 1 : rc;
-}
-
-/* the result of the one statement just sent, NULL if none came in time
- * (*late) or the connection failed */
+/* the result of the one statement just sent, read as the store reads
+ * its own (notary_store_finish_command): NULL if none came in time (*late)
+ * or the connection failed */
 static PGresult *result_within(PGconn *c, apr_time_t deadline, int *late)
 {
-    PGresult *res = NULL, *next;
+    PGresult *res = NULL;
+    step_t step = notary_store_finish_command(c, deadline, &res);
 
-    *late = 0;
-    for (;;) {
-        while (PQisBusy(c)) {
-            int w = wait_socket(c, 0, deadline);
-            if (w == 0) {
-                *late = 1;
-            }
-            if (w <= 0 || !PQconsumeInput(c)) {
-                if (res) {
-                    PQclear(res);
-                }
-                return NULL;
-            }
-        }
-        next = PQgetResult(c);
-        if (!next) {
-            return res;
-        }
-        if (res) {
-            PQclear(res);
-        }
-        res = next;
+    *late = step == STEP_TIMEOUT;
+    if (step == STEP_OK || step == STEP_SERVER_ERROR) {
+        return res;
     }
+    if (res) {
+        PQclear(res);
+    }
+    return NULL;
 }
 
 /* Why the login failed, when a password was asked for: the usual trap is
@@ -260,7 +225,7 @@ static void check_schema(apr_pool_t *p, PGconn *c, apr_time_t deadline,
     char *sql, *cols, *d;
     const char *s, *params[1];
     PGresult *res;
-    int late, i;
+    int late = 0, i; /* 0 when the statement could not even be sent */
 
     /* the store's own statement (notary_store_conn.c), so a schema it
      * cannot use fails here as it would there */
